@@ -1,0 +1,3 @@
+from kdnas_deploy.cli import main
+
+main()
