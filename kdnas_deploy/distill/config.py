@@ -33,6 +33,7 @@ class DistillConfig:
     weight_decay: float = 0.01
     eval_batch_size: int = 128
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: epoch ends only)
+    cache_max_mb: int = 1024  # a teacher-output cache larger than this is not built: the teacher runs live
 
     def __post_init__(self) -> None:
         if self.init not in INITS:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.distill.cache import LiveTeacher, build_or_load_cache
+from kdnas_deploy.distill.cache import CachedTeacher, LiveTeacher, build_or_load_cache
 from kdnas_deploy.distill.config import DistillConfig, student_layer_pairs
 from kdnas_deploy.distill.data import collate, encode, evaluate_logits, predict
 from kdnas_deploy.distill.init import importance_scores, init_from_teacher
@@ -117,6 +117,9 @@ def distill(
         num_labels=task.num_labels,
         seed=config.seed,
         problem_type="regression" if task.is_regression else "single_label_classification",
+        vocab_size=t_model.config.vocab_size,
+        type_vocab_size=getattr(t_model.config, "type_vocab_size", 2),
+        pad_token_id=getattr(t_model.config, "pad_token_id", 0),
     )
     if t_model.config.id2label:
         student.config.id2label = dict(t_model.config.id2label)
@@ -138,7 +141,8 @@ def distill(
     rel_layer = config.relation_layer if config.relation_layer > 0 else t_layers + 1 + config.relation_layer
     rel_layer = min(max(rel_layer, 1), t_layers)
     layers = _needed_teacher_layers(config, pairs, rel_layer)
-    if cache_dir is not None:
+    cache_mb = int(train_enc.lengths.sum()) * t_hidden * 2 * len(layers) / 2**20
+    if cache_dir is not None and cache_mb <= config.cache_max_mb:
         source: Any = build_or_load_cache(
             t_model,
             teacher_dir,
@@ -272,7 +276,14 @@ def distill(
             "train_seconds": round(state.train_seconds, 2),
             "wall_seconds_this_run": round(wall, 2),
             "resumed_from_step": result.resumed_from_step,
-            "cache": {"hit": getattr(source, "hit", None), "bytes": source.size_bytes} if cache_dir else None,
+            "cache": {
+                "hit": getattr(source, "hit", None),
+                "bytes": source.size_bytes,
+                "estimated_mb": round(cache_mb, 1),
+                "used": isinstance(source, CachedTeacher),
+            }
+            if cache_dir
+            else None,
         }
         with atomic_directory(out_dir, force=True) as tmp:
             for item in best_dir.iterdir():
@@ -289,7 +300,7 @@ def distill(
         train_seconds=round(wall, 3),
         model_dir=model_dir,
         history=tuple(state.history),
-        cache_hit=getattr(source, "hit", None) if cache_dir is not None else None,
+        cache_hit=source.hit if isinstance(source, CachedTeacher) else None,
         cache_bytes=int(source.size_bytes),
         loop_seconds=round(state.train_seconds, 3),
     )

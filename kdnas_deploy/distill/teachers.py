@@ -102,7 +102,7 @@ def load_classifier(source: str | Path, task: Task | None = None) -> PreTrainedM
         check_labels(config.num_labels, task, source)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager")
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
         raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
     return model.eval()
 
@@ -128,7 +128,7 @@ def load_backbone_for_finetune(source: str | Path, task: Task) -> PreTrainedMode
             ignore_mismatched_sizes=True,
             attn_implementation="sdpa",
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
         raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
