@@ -241,6 +241,12 @@ def distill(
             work_dir=work,
             progress=progress,
             desc=f"distill {arch.short()}",
+            signature={
+                "teacher": teacher_dir,
+                "arch": arch.to_dict(),
+                "config": config.to_dict(),
+                "train": train_enc.fingerprint,
+            },
         )
     finally:
         if capture is not None:

@@ -120,6 +120,7 @@ def finetune_teacher(
         work_dir=work,
         progress=progress,
         desc=f"finetune {task.name}",
+        signature={"model": source, "config": asdict(config), "task": task.name, "train": train.fingerprint},
     )
     state = result.state
     best = next(h for h in state.history if abs(h["epoch"] - state.best_epoch) < 1e-9)

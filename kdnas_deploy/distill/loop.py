@@ -54,7 +54,12 @@ class LoopResult:
 
 
 def _save_checkpoint(
-    path: Path, modules: dict[str, torch.nn.Module], optimizer: Any, scheduler: Any, state: LoopState
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizer: Any,
+    scheduler: Any,
+    state: LoopState,
+    signature: dict[str, Any] | None = None,
 ) -> None:
     import torch
 
@@ -66,6 +71,7 @@ def _save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "state": asdict(state),
             "torch_rng": torch.get_rng_state(),
+            "signature": signature,
         },
         tmp,
     )
@@ -83,6 +89,7 @@ def run_loop(
     work_dir: Path,
     progress: bool = True,
     desc: str = "train",
+    signature: dict[str, Any] | None = None,
 ) -> LoopResult:
     """Train ``modules`` by minimising ``loss_fn(batch_indices)``; resume from ``work_dir`` if it holds a
     checkpoint. ``evaluate`` runs after each epoch (and at the end of a fractional one)."""
@@ -106,8 +113,12 @@ def run_loop(
     state = LoopState()
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / CHECKPOINT
-    if ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.is_file() else None
+    if saved is not None and saved.get("signature") != signature:
+        bar_note = f"{desc}: checkpoint in {work_dir} is from a different run; starting afresh"
+        print(bar_note, flush=True)
+        saved = None
+    if saved is not None:
         for k, m in modules.items():
             m.load_state_dict(saved["modules"][k])
         optimizer.load_state_dict(saved["optimizer"])
@@ -142,7 +153,7 @@ def run_loop(
             bar.update(1)
             bar.set_postfix(epoch=state.epoch, loss=f"{state.loss_sum / state.loss_count:.4f}")
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
-                _save_checkpoint(ckpt, modules, optimizer, scheduler, state)
+                _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
         # epoch (or the fractional tail) done
         state.last_epoch_loss = state.loss_sum / max(1, state.loss_count)
         metrics, score = evaluate()
@@ -167,6 +178,6 @@ def run_loop(
         state.epoch += 1
         state.step_in_epoch = 0
         state.loss_sum, state.loss_count = 0.0, 0
-        _save_checkpoint(ckpt, modules, optimizer, scheduler, state)
+        _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
     bar.close()
     return LoopResult(state=state, resumed_from_step=resumed_from)

@@ -102,7 +102,7 @@ def test_loop_resumes_after_a_kill_to_the_same_weights(tmp_path):
             lengths=lengths,
             modules={"m": model},
             loss_fn=loss_fn,
-            evaluate=lambda: ({"neg_w": -float(model.weight.sum())}, 0.0),
+            evaluate=lambda: ({"neg_w": -float(model.weight.detach().sum())}, 0.0),
             on_best=lambda: None,
             work_dir=work,
             progress=False,
