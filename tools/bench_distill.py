@@ -226,6 +226,38 @@ def stage_full(args: argparse.Namespace, arch: str, ratio: float, teacher_acc: f
     }
 
 
+def stage_builtin(args: argparse.Namespace) -> dict[str, Any]:
+    """The built-in task is non-trivial: a 1-layer student does not match the 6-layer teacher."""
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.distill import DistillConfig, distill
+    from kdnas_deploy.distill.evaluate import evaluate_model
+    from kdnas_deploy.tasks import get_task
+
+    task = get_task("builtin")
+    teacher = evaluate_model(args.builtin_teacher, task, "dev", progress=False)["accuracy"]
+    out: dict[str, Any] = {
+        "teacher": str(args.builtin_teacher),
+        "teacher_dev_accuracy": teacher,
+        "students": [],
+    }
+    for arch in ("L=1,H=384,A=12,F=1536", "L=3,H=384,A=12,F=1536"):
+        cfg = DistillConfig.full(epochs=3, max_seq_len=64)
+        t0 = time.perf_counter()
+        res = distill(args.builtin_teacher, Architecture.parse(arch), task, config=cfg, progress=False)
+        out["students"].append(
+            {
+                "arch": arch,
+                "dev_accuracy": res.score,
+                "epochs": 3,
+                "wall_seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(json.dumps(out["students"][-1]), flush=True)
+    one = out["students"][0]["dev_accuracy"]
+    out["one_layer_below_teacher"] = one < teacher
+    return out
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -272,6 +304,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
     ap.add_argument("--work", type=Path, default=Path("/work/artifacts/distill/bench"))
     ap.add_argument("--out", type=Path, default=ROOT / "tools" / "results" / "distill_sst2.json")
+    ap.add_argument("--builtin-teacher", type=Path, default=Path("/work/artifacts/distill/teacher-builtin"))
     ap.add_argument("--stages", default="teacher,proxy,full3,full2")
     ap.add_argument("--full-epochs", type=float, default=2.0)
     ap.add_argument("--full-max-train-samples", type=int, default=None)
@@ -290,6 +323,8 @@ def main() -> None:
         if key in stages:
             doc = _merge(args.out, key, stage_full(args, arch, ratio, teacher_acc))
             print(json.dumps({k: v for k, v in doc[key].items() if k != "history"}), flush=True)
+    if "builtin" in stages:
+        _merge(args.out, "builtin", stage_builtin(args))
     plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
 
 

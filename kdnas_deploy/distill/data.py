@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,3 +123,10 @@ def predict(
 def evaluate_logits(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     preds = logits[:, 0] if task.is_regression else logits
     return task.compute_metrics(preds, labels)
+
+
+def publishable(folder: Path) -> None:
+    """Give a published folder ordinary permissions (temp dirs/files are created 0700/0600)."""
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o755 if f.is_dir() else 0o644)

@@ -14,7 +14,7 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.distill.cache import CachedTeacher, LiveTeacher, build_or_load_cache
 from kdnas_deploy.distill.config import DistillConfig, student_layer_pairs
-from kdnas_deploy.distill.data import collate, encode, evaluate_logits, predict
+from kdnas_deploy.distill.data import collate, encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.init import importance_scores, init_from_teacher
 from kdnas_deploy.distill.loop import LoopConfig, run_loop
 from kdnas_deploy.distill.losses import LOSSES, LossInputs
@@ -297,6 +297,7 @@ def distill(
             tokenizer.save_pretrained(tmp)
             atomic_write_text(tmp / "architecture.json", arch.to_json() + "\n")
             atomic_write_json(tmp / "distill_record.json", record)
+        publishable(out_dir)
         shutil.rmtree(work, ignore_errors=True)
         model_dir = str(out_dir)
     return DistillResult(

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdnas_deploy.distill.data import encode, evaluate_logits, predict
+from kdnas_deploy.distill.data import encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.loop import LoopConfig, run_loop
 from kdnas_deploy.distill.teachers import load_backbone_for_finetune, load_tokenizer, resolve_model
 from kdnas_deploy.io import atomic_directory, atomic_write_json
@@ -152,5 +152,6 @@ def finetune_teacher(
             shutil.copy2(item, tmp / item.name)
         atomic_write_json(tmp / "teacher_record.json", record)
         atomic_write_json(tmp / "dev_metrics.json", metrics_doc)
+    publishable(out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return {"out_dir": str(out_dir), "metrics": metrics, "record": record}
