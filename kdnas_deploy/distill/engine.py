@@ -254,7 +254,7 @@ def distill(
         if not persistent:
             shutil.rmtree(work, ignore_errors=True)
     state = result.state
-    best = next(h for h in state.history if abs(h["epoch"] - state.best_epoch) < 1e-9)
+    best = state.history[state.best_index]
     metrics = {k: float(v) for k, v in best.items() if k in task.metric_names}
     wall = time.time() - t_start
     model_dir = None

@@ -123,7 +123,7 @@ def finetune_teacher(
         signature={"model": source, "config": asdict(config), "task": task.name, "train": train.fingerprint},
     )
     state = result.state
-    best = next(h for h in state.history if abs(h["epoch"] - state.best_epoch) < 1e-9)
+    best = state.history[state.best_index]
     metrics = {k: v for k, v in best.items() if k in task.metric_names}
     record = {
         "schema_version": RECORD_SCHEMA_VERSION,

@@ -40,6 +40,7 @@ class LoopState:
     global_step: int = 0
     best_score: float = -math.inf
     best_epoch: float = -1.0
+    best_index: int = -1  # index of the best epoch in ``history``
     loss_sum: float = 0.0
     loss_count: int = 0
     last_epoch_loss: float = float("nan")
@@ -157,17 +158,17 @@ def run_loop(
         # epoch (or the fractional tail) done
         state.last_epoch_loss = state.loss_sum / max(1, state.loss_count)
         metrics, score = evaluate()
-        epoch_done = state.epoch + state.step_in_epoch / n_batches
+        epoch_done = round(state.epoch + state.step_in_epoch / n_batches, 4)
         state.history.append(
             {
-                "epoch": round(epoch_done, 4),
+                "epoch": epoch_done,
                 "train_loss": state.last_epoch_loss,
                 "step": state.global_step,
                 **metrics,
             }
         )
         if score > state.best_score:
-            state.best_score, state.best_epoch = score, epoch_done
+            state.best_score, state.best_epoch, state.best_index = score, epoch_done, len(state.history) - 1
             on_best()
         bar.write(
             f"epoch {epoch_done:.2f}: loss {state.last_epoch_loss:.4f} "

@@ -149,3 +149,10 @@ def test_bad_inputs(tiny_teacher, builtin_small, tmp_path):
     csv.write_text("text,label\n" + "".join(f"good movie {i},{i % 3}\n" for i in range(30)))
     with pytest.raises(DataError, match="3 label"):
         distill(tiny_teacher, ARCH, get_task(csv), config=DistillConfig.proxy(), progress=False)
+
+
+def test_fractional_epochs_evaluate_at_the_end(tiny_teacher, builtin_small):
+    task, train, dev = builtin_small
+    cfg = DistillConfig.proxy(epochs=0.5, batch_size=16)
+    res = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, progress=False)
+    assert [h["epoch"] for h in res.history] == [0.5] and res.history[0]["step"] == 3
