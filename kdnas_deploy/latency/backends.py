@@ -13,7 +13,9 @@ Heavy libraries are imported inside methods.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,11 +89,28 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
     if done.is_file() and (workdir / ONNX_FILE).is_file():
         return workdir / ONNX_FILE
     model = build_student(arch, seed=seed)
-    out = deploy(model, workdir, deploy_config)
+    with quiet_loggers():
+        out = deploy(model, workdir, deploy_config)
     del model
     gc.collect()
     done.write_text("ok\n")
     return out.onnx_path
+
+
+@contextmanager
+def quiet_loggers(level: int = logging.ERROR) -> Iterator[None]:
+    """Silence the exporter's and quantizer's per-model chatter (warnings repeated for every model)."""
+    import optimum.exporters.onnx  # noqa: F401  (configures its loggers on import: do that first)
+
+    loggers = [logging.getLogger(), logging.getLogger("optimum"), logging.getLogger("onnxruntime")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, old, strict=True):
+            lg.setLevel(lv)
 
 
 # ---------------------------------------------------------------------------------------------- CPU / ORT
