@@ -98,19 +98,18 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
 
 
 @contextmanager
-def quiet_loggers(level: int = logging.ERROR) -> Iterator[None]:
-    """Silence the exporter's and quantizer's per-model chatter (warnings repeated for every model)."""
-    import optimum.exporters.onnx  # noqa: F401  (configures its loggers on import: do that first)
+def quiet_loggers(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence the exporter's and quantizer's per-model chatter (the same warnings for every model).
 
-    loggers = [logging.getLogger(), logging.getLogger("optimum"), logging.getLogger("onnxruntime")]
-    old = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(level)
+    optimum re-configures its loggers whenever one of its modules is imported, so levels do not stick:
+    ``logging.disable`` does, and is restored afterwards.
+    """
+    old = logging.root.manager.disable
+    logging.disable(level)
     try:
         yield
     finally:
-        for lg, lv in zip(loggers, old, strict=True):
-            lg.setLevel(lv)
+        logging.disable(old)
 
 
 # ---------------------------------------------------------------------------------------------- CPU / ORT
