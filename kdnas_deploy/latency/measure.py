@@ -165,6 +165,24 @@ class Measurer:
             self.on_probe(t, ms)
         return ms
 
+    def wait_for_state(self, reference_ms: float, timeout_s: float = 60.0) -> bool:
+        """Probe until the machine is in the state a reference probe (e.g. the table's) was measured in.
+
+        Returns True once a probe reading is within ``state_tolerance`` of ``reference_ms``; False after
+        ``timeout_s`` (the caller goes on, and the report shows the probe scale).
+        """
+        limit = reference_ms * (1.0 + self.policy.state_tolerance)
+        t_end = time.time() + timeout_s
+        while True:
+            ms = self.measure_probe()
+            if ms <= limit:
+                return True
+            if time.time() > t_end:
+                self.log(f"machine still slower than the table's state after {timeout_s:.0f} s "
+                         f"(probe {ms:.3f} ms vs {reference_ms:.3f} ms); measuring anyway")  # fmt: skip
+                return False
+            time.sleep(1.0)
+
     # ------------------------------------------------------------------ readings
     def add_prior(self, readings: Sequence[Reading], probes: Sequence[tuple[float, float]]) -> None:
         for t, ms in probes:

@@ -90,6 +90,7 @@ def build_table(
     log: Callable[[str], None] = print,
     progress: bool = True,
     keep_models: bool = False,
+    export_workers: int = 1,
 ) -> LatencyTable:
     """Profile ``space`` on ``backend`` and write the table to ``out`` (atomically). Resumable."""
     t_start = time.time()
@@ -115,14 +116,10 @@ def build_table(
 
     anchors = anchor_depths(space.layers)
     models = [Architecture(d, h, a, f) for (h, a, f) in space.variants for d in anchors]
-    artifacts: dict[str, Path] = {}
-    bar = _tqdm(total=len(models) + 1, desc="export", unit="model", disable=not progress)
-    probe_artifact = backend.prepare(PROBE_ARCH, work / "models" / "probe", seed=seed)
-    bar.update(1)
-    for arch in models:
-        artifacts[model_dirname(arch)] = backend.prepare(arch, work / "models" / model_dirname(arch), seed=seed)
-        bar.update(1)
-    bar.close()
+    todo = [(PROBE_ARCH, work / "models" / "probe")] + [(a, work / "models" / model_dirname(a)) for a in models]
+    paths = prepare_all(backend, todo, seed, export_workers, progress)
+    probe_artifact = paths[0]
+    artifacts = {model_dirname(a): p for a, p in zip(models, paths[1:], strict=True)}
 
     jobs = [
         Job(entry_key(arch.variant, arch.num_layers, b, s), artifacts[model_dirname(arch)], b, s)
@@ -194,6 +191,42 @@ def build_table(
     if not keep_models:
         shutil.rmtree(work, ignore_errors=True)
     return table
+
+
+def _prepare_one(backend_args: tuple[str, str, int, str], arch: dict[str, int], workdir: str, seed: int) -> str:
+    """Worker: rebuild the backend in this process and send one architecture through its deployed path."""
+    from kdnas_deploy.latency.backends import get_backend
+
+    device, precision, threads, name = backend_args
+    backend = get_backend(device, precision, threads=threads, backend=name)
+    return str(backend.prepare(Architecture.from_dict(arch), Path(workdir), seed=seed))
+
+
+def prepare_all(backend: Backend, todo: Sequence[tuple[Architecture, Path]], seed: int, workers: int,
+                progress: bool) -> list[Path]:  # fmt: skip
+    """Export every model (in ``workers`` processes when > 1: exports are CPU-bound and single-threaded).
+
+    Exports happen before any timing, never alongside it.
+    """
+    bar = _tqdm(total=len(todo), desc="export", unit="model", disable=not progress)
+    try:
+        if workers <= 1:
+            out = []
+            for arch, path in todo:
+                out.append(backend.prepare(arch, path, seed=seed))
+                bar.update(1)
+            return out
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        args = (backend.device, backend.precision, backend.threads, backend.name)  # type: ignore[attr-defined]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_prepare_one, args, a.to_dict(), str(p), seed) for a, p in todo]
+            for fut in futures:
+                fut.add_done_callback(lambda _f: bar.update(1))
+            return [Path(f.result()) for f in futures]
+    finally:
+        bar.close()
 
 
 def _now() -> str:

@@ -23,6 +23,7 @@ from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
 from kdnas_deploy.latency.backends import Backend, TimingPolicy, get_backend
 from kdnas_deploy.latency.measure import PROBE_ARCH, Job, MeasurePolicy, Measurer
+from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
 from kdnas_deploy.latency.table import LatencyTable
 
@@ -90,6 +91,8 @@ def validate_table(
     policy: MeasurePolicy | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    export_workers: int = 1,
+    wait_s: float = 60.0,
 ) -> dict[str, Any]:
     """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report."""
     from tqdm.auto import tqdm
@@ -103,17 +106,14 @@ def validate_table(
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
         work = Path(tmp)
-        bar = tqdm(total=n + 1, desc="export", unit="model", disable=not progress, dynamic_ncols=True)
-        probe = backend.prepare(PROBE_ARCH, work / "probe")
-        bar.update(1)
-        jobs = []
-        for i, arch in enumerate(archs):
-            jobs.append(Job(f"{i}:{arch.short()}", backend.prepare(arch, work / f"m{i}", seed=seed), b, s))
-            bar.update(1)
-        bar.close()
+        todo = [(PROBE_ARCH, work / "probe")] + [(a, work / f"m{i}") for i, a in enumerate(archs)]
+        paths = prepare_all(backend, todo, seed, export_workers, progress)
+        probe = paths[0]
+        jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[1:], strict=True))]
         mbar = tqdm(total=n * policy.rounds, desc="measure", unit="reading", disable=not progress, dynamic_ncols=True)
         say: Callable[[str], None] = mbar.write if progress else log
         measurer = Measurer(backend, probe, policy, log=say, progress=mbar)
+        in_state = measurer.wait_for_state(table.probe_ms, timeout_s=wait_s)
         results = measurer.run(jobs)
         mbar.close()
         raw = table.predict(archs, b, s, calibrated=False)
@@ -130,7 +130,7 @@ def validate_table(
     out.update(
         batch=b, seq=s, held_out_only=not include_anchors, device=table.device, backend=table.backend,
         precision=table.precision, anchor_scale=round(float(scale), 5), probe_window=probe_window,
-        table_probe_ms=table.probe_ms, noise=noise,
+        table_probe_ms=table.probe_ms, noise=noise, started_in_table_state=in_state,
         unsettled_models=int(sum(results[j.key].state != "fast" for j in jobs)),
         scheme_ablation=ablation(table, archs, b, s, scale, measured),
         measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seconds=round(time.time() - t0, 1),
