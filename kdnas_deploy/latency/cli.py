@@ -43,8 +43,9 @@ def latency() -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Table JSON to write.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Work folder (exports, journal).")
 @click.option("--keep-models", is_flag=True, help="Keep the exported models in the work folder.")
-@click.option("--export-workers", type=int, default=None,
-              help="Processes exporting models before timing starts (default: physical cores, at most 2).")
+@click.option("--export-workers", type=int, default=1, show_default=True,
+              help="Processes exporting models before timing starts (0: in this process). 2 is faster but "
+                   "doubles the export memory.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(space_spec: str, device: str, backend: str | None, batches: tuple[str, ...], seqs: tuple[str, ...],
           precision: str, threads: int | None, rounds: int, out: str, workdir: str | None, keep_models: bool,
@@ -52,7 +53,7 @@ def build(space_spec: str, device: str, backend: str | None, batches: tuple[str,
     """Profile every layer variant of a space in context and write a latency table."""
     from dataclasses import replace
 
-    from kdnas_deploy.latency.backends import default_threads, get_backend
+    from kdnas_deploy.latency.backends import get_backend
     from kdnas_deploy.latency.measure import MeasurePolicy
     from kdnas_deploy.latency.profiler import build_table, validate_grid
     from kdnas_deploy.space import SearchSpace
@@ -63,10 +64,9 @@ def build(space_spec: str, device: str, backend: str | None, batches: tuple[str,
         raise TableError(f"--rounds must be at least 1, got {rounds}")
     be = get_backend(device, precision, threads=threads, backend=backend)
     policy = replace(MeasurePolicy(), rounds=rounds, min_accepted=min(2, rounds))
-    workers = min(2, default_threads()) if export_workers is None else export_workers
     t0 = time.time()
     table = build_table(space, be, b, s, out, policy=policy, workdir=workdir, log=click.echo,
-                        progress=not quiet, keep_models=keep_models, export_workers=workers)  # fmt: skip
+                        progress=not quiet, keep_models=keep_models, export_workers=export_workers)  # fmt: skip
     click.echo(f"wrote {out}: {len(table.data['entries'])} entries, {len(space.variants)} variants x depths "
                f"{list(table.anchors)}, probe {table.probe_ms:.3f} ms, {time.time() - t0:.0f} s")  # fmt: skip
 
@@ -150,20 +150,18 @@ def predict(table_path: str, arch_specs: tuple[str, ...], batch: int | None, seq
 @click.option("--seq", type=int, default=None)
 @click.option("--include-anchors", is_flag=True, help="Also draw depths the table measured (default: held out).")
 @click.option("--noise-sessions", type=int, default=5, show_default=True)
-@click.option("--export-workers", type=int, default=None, help="Export processes (default: cores, at most 2).")
+@click.option("--export-workers", type=int, default=1, show_default=True, help="Export processes (0: in this one).")
 @click.option("--quiet", is_flag=True)
 def validate(table_path: str, n: int, seed: int, report: str, plot: str | None, batch: int | None, seq: int | None,
              include_anchors: bool, noise_sessions: int, export_workers: int | None, quiet: bool) -> None:  # fmt: skip
     """Measure N random whole models and compare with the table (refuses a table from another machine)."""
-    from kdnas_deploy.latency.backends import default_threads
     from kdnas_deploy.latency.table import LatencyTable
     from kdnas_deploy.latency.validate import validate_table
 
     table = LatencyTable.load(table_path)
-    workers = min(2, default_threads()) if export_workers is None else export_workers
     out = validate_table(table, n=n, seed=seed, report=report, plot=plot, batch=batch, seq=seq,
                          include_anchors=include_anchors, noise_sessions=noise_sessions, log=click.echo,
-                         progress=not quiet, export_workers=workers)  # fmt: skip
+                         progress=not quiet, export_workers=export_workers)  # fmt: skip
     click.echo(
         f"n={out['n']}: re-anchored MAPE {out['mape_pct']:.2f}%, within 5% {100 * out['within_5pct']:.0f}%, "
         f"within 10% {100 * out['within_10pct']:.0f}%, spearman {out['spearman']:.3f} | raw MAPE "

@@ -90,7 +90,7 @@ def build_table(
     log: Callable[[str], None] = print,
     progress: bool = True,
     keep_models: bool = False,
-    export_workers: int = 1,
+    export_workers: int = 0,
 ) -> LatencyTable:
     """Profile ``space`` on ``backend`` and write the table to ``out`` (atomically). Resumable."""
     t_start = time.time()
@@ -204,13 +204,14 @@ def _prepare_one(backend_args: tuple[str, str, int, str], arch: dict[str, int], 
 
 def prepare_all(backend: Backend, todo: Sequence[tuple[Architecture, Path]], seed: int, workers: int,
                 progress: bool) -> list[Path]:  # fmt: skip
-    """Export every model (in ``workers`` processes when > 1: exports are CPU-bound and single-threaded).
+    """Export every model: in this process (``workers=0``) or in ``workers`` spawned processes.
 
-    Exports happen before any timing, never alongside it.
+    A worker process keeps the exporter's memory (torch, optimum, protobuf copies) out of the process that
+    times, and gives it back when the export phase ends. Exports happen before any timing, never alongside it.
     """
     bar = _tqdm(total=len(todo), desc="export", unit="model", disable=not progress)
     try:
-        if workers <= 1:
+        if workers <= 0:
             out = []
             for arch, path in todo:
                 out.append(backend.prepare(arch, path, seed=seed))

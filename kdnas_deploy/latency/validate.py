@@ -91,7 +91,7 @@ def validate_table(
     policy: MeasurePolicy | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    export_workers: int = 1,
+    export_workers: int = 0,
     wait_s: float = 60.0,
 ) -> dict[str, Any]:
     """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report."""

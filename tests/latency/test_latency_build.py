@@ -98,3 +98,17 @@ def test_recalibrate_rewrites_scale(tiny_table_path, tmp_path):
     again = LatencyTable.load(path)
     assert again.scale == pytest.approx(scale, rel=1e-4) and scale > 0
     assert again.calibration["probe_ms"] > 0 and len(again.calibration["readings_ms"]) == 2
+
+
+def test_export_worker_process_gives_the_same_graph(tmp_path):
+    import onnx
+
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.latency.profiler import prepare_all
+
+    backend = get_backend("cpu", "int8", threads=1)
+    arch = Architecture(1, 32, 2, 64)
+    todo = [(arch, tmp_path / "w")]
+    (in_worker,) = prepare_all(backend, todo, seed=0, workers=1, progress=False)
+    (here,) = prepare_all(backend, [(arch, tmp_path / "h")], seed=0, workers=0, progress=False)
+    assert onnx.load(str(in_worker)).graph == onnx.load(str(here)).graph
