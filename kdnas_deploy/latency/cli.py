@@ -122,22 +122,24 @@ def predict(table_path: str, arch_specs: tuple[str, ...], batch: int | None, seq
         from kdnas_deploy.latency.validate import recalibrate as do_recalibrate
 
         scale = do_recalibrate(table, table_path, log=lambda m: click.echo(m, err=True))
-        click.echo(f"re-anchored to the probe: scale {scale:.4f} (saved in {table_path})", err=True)
+        large = table.calibration.get("scale_large")
+        click.echo(f"re-anchored to the probes: small-probe scale {scale:.4f}"
+                   + (f", large-probe scale {large:.4f}" if large else "") + f" (saved in {table_path})", err=True)
     else:
         for issue in table.check_machine():
             click.echo(f"warning: table measured on a different machine: {issue}", err=True)
-    pred = raw * table.scale
+    pred = raw * table.calibration_factors(raw)
     b = table.batch_sizes[0] if batch is None else batch
     s = table.seq_lens[0] if seq is None else seq
     rows = [{"arch": a.short(), "batch": b, "seq": s, "latency_ms": round(float(p), 4),
-             "raw_latency_ms": round(float(r), 4), "calibration_scale": table.scale}
+             "raw_latency_ms": round(float(r), 4), "calibration_factor": round(float(p / r), 5)}
             for a, p, r in zip(archs, pred, raw, strict=True)]  # fmt: skip
     if as_json:
         click.echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
         return
     for row in rows:
-        click.echo(f"{row['arch']}  b={b} s={s}  {row['latency_ms']:.3f} ms"
-                   + (f"  (raw {row['raw_latency_ms']:.3f} ms)" if table.scale != 1.0 else ""))  # fmt: skip
+        raw_note = f"  (raw {row['raw_latency_ms']:.3f} ms)" if row["calibration_factor"] != 1.0 else ""
+        click.echo(f"{row['arch']}  b={b} s={s}  {row['latency_ms']:.3f} ms{raw_note}")
 
 
 @latency.command()

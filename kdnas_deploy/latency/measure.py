@@ -11,6 +11,9 @@ judged against are taken the same way:
   the slow state. A reading counts only when the probes on both sides of it are in the fast state and its own
   spread is below ``max_spread_pct``; models left with fewer than ``min_accepted`` such readings are
   re-measured in extra passes. The value kept is the minimum over accepted readings.
+* a second, *large* probe is timed at the start of every pass and at the end. The slow state hurts small
+  models more than large ones, so re-anchoring uses both probes: a scale per probe, interpolated in
+  log-latency between them (:func:`anchor_scales`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.latency.backends import Backend, TimingPolicy
 
 PROBE_ARCH = Architecture(2, 128, 4, 512)
+LARGE_PROBE_ARCH = Architecture(4, 384, 6, 1536)
 PROBE_BATCH, PROBE_SEQ = 1, 128
 
 
@@ -121,11 +125,14 @@ class Measurer:
         policy: MeasurePolicy,
         log: Callable[[str], None] = print,
         on_reading: Callable[[Reading], None] | None = None,
-        on_probe: Callable[[float, float], None] | None = None,
+        on_probe: Callable[[float, float, str, float | None], None] | None = None,
         progress: Any = None,
+        large_probe_artifact: Path | None = None,
     ) -> None:
         self.backend = backend
         self.probe_artifact = probe_artifact
+        self.large_probe_artifact = large_probe_artifact
+        self.large: list[tuple[float, float, float]] = []  # (time, ms, small probe just before)
         self.policy = policy
         self.log = log
         self.on_reading = on_reading
@@ -162,8 +169,22 @@ class Measurer:
         t = time.time()
         self.add_probe(ms, t)
         if self.on_probe:
-            self.on_probe(t, ms)
+            self.on_probe(t, ms, "small", None)
         return ms
+
+    def measure_large_probe(self) -> None:
+        """One reading of the large probe, tagged with a small-probe reading taken just before it."""
+        if self.large_probe_artifact is None:
+            return
+        small = self.measure_probe()
+        runner = self.backend.open(self.large_probe_artifact, PROBE_BATCH, PROBE_SEQ)
+        try:
+            ms = runner.time(self.policy.timing).median_ms
+        finally:
+            runner.close()
+        self.large.append((time.time(), ms, small))
+        if self.on_probe:
+            self.on_probe(time.time(), ms, "large", small)
 
     def wait_for_state(self, reference_ms: float, timeout_s: float = 60.0) -> bool:
         """Probe until the machine is in the state a reference probe (e.g. the table's) was measured in.
@@ -184,9 +205,11 @@ class Measurer:
             time.sleep(1.0)
 
     # ------------------------------------------------------------------ readings
-    def add_prior(self, readings: Sequence[Reading], probes: Sequence[tuple[float, float]]) -> None:
+    def add_prior(self, readings: Sequence[Reading], probes: Sequence[tuple[float, float]],
+                  large: Sequence[tuple[float, float, float]] = ()) -> None:  # fmt: skip
         for t, ms in probes:
             self.add_probe(ms, t, announce=False)
+        self.large.extend(large)
         for r in readings:
             self.readings.setdefault(r.key, []).append(r)
 
@@ -201,6 +224,7 @@ class Measurer:
     def _pass(self, jobs: Sequence[Job], round_no: int) -> None:
         if not jobs:
             return
+        self.measure_large_probe()
         before = self.measure_probe()
         chunk: list[Reading] = []
         for i, job in enumerate(jobs):
@@ -239,6 +263,7 @@ class Measurer:
                 self.progress.total = (self.progress.total or 0) + len(todo)
                 self.progress.refresh()
             self._pass(todo, p.rounds + extra)
+        self.measure_large_probe()
         return {j.key: self.summarise(j.key) for j in jobs}
 
     def summarise(self, key: str) -> Measured:
@@ -263,4 +288,37 @@ class Measurer:
             "fast_fraction": round(float(fast.size / values.size), 4),
             "state_changes": self.state_changes,
             "readings_ms": [round(float(v), 5) for v in values],
+            **self.large_summary(),
         }
+
+    def large_summary(self) -> dict[str, Any]:
+        """The large probe: minimum over its readings taken in the fast state (as for table entries)."""
+        if not self.large:
+            return {}
+        ok = [ms for _, ms, small in self.large if self.is_fast(small)] or [ms for _, ms, _ in self.large]
+        return {
+            "large": {
+                "arch": LARGE_PROBE_ARCH.to_dict(),
+                "latency_ms": round(float(min(ok)), 5),
+                "readings_ms": [round(float(ms), 5) for _, ms, _ in self.large],
+            }
+        }
+
+
+def anchor_scales(pred_ms: np.ndarray, table_probe: dict[str, Any], now_probe: dict[str, Any]) -> np.ndarray:
+    """Per-prediction re-anchoring factor from the probes measured at build time and now.
+
+    With one probe: ``now / table``. With the large probe in both: each probe gives a factor, and a model's
+    factor is interpolated linearly in log-latency between the two probes' latencies (clamped outside), since
+    a change of machine state moves small and large models by different amounts.
+    """
+    pred_ms = np.asarray(pred_ms, dtype=float)
+    small = float(now_probe["latency_ms"]) / float(table_probe["latency_ms"])
+    if "large" not in table_probe or "large" not in now_probe:
+        return np.full(pred_ms.shape, small)
+    t_small, t_large = float(table_probe["latency_ms"]), float(table_probe["large"]["latency_ms"])
+    large = float(now_probe["large"]["latency_ms"]) / t_large
+    if t_large <= t_small:
+        return np.full(pred_ms.shape, small)
+    w = np.clip((np.log(np.maximum(pred_ms, 1e-9)) - np.log(t_small)) / (np.log(t_large) - np.log(t_small)), 0, 1)
+    return small * (1.0 - w) + large * w

@@ -23,7 +23,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import append_jsonl, read_jsonl
 from kdnas_deploy.latency.backends import Backend
-from kdnas_deploy.latency.measure import PROBE_ARCH, Job, MeasurePolicy, Measurer, Reading
+from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, Reading
 from kdnas_deploy.latency.scheme import SCHEME_NAME, anchor_depths
 from kdnas_deploy.latency.table import TABLE_KIND, TABLE_SCHEMA_VERSION, LatencyTable
 from kdnas_deploy.space import SearchSpace
@@ -109,17 +109,20 @@ def build_table(
     if not records:
         append_jsonl(journal, {"type": "header", "identity": identity, "started_at": _now()})
     prior = [Reading.from_dict(r["reading"]) for r in records if r.get("type") == "reading"]
-    prior_probes = [(r["t"], r["ms"]) for r in records if r.get("type") == "probe"]
+    probes = [r for r in records if r.get("type") == "probe"]
+    prior_probes = [(r["t"], r["ms"]) for r in probes if r.get("which", "small") == "small"]
+    prior_large = [(r["t"], r["ms"], r["small"]) for r in probes if r.get("which") == "large"]
     prior_seconds = sum(r.get("seconds", 0.0) for r in records if r.get("type") == "session")
     if prior:
         log(f"resuming: {len(prior)} reading(s) already in {journal}")
 
     anchors = anchor_depths(space.layers)
     models = [Architecture(d, h, a, f) for (h, a, f) in space.variants for d in anchors]
-    todo = [(PROBE_ARCH, work / "models" / "probe")] + [(a, work / "models" / model_dirname(a)) for a in models]
+    todo = [(PROBE_ARCH, work / "models" / "probe"), (LARGE_PROBE_ARCH, work / "models" / "probe-large")]
+    todo += [(a, work / "models" / model_dirname(a)) for a in models]
     paths = prepare_all(backend, todo, seed, export_workers, progress)
-    probe_artifact = paths[0]
-    artifacts = {model_dirname(a): p for a, p in zip(models, paths[1:], strict=True)}
+    probe_artifact, large_probe_artifact = paths[:2]
+    artifacts = {model_dirname(a): p for a, p in zip(models, paths[2:], strict=True)}
 
     jobs = [
         Job(entry_key(arch.variant, arch.num_layers, b, s), artifacts[model_dirname(arch)], b, s)
@@ -136,10 +139,12 @@ def build_table(
     measurer = Measurer(
         backend, probe_artifact, policy, log=say,
         on_reading=lambda r: append_jsonl(journal, {"type": "reading", "reading": r.to_dict()}),
-        on_probe=lambda t, ms: append_jsonl(journal, {"type": "probe", "t": t, "ms": ms}),
-        progress=mbar,
+        on_probe=lambda t, ms, which, small: append_jsonl(
+            journal, {"type": "probe", "which": which, "t": t, "ms": ms, "small": small}
+        ),
+        progress=mbar, large_probe_artifact=large_probe_artifact,
     )  # fmt: skip
-    measurer.add_prior(prior, prior_probes)
+    measurer.add_prior(prior, prior_probes, prior_large)
     results = measurer.run(jobs)
     mbar.close()
     seconds = time.time() - t_start

@@ -136,10 +136,19 @@ class LatencyTable:
     def scale(self) -> float:
         return float(self.calibration.get("scale", 1.0))
 
-    def set_calibration(self, probe_now_ms: float, info: dict[str, Any] | None = None) -> float:
-        """Re-anchor to the machine's present speed: scale = probe now / probe at build. Returns the scale."""
-        scale = float(probe_now_ms) / self.probe_ms
-        cal = {"scale": round(scale, 5), "probe_ms": round(float(probe_now_ms), 5), **(info or {})}
+    def set_calibration(self, probe_now: dict[str, Any] | float, info: dict[str, Any] | None = None) -> float:
+        """Re-anchor to the machine's present speed from probes measured now (a probe summary with
+        ``latency_ms`` and optionally ``large.latency_ms``, or the small probe's ms). Returns the small
+        probe's scale (now / at build)."""
+        if not isinstance(probe_now, dict):
+            probe_now = {"latency_ms": float(probe_now)}
+        scale = float(probe_now["latency_ms"]) / self.probe_ms
+        lite = {"latency_ms": round(float(probe_now["latency_ms"]), 5)}
+        if "large" in probe_now:
+            lite["large"] = {"latency_ms": round(float(probe_now["large"]["latency_ms"]), 5)}
+        cal = {"scale": round(scale, 5), "probe_ms": lite["latency_ms"], "probe": lite, **(info or {})}
+        if "large" in lite and "large" in self.probe:
+            cal["scale_large"] = round(lite["large"]["latency_ms"] / float(self.probe["large"]["latency_ms"]), 5)
         history = list(self.calibration.get("history", []))
         prev = {k: v for k, v in self.calibration.items() if k != "history"}
         if prev.get("probe_ms") is not None:
@@ -147,6 +156,15 @@ class LatencyTable:
         cal["history"] = history[-20:]
         self.data["calibration"] = cal
         return scale
+
+    def calibration_factors(self, raw_ms: np.ndarray) -> np.ndarray:
+        """Per-prediction re-anchoring factors of the stored calibration (ones when never calibrated)."""
+        from kdnas_deploy.latency.measure import anchor_scales
+
+        cal = self.calibration
+        if isinstance(cal.get("probe"), dict):
+            return anchor_scales(raw_ms, self.probe, cal["probe"])
+        return np.full(np.shape(raw_ms), float(cal.get("scale", 1.0)))
 
     # ------------------------------------------------------------------ prediction
     def _resolve_grid(self, batch: int | None, seq: int | None) -> tuple[int, int]:
@@ -182,7 +200,7 @@ class LatencyTable:
         sub = self._array[rows, self.batch_sizes.index(b)]  # (N, S, A)
         per_seq = np.stack([piecewise(depths, self.anchors, sub[:, j, :]) for j in range(sub.shape[1])], axis=1)
         pred = interp_seq(per_seq, self.seq_lens, s)
-        return pred * self.scale if calibrated else pred
+        return pred * self.calibration_factors(pred) if calibrated else pred
 
     def predict(
         self,
@@ -194,7 +212,7 @@ class LatencyTable:
         """Predicted latency in ms, shape ``(N,)`` (``(1,)`` for a single architecture).
 
         ``batch`` must be a grid batch size; ``seq`` may lie between grid sequence lengths (interpolated).
-        Defaults: the first grid point. ``calibrated`` applies the table's probe re-anchoring scale.
+        Defaults: the first grid point. ``calibrated`` applies the table's probe re-anchoring (if any).
         """
         if isinstance(archs, Architecture):
             archs = [archs]

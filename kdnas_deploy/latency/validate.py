@@ -22,7 +22,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
 from kdnas_deploy.latency.backends import Backend, TimingPolicy, get_backend
-from kdnas_deploy.latency.measure import PROBE_ARCH, Job, MeasurePolicy, Measurer
+from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, anchor_scales
 from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
 from kdnas_deploy.latency.table import LatencyTable
@@ -106,13 +106,14 @@ def validate_table(
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
         work = Path(tmp)
-        todo = [(PROBE_ARCH, work / "probe")] + [(a, work / f"m{i}") for i, a in enumerate(archs)]
+        todo = [(PROBE_ARCH, work / "probe"), (LARGE_PROBE_ARCH, work / "probe-large")]
+        todo += [(a, work / f"m{i}") for i, a in enumerate(archs)]
         paths = prepare_all(backend, todo, seed, export_workers, progress)
-        probe = paths[0]
-        jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[1:], strict=True))]
+        probe, large = paths[:2] if "large" in table.probe else (paths[0], None)
+        jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
         mbar = tqdm(total=n * policy.rounds, desc="measure", unit="reading", disable=not progress, dynamic_ncols=True)
         say: Callable[[str], None] = mbar.write if progress else log
-        measurer = Measurer(backend, probe, policy, log=say, progress=mbar)
+        measurer = Measurer(backend, probe, policy, log=say, progress=mbar, large_probe_artifact=large)
         in_state = measurer.wait_for_state(table.probe_ms, timeout_s=wait_s)
         results = measurer.run(jobs)
         mbar.close()
@@ -120,9 +121,10 @@ def validate_table(
         noise_job = jobs[int(np.argsort(raw)[len(raw) // 2])]
         noise = noise_floor(backend, noise_job, policy.timing, noise_sessions)
     probe_window = measurer.probe_summary()
+    factors = anchor_scales(raw, table.probe, probe_window)
     scale = probe_window["latency_ms"] / table.probe_ms
     measured = np.array([results[j.key].latency_ms for j in jobs])
-    anchored = raw * scale
+    anchored = raw * factors
     out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, "table": str(table.source), "n": n, "seed": seed}
     out.update(metrics(anchored, measured))
     out.update({f"raw_{k}": v for k, v in metrics(raw, measured).items()})
@@ -130,9 +132,10 @@ def validate_table(
     out.update(
         batch=b, seq=s, held_out_only=not include_anchors, device=table.device, backend=table.backend,
         precision=table.precision, anchor_scale=round(float(scale), 5), probe_window=probe_window,
+        anchor_scale_large=_large_scale(table.probe, probe_window), anchoring="two-probe" if large else "one-probe",
         table_probe_ms=table.probe_ms, noise=noise, started_in_table_state=in_state,
         unsettled_models=int(sum(results[j.key].state != "fast" for j in jobs)),
-        scheme_ablation=ablation(table, archs, b, s, scale, measured),
+        scheme_ablation=ablation(table, archs, b, s, factors, measured),
         measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seconds=round(time.time() - t0, 1),
         fingerprint=backend.fingerprint(),
     )  # fmt: skip
@@ -173,7 +176,13 @@ def noise_floor(backend: Backend, job: Job, timing: TimingPolicy, sessions: int)
     }
 
 
-def ablation(table: LatencyTable, archs: Sequence[Architecture], batch: int, seq: int, scale: float,
+def _large_scale(table_probe: dict[str, Any], window: dict[str, Any]) -> float | None:
+    if "large" in table_probe and "large" in window:
+        return round(float(window["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"]), 5)
+    return None
+
+
+def ablation(table: LatencyTable, archs: Sequence[Architecture], batch: int, seq: int, scale: np.ndarray,
              measured: np.ndarray) -> dict[str, Any]:  # fmt: skip
     """Errors on the same points of schemes that use fewer anchors (e.g. 1 and 3 layers, extrapolated)."""
     out: dict[str, Any] = {}
@@ -229,7 +238,10 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def recalibrate(table: LatencyTable, path: str | Path, readings: int = 5, log: Callable[[str], None] = print) -> float:
-    """Re-anchor the table to this machine's present speed with a few probe readings; saved into the file."""
+    """Re-anchor the table to this machine's present speed with a few probe readings; saved into the file.
+
+    Returns the small probe's scale; the large probe is measured too when the table has one.
+    """
     issues = table.check_machine()
     for issue in issues:
         log(f"warning: {issue}")
@@ -237,11 +249,12 @@ def recalibrate(table: LatencyTable, path: str | Path, readings: int = 5, log: C
     policy = policy_from_table(table)
     with tempfile.TemporaryDirectory(prefix="kdnas-probe-") as tmp:
         probe = backend.prepare(PROBE_ARCH, Path(tmp) / "probe")
-        m = Measurer(backend, probe, policy, log=log)
-        for _ in range(max(readings, 1)):
-            m.measure_probe()
+        large = backend.prepare(LARGE_PROBE_ARCH, Path(tmp) / "probe-large") if "large" in table.probe else None
+        m = Measurer(backend, probe, policy, log=log, large_probe_artifact=large)
+        for i in range(max(readings, 1)):
+            m.measure_large_probe() if large is not None and i % 2 == 0 else m.measure_probe()
     summary = m.probe_summary()
     info = {"calibrated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "readings_ms": summary["readings_ms"]}
-    scale = table.set_calibration(summary["latency_ms"], info)
+    scale = table.set_calibration(summary, info)
     table.save(path)
     return scale

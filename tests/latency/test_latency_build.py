@@ -98,6 +98,7 @@ def test_recalibrate_rewrites_scale(tiny_table_path, tmp_path):
     again = LatencyTable.load(path)
     assert again.scale == pytest.approx(scale, rel=1e-4) and scale > 0
     assert again.calibration["probe_ms"] > 0 and len(again.calibration["readings_ms"]) == 2
+    assert "large" in again.probe and again.calibration["scale_large"] > 0  # two-probe re-anchoring
 
 
 def test_export_worker_process_gives_the_same_graph(tmp_path):

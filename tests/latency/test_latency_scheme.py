@@ -32,3 +32,14 @@ def test_interp_seq():
     pred = np.array([[1.0, 3.0], [2.0, 2.0]])
     np.testing.assert_allclose(interp_seq(pred, [64, 128], 96), [2.0, 2.0])
     np.testing.assert_allclose(interp_seq(pred, [64, 128], 128), [3.0, 2.0])
+
+
+def test_two_probe_anchoring_interpolates_in_log_latency():
+    from kdnas_deploy.latency.measure import anchor_scales
+
+    table = {"latency_ms": 1.0, "large": {"latency_ms": 4.0}}
+    now = {"latency_ms": 1.5, "large": {"latency_ms": 4.4}}  # slow state: small models hurt more
+    f = anchor_scales(np.array([0.5, 1.0, 2.0, 4.0, 8.0]), table, now)
+    np.testing.assert_allclose(f, [1.5, 1.5, 1.3, 1.1, 1.1])
+    one = anchor_scales(np.array([0.5, 8.0]), {"latency_ms": 1.0}, now)
+    np.testing.assert_allclose(one, [1.5, 1.5])
