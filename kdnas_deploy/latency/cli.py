@@ -89,7 +89,7 @@ def show(table_path: str, as_json: bool, costs: bool) -> None:
         return
     for k, v in summary.items():
         if k not in ("costs", "machine_mismatch"):
-            click.echo(f"{k:>20}: {v}")
+            click.echo(f"{k:>24}: {v}")
     for issue in summary["machine_mismatch"]:
         click.echo(f"warning: measured on a different machine: {issue}", err=True)
     if costs:
