@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.errors import ExportError, ModelError, TableError
-from kdnas_deploy.export.runtime import ModelFolder, inspect_folder, make_session, require_device
+from kdnas_deploy.export.runtime import ModelFolder, inspect_folder, make_session, require_device, session_runner
 
 BENCH_SCHEMA_VERSION = 1
 
@@ -87,27 +87,7 @@ def _ort_runner(folder: ModelFolder, cfg: BenchConfig) -> Runner:
     if missing:
         raise ModelError(f"{folder.path}: ONNX input(s) {', '.join(missing)} are not BERT classifier inputs")
     feed = {n: data[n] for n in names}
-    if cfg.device == "cuda":
-        return Runner(folder, onnx_precision(folder), _bound_cuda_fn(sess, feed))
-    return Runner(folder, onnx_precision(folder), lambda: sess.run(None, feed))
-
-
-def _bound_cuda_fn(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[], Any]:
-    """On CUDA, bind inputs once on the device and outputs to device memory so copies are not timed."""
-    import onnxruntime as ort
-
-    binding = sess.io_binding()
-    for name, arr in feed.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
-    for out in sess.get_outputs():
-        binding.bind_output(out.name, "cuda")
-
-    def run() -> None:
-        binding.synchronize_inputs()
-        sess.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-
-    return run
+    return Runner(folder, onnx_precision(folder), session_runner(sess, feed, cfg.device))
 
 
 def _torch_runner(folder: ModelFolder, cfg: BenchConfig) -> Runner:
@@ -158,9 +138,12 @@ def _load_table(path: str | Path) -> Any:
     return LatencyTable.load(path)
 
 
-def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | None = None,
+def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any = None,
               progress: bool = True) -> list[dict[str, Any]]:
-    """Time every model interleaved; one row per model (the first path is the speedup baseline)."""
+    """Time every model interleaved; one row per model (the first path is the speedup baseline).
+
+    With a latency table, ONNX rows get ``predicted_ms`` (the table prices the deployed ONNX path, not PyTorch,
+    so PyTorch rows get ``None``)."""
     from tqdm.auto import tqdm
 
     from kdnas_deploy.timing import Timing, time_callable
@@ -171,7 +154,8 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Non
     folders = [inspect_folder(p) for p in paths]
     if cfg.device == "cuda" and any(f.runtime == "pytorch" for f in folders):
         require_device("cuda", need_torch=True)
-    lat_table = _load_table(table) if table else None
+    # a path, or an already loaded table (anything with ``predict(arch, batch=, seq=)``)
+    lat_table = table if hasattr(table, "predict") else (_load_table(table) if table else None)
     runners = [RUNNERS[f.runtime](f, cfg) for f in folders]
     for r in runners:  # warm up each model once, alone
         time_callable(r.fn, warmup=cfg.warmup, reps=1)

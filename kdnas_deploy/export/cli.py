@@ -25,6 +25,7 @@ from kdnas_deploy.errors import ExportError
               help="Largest allowed drop of the task metric, in points (x100).")
 @click.option("--max-eval-examples", type=int, default=None, help="Evaluate on the first N dev rows only.")
 @click.option("--atol", type=float, default=None, help="Parity tolerance on logits (default per precision).")
+@click.option("--rtol", type=float, default=None, help="Relative parity tolerance (default per precision).")
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads for the measured latency.")
 @click.option("--bench-batch", type=int, default=1, show_default=True)
 @click.option("--bench-seq", type=int, default=128, show_default=True)
@@ -35,7 +36,7 @@ from kdnas_deploy.errors import ExportError
 @click.option("--force", is_flag=True, help="Replace a non-empty --out; accept a metric drop beyond the limit.")
 def export(model_dir: Path, out_dir: Path, optimize: str, quantize: str, device: str, fp16: bool, task: str | None,
            data_dir: Path | None, max_metric_drop: float, max_eval_examples: int | None, atol: float | None,
-           threads: int, bench_batch: int, bench_seq: int, bench_reps: int, table: Path | None,
+           rtol: float | None, threads: int, bench_batch: int, bench_seq: int, bench_reps: int, table: Path | None,
            tokenizer: Path | None, force: bool) -> None:
     """Export MODEL_DIR (a Hugging Face sequence classifier) to an optimized ONNX folder, validated against
     PyTorch, with an export report (fused operators, sizes, parity, metric, measured/predicted latency)."""
@@ -46,7 +47,7 @@ def export(model_dir: Path, out_dir: Path, optimize: str, quantize: str, device:
     opts = ExportOptions(
         optimize=optimize, quantize=quantize, device=device, fp16=fp16, task=task,
         data_dir=str(data_dir) if data_dir else None, max_metric_drop=max_metric_drop,
-        max_eval_examples=max_eval_examples, atol=atol, threads=threads, bench_batch=bench_batch,
+        max_eval_examples=max_eval_examples, atol=atol, rtol=rtol, threads=threads, bench_batch=bench_batch,
         bench_seq=bench_seq, bench_reps=bench_reps, table=str(table) if table else None,
         tokenizer=str(tokenizer) if tokenizer else None, force=force,
     )

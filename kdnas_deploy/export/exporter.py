@@ -16,7 +16,14 @@ from typing import Any
 
 from kdnas_deploy.errors import ExportError, ModelError
 from kdnas_deploy.export.deploy_path import DeployConfig, attention_fused, deploy
-from kdnas_deploy.export.runtime import inspect_folder, load_hf_classifier, load_tokenizer, make_session, require_device
+from kdnas_deploy.export.runtime import (
+    inspect_folder,
+    load_hf_classifier,
+    load_tokenizer,
+    make_session,
+    require_device,
+    session_runner,
+)
 from kdnas_deploy.export.validate import (
     ParityTolerance,
     check_metric,
@@ -61,6 +68,9 @@ class ExportOptions:
         for name in ("threads", "bench_batch", "bench_seq"):
             if getattr(self, name) < 1:
                 raise ExportError(f"{name} must be >= 1")
+        for name in ("atol", "rtol"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ExportError(f"--{name} must be >= 0")
         if self.bench_reps < 0:
             raise ExportError("bench_reps must be >= 0 (0 skips the latency measurement)")
 
@@ -115,7 +125,7 @@ def measure_onnx_latency(onnx_path: Path, device: str, threads: int, batch: int,
             feed[inp.name] = np.ones((batch, seq), dtype=np.int64)
         else:
             feed[inp.name] = np.zeros((batch, seq), dtype=np.int64)
-    t = time_callable(lambda: sess.run(None, feed), warmup=5, reps=reps)
+    t = time_callable(session_runner(sess, feed, device), warmup=5, reps=reps)
     return {"batch": batch, "seq_len": seq, "threads": threads, "device": device, **t.to_dict(),
             "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
 

@@ -187,7 +187,7 @@ def check_metric(
     model: Any,
     tokenizer: Any,
     session: Any,
-    task_name: str,
+    task_name: str | Any,
     data_dir: str | Path | None = None,
     max_drop_points: float = 1.0,
     force: bool = False,
@@ -196,10 +196,14 @@ def check_metric(
     max_examples: int | None = None,
 ) -> MetricCheck:
     """Task metric on the dev set: PyTorch before, ONNX after. A drop beyond ``max_drop_points`` (metric x100)
-    raises ``ExportError`` unless ``force``."""
-    from kdnas_deploy.tasks import get_task
+    raises ``ExportError`` unless ``force``. ``task_name`` is a task name (``kdnas_deploy.tasks.get_task``) or a
+    task object with ``load_split``, ``compute_metrics``, ``main_metric``, ``num_labels``, ``is_regression``."""
+    if isinstance(task_name, str):
+        from kdnas_deploy.tasks import get_task
 
-    task = get_task(task_name, data_dir=data_dir)
+        task = get_task(task_name, data_dir=data_dir)
+    else:
+        task = task_name
     ds = task.load_split("dev")
     if max_examples:
         ds = ds.select(range(min(max_examples, len(ds))))
