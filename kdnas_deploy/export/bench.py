@@ -130,20 +130,24 @@ def _predict_ms(table: Any, folder: ModelFolder, cfg: BenchConfig) -> float | No
     return float(np.asarray(table.predict(arch, batch=cfg.batch, seq=cfg.seq), dtype=float).ravel()[0])
 
 
-def _load_table(path: str | Path) -> Any:
+def load_table(path: str | Path) -> Any:
     if not Path(path).is_file():
         raise TableError(f"latency table not found: {path}")
-    from kdnas_deploy.latency.table import LatencyTable
+    try:
+        from kdnas_deploy.latency.table import LatencyTable
+    except ImportError:
+        raise TableError("latency tables are not available in this build (kdnas_deploy.latency.table)") from None
 
     return LatencyTable.load(path)
 
 
 def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any = None,
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, keep_samples: bool = False) -> list[dict[str, Any]]:
     """Time every model interleaved; one row per model (the first path is the speedup baseline).
 
     With a latency table, ONNX rows get ``predicted_ms`` (the table prices the deployed ONNX path, not PyTorch,
-    so PyTorch rows get ``None``)."""
+    so PyTorch rows get ``None``). ``keep_samples`` adds each row's samples in time order (``samples_ms``, one
+    block of ``cfg.block`` per round), for per-round comparisons."""
     from tqdm.auto import tqdm
 
     from kdnas_deploy.timing import Timing, time_callable
@@ -155,7 +159,7 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
     if cfg.device == "cuda" and any(f.runtime == "pytorch" for f in folders):
         require_device("cuda", need_torch=True)
     # a path, or an already loaded table (anything with ``predict(arch, batch=, seq=)``)
-    lat_table = table if hasattr(table, "predict") else (_load_table(table) if table else None)
+    lat_table = table if hasattr(table, "predict") else (load_table(table) if table else None)
     runners = [RUNNERS[f.runtime](f, cfg) for f in folders]
     for r in runners:  # warm up each model once, alone
         time_callable(r.fn, warmup=cfg.warmup, reps=1)
@@ -182,6 +186,8 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
             "reps": t.reps,
             "sequences_per_s": round(1000.0 * cfg.batch / t.median_ms, 3),
         }
+        if keep_samples:
+            row["samples_ms"] = [round(x, 4) for x in r.samples_ms]
         if lat_table is not None:
             pred = _predict_ms(lat_table, r.folder, cfg) if r.folder.runtime == "onnxruntime" else None
             row["predicted_ms"] = round(pred, 4) if pred is not None else None

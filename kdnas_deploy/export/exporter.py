@@ -134,9 +134,9 @@ def predict_latency(table_path: str, arch: Any, batch: int, seq: int) -> dict[st
     """The latency table's prediction for ``arch`` (lazy import of the latency stage)."""
     import numpy as np
 
-    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.export.bench import load_table
 
-    table = LatencyTable.load(table_path)
+    table = load_table(table_path)
     ms = float(np.asarray(table.predict(arch, batch=batch, seq=seq), dtype=float).ravel()[0])
     return {"table": str(table_path), "batch": batch, "seq_len": seq, "predicted_ms": round(ms, 4)}
 
