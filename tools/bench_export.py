@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,9 +126,12 @@ def plot(results: dict, path: Path) -> None:
 def bench_group(name: str, hf: Path, folders: dict[str, Path], cfg: BenchConfig) -> dict:
     order = ["pytorch", "ours_o2", "ours_int8", "plain_o2", "plain_int8"]
     paths = {"pytorch": hf, **folders}
-    rows = run_bench([paths[k] for k in order], cfg)
+    rows = run_bench([paths[k] for k in order], cfg, keep_samples=True)
+    blocks = {}
     for k, row in zip(order, rows, strict=True):
         row["label"] = k
+        samples = np.asarray(row.pop("samples_ms")).reshape(cfg.rounds, cfg.block)
+        blocks[k] = np.median(samples, axis=1)  # one median per interleaved round
     print(f"\n{name}\n{format_rows(rows)}")
     med = {r["label"]: r["median_ms"] for r in rows}
     return {
@@ -135,7 +140,20 @@ def bench_group(name: str, hf: Path, folders: dict[str, Path], cfg: BenchConfig)
         "int8_speedup_vs_fp32_ort": round(med["ours_o2"] / med["ours_int8"], 3),
         "ours_over_plain_o2": round(med["ours_o2"] / med["plain_o2"], 3),
         "ours_over_plain_int8": round(med["ours_int8"] / med["plain_int8"], 3),
+        "paired_round_ratios": {
+            name: _ratio_stats(blocks[a] / blocks[b])
+            for name, (a, b) in {"pytorch_over_ours_o2": ("pytorch", "ours_o2"),
+                                 "ours_o2_over_ours_int8": ("ours_o2", "ours_int8"),
+                                 "ours_over_plain_o2": ("ours_o2", "plain_o2"),
+                                 "ours_over_plain_int8": ("ours_int8", "plain_int8")}.items()
+        },
     }
+
+
+def _ratio_stats(r: np.ndarray) -> dict:
+    p10, med, p90 = np.percentile(r, [10, 50, 90])
+    return {"median": round(float(med), 4), "p10": round(float(p10), 4), "p90": round(float(p90), 4),
+            "rounds": int(r.size), "share_rounds_le_1": round(float((r <= 1.0).mean()), 3)}
 
 
 def main() -> int:

@@ -157,8 +157,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     """Export, validate, measure and publish; returns the report (also written as ``export_report.json``)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config = options.deploy_config()  # validates optimize/precision/device combinations
-    out_dir_nonempty = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
-    if out_dir_nonempty and not options.force:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not options.force:
         raise ExportError(f"{out_dir} already exists and is not empty (use --force to replace it)")
     if options.quantize == "int8" and not options.task and not options.force:
         raise ExportError("--quantize int8 needs --task to check the dev-set metric (or --force to skip the check)")
