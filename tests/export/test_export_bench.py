@@ -91,18 +91,3 @@ def test_format_rows_lists_teacher_first():
     text = format_rows(rows).splitlines()
     assert text[0].split()[:2] == ["model", "runtime"] and "predicted" in text[0]
     assert text[2].startswith("teacher (baseline)") and text[3].rstrip().endswith("5.00x")
-
-
-@pytest.mark.gpu
-def test_export_and_bench_on_cuda_fp16(tiny_hf, tmp_path, cli, require_cuda):
-    out = tmp_path / "fp16"
-    r = cli("export", str(tiny_hf), "--out", str(out), "--device", "cuda", "--fp16", "--bench-reps", "10")
-    assert r.returncode == 0, r.stderr
-    report = json.loads((out / "export_report.json").read_text())
-    assert report["precision"] == "fp16" and report["parity"]["ok"] and report["attention_fused"]
-    assert report["latency_measured"]["device"] == "cuda"
-    rows_path = tmp_path / "rows.json"
-    r = cli("bench", str(tiny_hf), str(out), "--device", "cuda", "--rounds", "3", "--json", str(rows_path))
-    assert r.returncode == 0, r.stderr
-    rows = json.loads(rows_path.read_text())
-    assert [row["precision"] for row in rows] == ["fp32", "fp16"] and all(row["device"] == "cuda" for row in rows)
