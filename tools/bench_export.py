@@ -168,13 +168,13 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     cfg = BenchConfig(batch=1, seq=128, threads=2, rounds=args.rounds, block=args.block)
-    models = {"sst2_model": args.model, "student_L4_H256": make_student(args.model, args.work / "student-hf")}
+    models = {"main_model": args.model, "student_L4_H256": make_student(args.model, args.work / "student-hf")}
     results, exports = {}, {}
     for name, hf in models.items():
         work = args.work / name
         work.mkdir(parents=True, exist_ok=True)
         print(f"== {name}: exporting")
-        task = args.task if name == "sst2_model" else None
+        task = args.task if name == "main_model" else None
         ours, reports = our_exports(hf, work, task, args.data_dir) if task else _untasked(hf, work)
         plain, notes = plain_exports(hf, work)
         exports[name] = {"ours": {k: {"fused_ops": r["fused_ops"], "file_sizes_bytes": r["file_sizes_bytes"],
@@ -187,8 +187,8 @@ def main() -> int:
                                      args.data_dir, force=True)
             exports[name]["plain"]["plain_int8"]["metric_check"] = plain_acc.to_dict()
         results[name] = bench_group(name, hf, {**ours, **plain}, cfg)
-    m = exports["sst2_model"]["ours"]["ours_int8"]["metric_check"]
-    main_res = results["sst2_model"]
+    m = exports["main_model"]["ours"]["ours_int8"]["metric_check"]
+    main_res = results["main_model"]
     targets = {
         "o2_vs_pytorch": {"value": main_res["o2_speedup_vs_pytorch"], "target": ">= 2.0",
                           "met": main_res["o2_speedup_vs_pytorch"] >= TARGETS["o2_vs_pytorch_min"]},
