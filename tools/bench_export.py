@@ -187,6 +187,11 @@ def main() -> int:
                                      args.data_dir, force=True)
             exports[name]["plain"]["plain_int8"]["metric_check"] = plain_acc.to_dict()
         results[name] = bench_group(name, hf, {**ours, **plain}, cfg)
+        # interleaving check: the same ONNX model timed alone, right after
+        alone = run_bench([ours["ours_o2"]], cfg, progress=False)[0]
+        inter = next(r for r in results[name]["rows"] if r["label"] == "ours_o2")
+        results[name]["ours_o2_alone_median_ms"] = alone["median_ms"]
+        results[name]["ours_o2_interleaved_over_alone"] = round(inter["median_ms"] / alone["median_ms"], 3)
     m = exports["main_model"]["ours"]["ours_int8"]["metric_check"]
     main_res = results["main_model"]
     targets = {
