@@ -50,7 +50,7 @@ class ParityTolerance:
 TOLERANCES: dict[str, ParityTolerance] = {
     "fp32": ParityTolerance(1e-3, 1e-3),
     "fp16": ParityTolerance(5e-2, 5e-2),
-    "int8": ParityTolerance(0.5, 0.1),
+    "int8": ParityTolerance(0.5, 0.25),  # catches broken graphs; the dev metric judges quality
 }
 
 
