@@ -85,3 +85,29 @@ def test_bad_input_exits_2_without_output(setup, extra, needle, tiny_hf, tmp_pat
     assert last.startswith("Error: ") and needle in last and "Traceback" not in r.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"fp16": True, "quantize": "int8"}, "exclude"),
+        ({"quantize": "int4"}, "unknown quantization"),
+        ({"atol": -1.0}, "--atol"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_bad_export_options(kwargs, needle):
+    from kdnas_deploy.errors import ExportError
+    from kdnas_deploy.export.exporter import ExportOptions
+
+    with pytest.raises(ExportError, match=needle):
+        ExportOptions(**kwargs)
+
+
+def test_options_resolve_to_deploy_config():
+    from kdnas_deploy.export.deploy_path import DeployConfig
+    from kdnas_deploy.export.exporter import ExportOptions
+
+    assert ExportOptions(quantize="int8").deploy_config() == DeployConfig.cpu_int8()
+    assert ExportOptions(device="cuda", fp16=True).deploy_config() == DeployConfig.cuda_fp16()
+    assert ExportOptions(quantize="int8", atol=0.2).tolerance().atol == 0.2
