@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,63 @@ def _rename_graph(d: Path) -> None:
 
 
 def our_exports(model_dir: Path, work: Path, task: str | None, data_dir: str | None) -> tuple[dict, dict]:
+    """Our O2 fp32 and O2 int8 exports; the int8 one is validated on the task's dev set."""
+    tasks_available = _tasks_module_available()
     paths, reports = {}, {}
     for name, quant in (("ours_o2", "none"), ("ours_int8", "int8")):
         out = work / name.replace("_", "-")
-        opts = ExportOptions(quantize=quant, task=task if quant == "int8" else None, data_dir=data_dir,
+        in_export = quant == "int8" and tasks_available
+        opts = ExportOptions(quantize=quant, task=task if in_export else None, data_dir=data_dir,
                              bench_reps=0, force=True)
         reports[name] = export_model(model_dir, out, opts, log=lambda m: print("  " + m))
+        if quant == "int8" and not tasks_available:  # same check, with the local SST-2 reader
+            model, tok = load_hf_classifier(model_dir), load_tokenizer(model_dir)
+            reports[name]["metric_check"] = check_metric(model, tok, make_session(out / "model.onnx"),
+                                                         resolve_task(task, data_dir), force=True).to_dict()
         paths[name] = out
     return paths, reports
+
+
+def _tasks_module_available() -> bool:
+    try:
+        import kdnas_deploy.tasks  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class LocalSst2:
+    """SST-2 dev read straight from the GLUE TSV, with the ``kdnas_deploy.tasks`` Task interface (used only
+    where that module is not merged yet)."""
+
+    path: str
+    name: str = "sst2"
+    main_metric: str = "accuracy"
+    num_labels: int = 2
+    is_regression: bool = False
+    text_fields: tuple[str, ...] = ("sentence",)
+
+    def load_split(self, split: str):
+        import csv
+
+        import datasets
+
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+        return datasets.Dataset.from_dict({"sentence": [r["sentence"] for r in rows],
+                                           "label": [int(r["label"]) for r in rows]})
+
+    def compute_metrics(self, preds, labels) -> dict:
+        return {"accuracy": float((np.asarray(preds).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def resolve_task(task: str, data_dir: str | None):
+    if _tasks_module_available():
+        return task
+    if task.lower() not in ("sst2", "sst-2"):
+        raise SystemExit(f"kdnas_deploy.tasks is not available and the local fallback reads SST-2 only, not {task}")
+    return LocalSst2(str(Path(data_dir or ROOT.parent / "shared" / "data" / "glue") / "SST-2" / "dev.tsv"))
 
 
 def make_student(teacher_dir: Path, out: Path) -> Path:
@@ -183,8 +233,8 @@ def main() -> int:
                          "plain": {k: _fused(p) for k, p in plain.items()}, "plain_notes": notes}
         if task:
             model, tok = load_hf_classifier(hf), load_tokenizer(hf)
-            plain_acc = check_metric(model, tok, make_session(plain["plain_int8"] / "model.onnx"), task,
-                                     args.data_dir, force=True)
+            plain_acc = check_metric(model, tok, make_session(plain["plain_int8"] / "model.onnx"),
+                                     resolve_task(task, args.data_dir), args.data_dir, force=True)
             exports[name]["plain"]["plain_int8"]["metric_check"] = plain_acc.to_dict()
         results[name] = bench_group(name, hf, {**ours, **plain}, cfg)
         # interleaving check: the same ONNX model timed alone, right after
