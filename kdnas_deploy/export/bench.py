@@ -8,6 +8,7 @@ alike. Samples are summarised with :class:`kdnas_deploy.timing.Timing` (median, 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,14 @@ class BenchConfig:
     rounds: int = 10
     block: int = 5
     warmup: int = 5
+    pause_ms: float = 20.0  # idle gap before each block: the previous model's spinning threads go to sleep
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "threads", "rounds", "block"):
             if getattr(self, name) < 1:
                 raise ExportError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        if self.pause_ms < 0:
+            raise ExportError("bench pause_ms must be >= 0")
         if self.seq > 512:
             raise ExportError(f"bench seq {self.seq} exceeds BERT's 512 positions")
 
@@ -165,6 +169,7 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
         time_callable(r.fn, warmup=cfg.warmup, reps=1)
     for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
         for r in runners:
+            time.sleep(cfg.pause_ms / 1000.0)
             r.fn()  # untimed: wakes this model's threads after the others ran
             r.samples_ms.extend(time_callable(r.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
     rows = []
