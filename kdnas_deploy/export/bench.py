@@ -1,8 +1,9 @@
 """``bench``: Hugging Face folders (PyTorch eager) and ONNX folders (ONNX Runtime) timed side by side.
 
-All models are loaded in one process and timed interleaved: in each round every model runs one untimed call
-(which also wakes its threads) and then a block of timed calls, so slow drifts of the machine hit all models
-alike. Samples are summarised with :class:`kdnas_deploy.timing.Timing` (median, p10, p90).
+All models are loaded in one process and timed interleaved: in each round every model, after a short idle gap
+(so the previous model's spinning threads go to sleep), runs ``block_warmup`` untimed calls (waking its threads
+and bringing its weights back into cache) and then a block of timed calls, so slow drifts of the machine hit all
+models alike. Samples are summarised with :class:`kdnas_deploy.timing.Timing` (median, p10, p90).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ class BenchConfig:
     block: int = 5
     warmup: int = 5
     pause_ms: float = 20.0  # idle gap before each block: the previous model's spinning threads go to sleep
+    block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "threads", "rounds", "block"):
             if getattr(self, name) < 1:
                 raise ExportError(f"bench {name} must be >= 1, got {getattr(self, name)}")
-        if self.pause_ms < 0:
-            raise ExportError("bench pause_ms must be >= 0")
+        if self.pause_ms < 0 or self.block_warmup < 0:
+            raise ExportError("bench pause_ms and block_warmup must be >= 0")
         if self.seq > 512:
             raise ExportError(f"bench seq {self.seq} exceeds BERT's 512 positions")
 
@@ -170,7 +172,8 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
     for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
         for r in runners:
             time.sleep(cfg.pause_ms / 1000.0)
-            r.fn()  # untimed: wakes this model's threads after the others ran
+            for _ in range(cfg.block_warmup):
+                r.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
             r.samples_ms.extend(time_callable(r.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
     rows = []
     for r in runners:
