@@ -16,6 +16,8 @@ from kdnas_deploy.errors import ExportError
               help="ORTOptimizer level (O2: transformer fusions).")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               help="Dynamic int8 quantization (CPU).")
+@click.option("--int8-scheme", type=click.Choice(["per_channel_matmul", "per_tensor_all_ops"]),
+              default="per_channel_matmul", show_default=True, help="Dynamic int8 scheme (with --quantize int8).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fp16", is_flag=True, help="fp16 graph (with --device cuda).")
 @click.option("--task", default=None, help="Task whose dev-set metric is checked before/after (e.g. sst2); "
@@ -34,10 +36,10 @@ from kdnas_deploy.errors import ExportError
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="Tokenizer folder when MODEL_DIR has none.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out; accept a metric drop beyond the limit.")
-def export(model_dir: Path, out_dir: Path, optimize: str, quantize: str, device: str, fp16: bool, task: str | None,
-           data_dir: Path | None, max_metric_drop: float, max_eval_examples: int | None, atol: float | None,
-           rtol: float | None, threads: int, bench_batch: int, bench_seq: int, bench_reps: int, table: Path | None,
-           tokenizer: Path | None, force: bool) -> None:
+def export(model_dir: Path, out_dir: Path, optimize: str, quantize: str, int8_scheme: str, device: str, fp16: bool,
+           task: str | None, data_dir: Path | None, max_metric_drop: float, max_eval_examples: int | None,
+           atol: float | None, rtol: float | None, threads: int, bench_batch: int, bench_seq: int, bench_reps: int,
+           table: Path | None, tokenizer: Path | None, force: bool) -> None:
     """Export MODEL_DIR (a Hugging Face sequence classifier) to an optimized ONNX folder, validated against
     PyTorch, with an export report (fused operators, sizes, parity, metric, measured/predicted latency)."""
     from kdnas_deploy.export.exporter import ExportOptions, export_model
@@ -45,7 +47,7 @@ def export(model_dir: Path, out_dir: Path, optimize: str, quantize: str, device:
     if table is not None and not table.is_file():
         raise ExportError(f"latency table not found: {table}")
     opts = ExportOptions(
-        optimize=optimize, quantize=quantize, device=device, fp16=fp16, task=task,
+        optimize=optimize, quantize=quantize, int8_scheme=int8_scheme, device=device, fp16=fp16, task=task,
         data_dir=str(data_dir) if data_dir else None, max_metric_drop=max_metric_drop,
         max_eval_examples=max_eval_examples, atol=atol, rtol=rtol, threads=threads, bench_batch=bench_batch,
         bench_seq=bench_seq, bench_reps=bench_reps, table=str(table) if table else None,

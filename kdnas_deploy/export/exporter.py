@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.errors import ExportError, ModelError
-from kdnas_deploy.export.deploy_path import DeployConfig, attention_fused, deploy
+from kdnas_deploy.export.deploy_path import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy
 from kdnas_deploy.export.runtime import (
     inspect_folder,
     load_hf_classifier,
@@ -44,6 +44,7 @@ class ExportOptions:
 
     optimize: str = "O2"
     quantize: str = "none"
+    int8_scheme: str = DEFAULT_INT8_SCHEME
     device: str = "cpu"
     fp16: bool = False
     task: str | None = None
@@ -79,7 +80,8 @@ class ExportOptions:
         return "fp16" if self.fp16 else QUANTIZE_TO_PRECISION[self.quantize]
 
     def deploy_config(self) -> DeployConfig:
-        return DeployConfig(optimize=self.optimize, precision=self.precision, device=self.device)
+        return DeployConfig(optimize=self.optimize, precision=self.precision, device=self.device,
+                            int8_scheme=self.int8_scheme)
 
     def tolerance(self) -> ParityTolerance:
         base = ParityTolerance.for_precision(self.precision)
