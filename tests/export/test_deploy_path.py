@@ -49,3 +49,13 @@ def test_bad_deploy_configs(kwargs, needle):
 def test_presets_roundtrip():
     for preset in (DeployConfig.cpu_fp32(), DeployConfig.cpu_int8(), DeployConfig.cuda_fp16()):
         assert DeployConfig.from_dict(preset.to_dict()) == preset
+
+
+def test_int8_scheme_is_recorded_for_int8_only():
+    assert "int8_scheme" not in DeployConfig.cpu_fp32().to_dict()  # fp32 dicts unchanged
+    assert DeployConfig.cpu_int8().to_dict()["int8_scheme"] == "per_channel_matmul"
+    # an int8 dict written before schemes existed was built per-tensor on all ops
+    legacy = DeployConfig.from_dict({"optimize": "O2", "precision": "int8", "device": "cpu", "opset": 18})
+    assert legacy.int8_scheme == "per_tensor_all_ops" and legacy != DeployConfig.cpu_int8()
+    with pytest.raises(ExportError, match="int8 scheme"):
+        DeployConfig(precision="int8", int8_scheme="int4ish")
