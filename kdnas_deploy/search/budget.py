@@ -176,7 +176,9 @@ def load_table(path: str | Path) -> Any:
     try:
         from kdnas_deploy.latency.table import LatencyTable
     except ModuleNotFoundError as exc:  # the latency stage is not part of this build
-        raise SearchError(f"cannot read {path}: latency tables need the latency stage ({exc.name} is missing)") from None
+        raise SearchError(
+            f"cannot read {path}: latency tables need the latency stage ({exc.name} is missing)"
+        ) from None
     return LatencyTable.load(path)
 
 
