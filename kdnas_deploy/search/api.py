@@ -97,6 +97,7 @@ def run_search(
         heldout_size=cfg.heldout_size,
         split_seed=cfg.seed,
         proxy_epochs=cfg.proxy_epochs,
+        final_epochs=cfg.final_epochs,
         cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
     )
     run = SearchRun(
@@ -132,6 +133,7 @@ def build_and_run(**kw: Any) -> dict[str, Any]:
             "proxy_fraction",
             "heldout_size",
             "proxy_epochs",
+            "final_epochs",
             "final_top",
             "batch",
             "seq",

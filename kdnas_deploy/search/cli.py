@@ -38,7 +38,8 @@ import click
 @click.option(
     "--heldout-size", type=int, default=None, help="Train rows held out for the reward metric (1000)."
 )
-@click.option("--proxy-epochs", type=int, default=None, help="Override the proxy distillation epochs.")
+@click.option("--proxy-epochs", type=float, default=None, help="Override the proxy distillation epochs.")
+@click.option("--final-epochs", type=float, default=None, help="Override the final distillation epochs.")
 @click.option(
     "--metric",
     type=click.Choice(["task", "loss"]),

@@ -69,7 +69,8 @@ class SearchConfig:
     top_k: int = 4
     proxy_fraction: float = 0.1
     heldout_size: int = 1000
-    proxy_epochs: int | None = None
+    proxy_epochs: float | None = None  # None: DistillConfig.proxy()'s
+    final_epochs: float | None = None  # None: DistillConfig.full()'s
     final_top: int = 1
     seed: int = 0
     batch: int | None = None
@@ -100,8 +101,10 @@ class SearchConfig:
             raise ConfigError(f"proxy_fraction must be in (0, 1], got {self.proxy_fraction}")
         if self.final_top < 0:
             raise ConfigError(f"final_top must be >= 0, got {self.final_top}")
-        if self.proxy_epochs is not None and self.proxy_epochs < 1:
-            raise ConfigError(f"proxy_epochs must be >= 1, got {self.proxy_epochs}")
+        for name in ("proxy_epochs", "final_epochs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
         if self.reward.metric not in REWARD_METRICS:
             raise ConfigError(f"reward metric must be one of {REWARD_METRICS}, got {self.reward.metric!r}")
         c = self.controller

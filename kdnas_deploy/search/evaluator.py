@@ -91,7 +91,8 @@ class DistillEvaluator:
     heldout_size: int
     split_seed: int
     cache_dir: str
-    proxy_epochs: int | None = None
+    proxy_epochs: float | None = None
+    final_epochs: float | None = None
     progress: bool = False
     _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -151,6 +152,8 @@ class DistillEvaluator:
         distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()
         cfg = replace(distill_mod.DistillConfig.full(), seed=seed)
+        if self.final_epochs:
+            cfg = replace(cfg, epochs=self.final_epochs)
         res = distill_mod.distill(
             self.teacher,
             arch,
@@ -181,7 +184,15 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
 def evaluate_model_dir(
     model_dir: str | Path, task: Any, split: str = "dev", batch_size: int = 64
 ) -> dict[str, float]:
-    """The task's metrics of a saved sequence classifier on ``split`` (text columns: the string columns)."""
+    """Task metrics of a saved classifier on ``split`` (through the distill stage's evaluator if present)."""
+    try:
+        from kdnas_deploy.distill.evaluate import evaluate_model
+    except ModuleNotFoundError:
+        evaluate_model = None
+    if evaluate_model is not None:
+        doc = evaluate_model(model_dir, task, split=split, progress=False)
+        names = set(getattr(task, "metric_names", ())) or {"accuracy"}
+        return {k: float(v) for k, v in doc.items() if k in names}
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -189,7 +200,7 @@ def evaluate_model_dir(
     label_col = "label" if "label" in ds.column_names else None
     if label_col is None:
         raise DataError(f"split {split!r} of task {task.name!r} has no 'label' column")
-    text_cols = [
+    text_cols = list(getattr(task, "text_fields", ())) or [
         c
         for c, f in ds.features.items()
         if c not in (label_col, "idx") and getattr(f, "dtype", "") == "string"
