@@ -151,6 +151,13 @@ class DistillEvaluator:
     def final(self, arch: Architecture, seed: int, out_dir: Path) -> dict[str, Any]:
         distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()
+        reused = _finished_model(Path(out_dir), st["task"])
+        if reused is not None:  # killed after the model was published, before its result was recorded
+            return {
+                **reused,
+                "dev_metrics": evaluate_model_dir(out_dir, st["task"], "dev"),
+                "data_sizes": st["sizes"],
+            }
         cfg = replace(distill_mod.DistillConfig.full(), seed=seed)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
@@ -175,6 +182,27 @@ class DistillEvaluator:
             "train_seconds": float(res.train_seconds),
             "data_sizes": st["sizes"],
         }
+
+
+def _finished_model(out_dir: Path, task: Any) -> dict[str, Any] | None:
+    """The result of a distillation already published in ``out_dir`` (its ``distill_record.json``)."""
+    import json
+
+    record = out_dir / "distill_record.json"
+    if not record.is_file():
+        return None
+    try:
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        return {
+            "score": float(doc["metrics"][task.main_metric]),
+            "final_loss": float(doc["final_loss"]),
+            "heldout_metrics": _numeric(doc["metrics"]),
+            "model_dir": str(out_dir),
+            "train_seconds": float(doc.get("train_seconds", 0.0)),
+            "reused": True,
+        }
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+        return None
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

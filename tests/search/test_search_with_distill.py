@@ -129,3 +129,19 @@ def test_teacher_task_mismatch_is_refused(tmp_path):
         teacher_architecture(three, task)
     with pytest.raises(Exception, match="not a model folder"):
         teacher_architecture(tmp_path, task)
+
+
+def test_published_final_model_is_reused_not_retrained(tmp_path):
+    import json
+
+    from kdnas_deploy.search.evaluator import _finished_model, load_task
+
+    task = load_task("builtin", None)
+    assert _finished_model(tmp_path, task) is None
+    (tmp_path / "distill_record.json").write_text(
+        json.dumps({"metrics": {"accuracy": 0.81}, "final_loss": 0.3, "train_seconds": 12.0})
+    )
+    got = _finished_model(tmp_path, task)
+    assert got["score"] == 0.81 and got["final_loss"] == 0.3 and got["reused"]
+    (tmp_path / "distill_record.json").write_text("{broken")
+    assert _finished_model(tmp_path, task) is None
