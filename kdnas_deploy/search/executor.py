@@ -97,17 +97,32 @@ class LocalExecutor:
         pass
 
 
-# executor name -> factory(**options) (CLI options such as ray_address are passed through)
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+# executor name -> factory(**options), or "module:attribute" of one (imported on first use, so optional
+# engines cost nothing until picked). Options such as a cluster address are passed through.
+EXECUTORS: dict[str, Callable[..., Executor] | str] = {
+    "local": LocalExecutor,
+    "ray": "kdnas_deploy.search.ray_executor:RayExecutor",
+}
 
 
-def register_executor(name: str, factory: Callable[..., Executor]) -> None:
+def register_executor(name: str, factory: Callable[..., Executor] | str) -> None:
     EXECUTORS[name] = factory
 
 
 def make_executor(name: str, **options: Any) -> Executor:
+    import importlib
+
     from kdnas_deploy.errors import SearchError
 
     if name not in EXECUTORS:
         raise SearchError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
-    return EXECUTORS[name](**options)
+    factory = EXECUTORS[name]
+    if isinstance(factory, str):
+        module_name, attr = factory.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except ModuleNotFoundError as exc:
+            raise SearchError(
+                f"executor {name!r} is not available here ({exc.name} is not installed)"
+            ) from None
+    return factory(**options)

@@ -144,3 +144,14 @@ def test_kdnas_beats_random_on_average_over_seeds(tmp_path):
                 ]
             )
     assert np.mean(best["kdnas"]) > np.mean(best["random"])
+
+
+def test_executor_registry_errors_are_clear():
+    from kdnas_deploy.search.executor import LocalExecutor, make_executor, register_executor
+
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(SearchError, match="unknown executor"):
+        make_executor("dask")
+    register_executor("missing-engine", "kdnas_deploy.search.no_such_module:Engine")
+    with pytest.raises(SearchError, match="not available"):
+        make_executor("missing-engine")

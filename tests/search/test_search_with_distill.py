@@ -108,18 +108,6 @@ def test_real_distillation_search_logs_and_resumes(tmp_path, teacher_dir):
     assert any((out / "teacher_cache").iterdir())  # teacher outputs cached inside the run folder
 
 
-def test_split_is_disjoint_and_seeded():
-    from kdnas_deploy.search.evaluator import split_train
-
-    a = split_train(6000, 0.1, 500, seed=0)
-    assert len(a.heldout) == 500 and len(a.proxy) == 600
-    assert not set(a.heldout) & set(a.proxy) and not set(a.heldout) & set(a.full)
-    assert len(a.full) == 5500 and set(a.proxy) <= set(a.full)
-    b = split_train(6000, 0.1, 500, seed=0)
-    c = split_train(6000, 0.1, 500, seed=1)
-    assert (a.proxy == b.proxy).all() and not (a.proxy == c.proxy).all()
-
-
 def test_teacher_task_mismatch_is_refused(tmp_path):
     from kdnas_deploy.search.evaluator import load_task, teacher_architecture
 
