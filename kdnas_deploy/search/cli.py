@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from kdnas_deploy.search.config import REWARD_METRICS
+from kdnas_deploy.search.strategies import STRATEGIES
+
 
 @click.command(name="search")
 @click.option(
@@ -26,9 +29,7 @@ import click
 )
 @click.option("--space", default=None, help="Expected search space (preset or YAML); must match the tables'.")
 @click.option("--preset", default="default", show_default=True, help="Named preset of the search settings.")
-@click.option(
-    "--strategy", type=click.Choice(["kdnas", "random", "evolution"]), default="kdnas", show_default=True
-)
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="kdnas", show_default=True)
 @click.option("--episodes", type=int, default=None, help="Episodes (preset: 8).")
 @click.option("--candidates", type=int, default=None, help="Members the controller scores per episode (200).")
 @click.option("--top-k", type=int, default=None, help="Candidates distilled per episode (4).")
@@ -42,7 +43,7 @@ import click
 @click.option("--final-epochs", type=float, default=None, help="Override the final distillation epochs.")
 @click.option(
     "--metric",
-    type=click.Choice(["task", "loss"]),
+    type=click.Choice(list(REWARD_METRICS)),
     default="task",
     show_default=True,
     help="Reward metric: task metric on the held-out train slice, or 1 - normalised KD loss.",

@@ -52,3 +52,10 @@ def test_pareto_single_objective_front_is_monotone():
     lat = np.array([[1.0], [2.0], [3.0], [2.5]])
     met = np.array([0.5, 0.7, 0.9, 0.6])
     assert pareto_mask(lat, met).tolist() == [True, True, True, False]
+
+
+def test_metric_registry_matches_the_config_choices():
+    from kdnas_deploy.search.config import REWARD_METRICS
+    from kdnas_deploy.search.reward import METRICS
+
+    assert set(METRICS) == set(REWARD_METRICS)
