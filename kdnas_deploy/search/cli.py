@@ -1,0 +1,91 @@
+"""``kdnas-deploy search``: KD-NAS under one or several latency budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kdnas_deploy.search.config import REWARD_METRICS
+from kdnas_deploy.search.strategies import STRATEGIES
+
+
+@click.command(name="search")
+@click.option(
+    "--teacher", required=True, type=click.Path(path_type=Path), help="Fine-tuned teacher (HF folder)."
+)
+@click.option("--task", required=True, help="Task name (sst2, mrpc, ..., builtin) or data file.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Local GLUE folder.")
+@click.option(
+    "--table", type=click.Path(path_type=Path), default=None, help="Latency table JSON (with --budget-ms)."
+)
+@click.option("--budget-ms", type=float, default=None, help="Latency budget in ms for --table.")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="TABLE.json:MS",
+    help="A budget on another table (repeatable): a candidate must meet every budget.",
+)
+@click.option("--space", default=None, help="Expected search space (preset or YAML); must match the tables'.")
+@click.option("--preset", default="default", show_default=True, help="Named preset of the search settings.")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="kdnas", show_default=True)
+@click.option("--episodes", type=int, default=None, help="Episodes (preset: 8).")
+@click.option("--candidates", type=int, default=None, help="Members the controller scores per episode (200).")
+@click.option("--top-k", type=int, default=None, help="Candidates distilled per episode (4).")
+@click.option(
+    "--proxy-fraction", type=float, default=None, help="Fraction of the train split used as proxy (0.1)."
+)
+@click.option(
+    "--heldout-size", type=int, default=None, help="Train rows held out for the reward metric (1000)."
+)
+@click.option("--proxy-epochs", type=float, default=None, help="Override the proxy distillation epochs.")
+@click.option("--final-epochs", type=float, default=None, help="Override the final distillation epochs.")
+@click.option(
+    "--metric",
+    type=click.Choice(list(REWARD_METRICS)),
+    default="task",
+    show_default=True,
+    help="Reward metric: task metric on the held-out train slice, or 1 - normalised KD loss.",
+)
+@click.option("--alpha", type=float, default=-0.07, show_default=True, help="Latency exponent within budget.")
+@click.option("--beta", type=float, default=-0.07, show_default=True, help="Latency exponent beyond budget.")
+@click.option("--hard-budget", is_flag=True, help="Never distill a candidate over any budget.")
+@click.option("--final-top", type=int, default=None, help="Best architectures distilled fully (1; 0 skips).")
+@click.option("--batch", type=int, default=None, help="Batch size the tables predict at (table default).")
+@click.option("--seq", type=int, default=None, help="Sequence length the tables predict at (table default).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--executor", default="local", show_default=True, help="Where candidates run (local; ray once installed)."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Teacher-output cache (default RUN_DIR/teacher_cache; share it between runs).",
+)
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the search in --out (its configuration must match).")
+@click.option("--quiet", is_flag=True, help="Only the per-episode lines.")
+def search(**kw: object) -> None:
+    """KD-NAS: search the student that distills best under a latency budget, then distill it fully.
+
+    \b
+    Example:
+      kdnas-deploy search --teacher teacher-sst2 --task sst2 --data-dir ../shared/data/glue \\
+        --table latency_tables/cpu-fp32.json --budget-ms 3.5 --out runs/sst2
+    """
+    from kdnas_deploy.search.api import build_and_run
+
+    summary = build_and_run(**kw)  # type: ignore[arg-type]
+    best = summary["best"]
+    click.echo(
+        f"best: {best['arch_str']} reward {best['reward']:.4f} proxy {best['proxy_metric']:.4f}"
+        f" latency {best['latency_ms']}"
+    )
+    final = summary.get("final")
+    if final:
+        click.echo(f"student: {final['student_dir']} dev {final['winner'].get('dev_metrics')}")
+
+
+__all__ = ["search"]

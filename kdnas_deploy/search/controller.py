@@ -1,0 +1,118 @@
+"""The KD-NAS controller: an LSTM reading an architecture as a sequence of choices and regresses its reward.
+
+Input at step ``d`` (one step per dimension: layers, hidden, heads, FFN) is the embedding of the candidate's
+choice, the embedding of the best architecture's choice so far (context), and the candidate's log latency
+ratio to every budget (context). The last hidden state goes through a linear head to the (standardised)
+reward. It is refit from scratch on every measured reward (MSE) before each episode, seeded, so a resumed
+search proposes exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.search.config import ControllerConfig
+from kdnas_deploy.space import DIMENSIONS, SearchSpace
+
+
+@dataclass(frozen=True)
+class ControllerFit:
+    """What a fit reports: training MSE on standardised rewards and the number of samples."""
+
+    samples: int
+    mse: float
+
+
+class RewardController:
+    """LSTM reward regressor over a search space (torch imported on construction)."""
+
+    def __init__(self, space: SearchSpace, n_budgets: int, cfg: ControllerConfig, seed: int) -> None:
+        import torch
+        from torch import nn
+
+        self.space = space
+        self.cfg = cfg
+        self.n_budgets = n_budgets
+        self.vocab = [len(v) for v in space.choice_lists().values()]
+        torch.manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(seed)
+
+        class _Net(nn.Module):
+            def __init__(self, vocab: list[int], embed: int, hidden: int, n_ctx: int) -> None:
+                super().__init__()
+                self.embeds = nn.ModuleList(nn.Embedding(v, embed) for v in vocab)
+                self.lstm = nn.LSTM(2 * embed + n_ctx, hidden, batch_first=True)
+                self.head = nn.Linear(hidden, 1)
+
+            def forward(self, tokens: torch.Tensor, best: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+                steps = []
+                for d, emb in enumerate(self.embeds):
+                    steps.append(torch.cat([emb(tokens[:, d]), emb(best[:, d]), ctx], dim=-1))
+                out, _ = self.lstm(torch.stack(steps, dim=1))
+                return self.head(out[:, -1]).squeeze(-1)
+
+        self.net = _Net(self.vocab, cfg.embed_dim, cfg.hidden_dim, n_budgets)
+        self._mean = 0.0
+        self._std = 1.0
+
+    # ------------------------------------------------------------------ features
+    def _tensors(self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray):  # noqa: ANN202
+        import torch
+
+        tok = torch.tensor([self.space.encode(a) for a in archs], dtype=torch.long).reshape(
+            -1, len(DIMENSIONS)
+        )
+        bst = torch.tensor([self.space.encode(a) for a in best], dtype=torch.long).reshape(
+            -1, len(DIMENSIONS)
+        )
+        ctx = torch.tensor(np.asarray(log_ratio, dtype=np.float32).reshape(len(archs), self.n_budgets))
+        return tok, bst, ctx
+
+    # ------------------------------------------------------------------ training and scoring
+    def fit(
+        self,
+        archs: Sequence[Architecture],
+        best: Sequence[Architecture],
+        log_ratio: np.ndarray,
+        rewards: Sequence[float],
+    ) -> ControllerFit:
+        """MSE regression on every measured reward (full batch, Adam, ``train_steps`` steps)."""
+        import torch
+
+        y = np.asarray(rewards, dtype=np.float64)
+        self._mean = float(y.mean())
+        self._std = float(y.std()) if y.std() > 1e-9 else 1.0
+        target = torch.tensor((y - self._mean) / self._std, dtype=torch.float32)
+        tok, bst, ctx = self._tensors(archs, best, log_ratio)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate)
+        self.net.train()
+        loss = torch.tensor(0.0)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a few hundred samples: threads only add overhead (and contention)
+        try:
+            for _ in range(self.cfg.train_steps):
+                opt.zero_grad()
+                loss = torch.mean((self.net(tok, bst, ctx) - target) ** 2)
+                loss.backward()
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+        self.net.eval()
+        return ControllerFit(samples=len(y), mse=float(loss.detach()))
+
+    def predict(
+        self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray
+    ) -> np.ndarray:
+        """Predicted rewards (in reward units) of ``archs``."""
+        import torch
+
+        if not archs:
+            return np.zeros(0)
+        tok, bst, ctx = self._tensors(archs, best, log_ratio)
+        with torch.no_grad():
+            out = self.net(tok, bst, ctx).numpy().astype(np.float64)
+        return out * self._std + self._mean

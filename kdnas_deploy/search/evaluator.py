@@ -1,0 +1,251 @@
+"""The default evaluator: distill each candidate on a proxy set, score it on a held-out slice of train.
+
+Data discipline: the training split is permuted once with the search seed into a held-out slice (the reward
+metric is measured there, never on the dev split), a proxy set (``proxy_fraction`` of the training split,
+disjoint from the held-out slice) and the rest. The final distillation trains on everything but the held-out
+slice, picks its checkpoint and the winner on the held-out slice, and only then reports dev metrics.
+Teacher outputs are cached in ``cache_dir`` (inside the run folder by default) so the teacher runs once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import DataError, ModelError, SearchError
+from kdnas_deploy.search.executor import EvalRequest, EvalResult
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    """Row indices of the training split: held-out slice, proxy set, and everything but the held-out slice."""
+
+    heldout: np.ndarray
+    proxy: np.ndarray
+    full: np.ndarray
+
+
+def split_train(n: int, proxy_fraction: float, heldout_size: int, seed: int) -> TrainSplit:
+    """Seeded, disjoint held-out slice and proxy set of a training split of ``n`` rows (indices sorted)."""
+    if n < 2:
+        raise DataError(f"the training split has {n} row(s); a search needs at least 2")
+    heldout_n = min(heldout_size, max(1, n // 5))
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    heldout = np.sort(perm[:heldout_n])
+    rest = perm[heldout_n:]
+    proxy_n = int(min(len(rest), max(1, round(proxy_fraction * n))))
+    return TrainSplit(heldout=heldout, proxy=np.sort(rest[:proxy_n]), full=np.sort(rest))
+
+
+def _lib(what: str) -> Any:
+    """Import the distill stage / tasks lazily, with a clear error where they are not part of this build."""
+    import importlib
+
+    try:
+        return importlib.import_module(what)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("kdnas_deploy"):
+            raise SearchError(
+                f"the search needs the distill stage ({exc.name} is missing from this build)"
+            ) from None
+        raise
+
+
+def load_task(name: str, data_dir: str | None) -> Any:
+    return _lib("kdnas_deploy.tasks").get_task(name, data_dir=data_dir)
+
+
+def teacher_architecture(teacher: str | Path, task: Any) -> Architecture:
+    """The teacher's Architecture; refuses a non-model folder or labels that do not fit the task."""
+    from transformers import AutoConfig
+
+    path = Path(teacher)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"teacher {path} is not a model folder (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"teacher {path}: cannot read its config ({str(exc).splitlines()[0]})") from None
+    expected = 1 if task.is_regression else task.num_labels
+    if int(getattr(config, "num_labels", -1)) != expected:
+        raise SearchError(
+            f"teacher {path} has {config.num_labels} output label(s) but task {task.name!r} needs {expected}:"
+            " wrong teacher for this task"
+        )
+    return Architecture.from_config(config)
+
+
+@dataclass
+class DistillEvaluator:
+    """Proxy distillation of candidates (``evaluate``) and full distillation of the winners (``final``)."""
+
+    teacher: str
+    task: str
+    data_dir: str | None
+    proxy_fraction: float
+    heldout_size: int
+    split_seed: int
+    cache_dir: str
+    proxy_epochs: float | None = None
+    final_epochs: float | None = None
+    progress: bool = False
+    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:  # ship the spec, not loaded data, to remote workers
+        state = dict(self.__dict__)
+        state["_state"] = None
+        return state
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "distill", "teacher": self.teacher, "task": self.task, "cache_dir": self.cache_dir}
+
+    def _load(self) -> dict[str, Any]:
+        if self._state is None:
+            task = load_task(self.task, self.data_dir)
+            train = task.load_split("train")
+            split = split_train(len(train), self.proxy_fraction, self.heldout_size, self.split_seed)
+            self._state = {
+                "task": task,
+                "proxy": train.select(split.proxy.tolist()),
+                "heldout": train.select(split.heldout.tolist()),
+                "full": train.select(split.full.tolist()),
+                "sizes": {"train": len(train), "proxy": len(split.proxy), "heldout": len(split.heldout)},
+            }
+        return self._state
+
+    def prepare(self) -> None:
+        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        distill_mod = _lib("kdnas_deploy.distill")
+        st = self._load()
+        cfg = distill_mod.DistillConfig.proxy()
+        cfg = replace(cfg, seed=request.seed, **({"epochs": self.proxy_epochs} if self.proxy_epochs else {}))
+        t0 = time.perf_counter()
+        res = distill_mod.distill(
+            self.teacher,
+            request.arch,
+            st["task"],
+            config=cfg,
+            train=st["proxy"],
+            eval=st["heldout"],
+            out_dir=None,
+            cache_dir=self.cache_dir,
+            progress=self.progress,
+        )
+        return EvalResult(
+            request=request,
+            score=float(res.score),
+            final_loss=float(res.final_loss),
+            seconds=time.perf_counter() - t0,
+            metrics=_numeric(res.metrics),
+            info={"train_seconds": float(res.train_seconds)},
+        )
+
+    def final(self, arch: Architecture, seed: int, out_dir: Path) -> dict[str, Any]:
+        distill_mod = _lib("kdnas_deploy.distill")
+        st = self._load()
+        reused = _finished_model(Path(out_dir), st["task"])
+        if reused is not None:  # killed after the model was published, before its result was recorded
+            return {
+                **reused,
+                "dev_metrics": evaluate_model_dir(out_dir, st["task"], "dev"),
+                "data_sizes": st["sizes"],
+            }
+        cfg = replace(distill_mod.DistillConfig.full(), seed=seed)
+        if self.final_epochs:
+            cfg = replace(cfg, epochs=self.final_epochs)
+        res = distill_mod.distill(
+            self.teacher,
+            arch,
+            st["task"],
+            config=cfg,
+            train=st["full"],
+            eval=st["heldout"],
+            out_dir=str(out_dir),
+            cache_dir=self.cache_dir,
+            progress=True,
+        )
+        model_dir = res.model_dir or str(out_dir)
+        return {
+            "score": float(res.score),
+            "final_loss": float(res.final_loss),
+            "heldout_metrics": _numeric(res.metrics),
+            "dev_metrics": evaluate_model_dir(model_dir, st["task"], "dev"),
+            "model_dir": model_dir,
+            "train_seconds": float(res.train_seconds),
+            "data_sizes": st["sizes"],
+        }
+
+
+def _finished_model(out_dir: Path, task: Any) -> dict[str, Any] | None:
+    """The result of a distillation already published in ``out_dir`` (its ``distill_record.json``)."""
+    import json
+
+    record = out_dir / "distill_record.json"
+    if not record.is_file():
+        return None
+    try:
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        return {
+            "score": float(doc["metrics"][task.main_metric]),
+            "final_loss": float(doc["final_loss"]),
+            "heldout_metrics": _numeric(doc["metrics"]),
+            "model_dir": str(out_dir),
+            "train_seconds": float(doc.get("train_seconds", 0.0)),
+            "reused": True,
+        }
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+        return None
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.floating | np.integer)}
+
+
+def evaluate_model_dir(
+    model_dir: str | Path, task: Any, split: str = "dev", batch_size: int = 64
+) -> dict[str, float]:
+    """Task metrics of a saved classifier on ``split`` (through the distill stage's evaluator if present)."""
+    try:
+        from kdnas_deploy.distill.evaluate import evaluate_model
+    except ModuleNotFoundError:
+        evaluate_model = None
+    if evaluate_model is not None:
+        doc = evaluate_model(model_dir, task, split=split, progress=False)
+        names = set(getattr(task, "metric_names", ())) or {"accuracy"}
+        return {k: float(v) for k, v in doc.items() if k in names}
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    ds = task.load_split(split)
+    label_col = "label" if "label" in ds.column_names else None
+    if label_col is None:
+        raise DataError(f"split {split!r} of task {task.name!r} has no 'label' column")
+    text_cols = list(getattr(task, "text_fields", ())) or [
+        c
+        for c, f in ds.features.items()
+        if c not in (label_col, "idx") and getattr(f, "dtype", "") == "string"
+    ]
+    if not 1 <= len(text_cols) <= 2:
+        raise DataError(
+            f"split {split!r} of task {task.name!r}: expected 1 or 2 text columns, found {text_cols}"
+        )
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    preds = []
+    with torch.inference_mode():
+        for start in range(0, len(ds), batch_size):
+            rows = ds[start : start + batch_size]
+            texts = [rows[c] for c in text_cols]
+            enc = tok(*texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            logits = model(**enc).logits
+            preds.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+    pred = torch.cat(preds).numpy()
+    return _numeric(task.compute_metrics(pred, np.asarray(ds[label_col])))

@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kdnas_deploy", "search", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_search_help_lists_the_issue_options_and_is_light():
+    r = run_cli("--help")
+    assert r.returncode == 0, r.stderr
+    for opt in (
+        "--teacher",
+        "--task",
+        "--data-dir",
+        "--table",
+        "--budget-ms",
+        "--budget",
+        "--strategy",
+        "--episodes",
+        "--candidates",
+        "--top-k",
+        "--proxy-fraction",
+        "--seed",
+        "--out",
+        "--resume",
+        "--hard-budget",
+    ):
+        assert opt in r.stdout
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kdnas_deploy.cli import cli; "
+            "from click.testing import CliRunner; CliRunner().invoke(cli, ['search', '--help']); "
+            "print(any(m in sys.modules for m in ('torch', 'onnxruntime', 'transformers', 'datasets')))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip() == "False", probe.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--table", "t.json"], "go together"),
+        (["--budget", "t.json"], "TABLE.json:MS"),
+        (["--budget", "t.json:fast"], "not a number"),
+        ([], "no latency budget"),
+        (["--budget", "missing-table.json:3"], "missing-table.json"),
+    ],
+)
+def test_bad_budget_input_exits_2_without_traceback(tmp_path, args, message):
+    r = run_cli("--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "run"), *args)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_strategy_is_a_usage_error(tmp_path):
+    r = run_cli(
+        "--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), "--strategy", "grid"
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pytest
+from search_doubles import ReversedExecutor, SyntheticEvaluator, make_run
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import SearchError
+from kdnas_deploy.io import read_jsonl
+
+
+def _log(run_dir):
+    rows = read_jsonl(run_dir / "candidates.jsonl")
+    return sorted((r["episode"], r["index"], r["arch_str"], round(r["reward"], 12)) for r in rows)
+
+
+def test_full_run_writes_every_artifact(tmp_path):
+    run = make_run(tmp_path / "run")
+    summary = run.run()
+    d = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "candidates.jsonl",
+        "episodes.jsonl",
+        "pareto.json",
+        "best_arch.json",
+        "search.png",
+        "summary.json",
+    ):
+        assert (d / name).is_file(), name
+    rows = read_jsonl(d / "candidates.jsonl")
+    assert len(rows) == 12 == summary["evaluations"] == summary["evaluation_budget"]
+    assert len({r["arch_str"] for r in rows}) == 12
+    for r in rows:
+        assert set(r) >= {
+            "arch",
+            "latency_ms",
+            "proxy_metric",
+            "reward",
+            "seconds",
+            "episode",
+            "strategy",
+            "feasible",
+        }
+        assert r["feasible"] == (r["latency_ms"]["cpu-fp32"] <= run.budgets.budget_ms[0])
+    best = Architecture.parse(str(d / "best_arch.json"))
+    feasible = [r for r in rows if r["feasible"]]
+    assert best.to_dict() == max(feasible, key=lambda r: r["reward"])["arch"]
+    front = json.loads((d / "pareto.json").read_text())["front"]
+    assert front and all(f["arch_str"] in {r["arch_str"] for r in rows} for f in front)
+    assert summary["teacher_latency_ms"]["cpu-fp32"] > summary["budgets"][0]["budget_ms"]
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(d / "student")
+    assert Architecture.from_config(model.config) == best
+    assert summary["final"]["winner"]["dev_metrics"]["accuracy"] > 0
+
+
+def test_non_empty_folder_without_resume_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(SearchError, match="not empty"):
+        make_run(tmp_path / "run").run()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    with pytest.raises(SearchError, match="not a search run folder"):
+        make_run(tmp_path / "run", resume=True).run()
+
+
+def test_resume_after_kill_mid_episode_loses_and_repeats_nothing(tmp_path):
+    ref = make_run(tmp_path / "ref", finalize=False)
+    ref.run()
+    killer = SyntheticEvaluator(interrupt_after=7)  # dies inside episode 3 (3 per episode)
+    with pytest.raises(KeyboardInterrupt):
+        make_run(tmp_path / "run", evaluator=killer, finalize=False).run()
+    assert len(read_jsonl(tmp_path / "run" / "candidates.jsonl")) == 7
+    again = SyntheticEvaluator()
+    make_run(tmp_path / "run", evaluator=again, resume=True, finalize=False).run()
+    assert len(again.calls) == 12 - 7  # finished evaluations are reused, not redone
+    assert not set(again.calls) & set(killer.calls)
+    assert _log(tmp_path / "run") == _log(tmp_path / "ref")
+
+
+def test_resume_of_a_finished_run_evaluates_nothing(tmp_path):
+    make_run(tmp_path / "run").run()
+    ev = SyntheticEvaluator()
+    summary = make_run(tmp_path / "run", evaluator=ev, resume=True).run()
+    assert ev.calls == [] and summary["evaluations"] == 12
+
+
+def test_resume_with_another_config_is_refused_and_keeps_the_folder(tmp_path):
+    make_run(tmp_path / "run", finalize=False).run()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(SearchError, match="different configuration") as err:
+        make_run(tmp_path / "run", resume=True, finalize=False, top_k=4).run()
+    assert "top_k" in str(err.value)
+    with pytest.raises(SearchError, match="budget_ms"):
+        make_run(tmp_path / "run", resume=True, finalize=False, budget_ms=0.5).run()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_hard_budget_never_evaluates_an_infeasible_candidate(tmp_path):
+    run = make_run(tmp_path / "run", hard_budget=True, finalize=False, strategy="evolution", episodes=6)
+    run.run()
+    rows = read_jsonl(tmp_path / "run" / "candidates.jsonl")
+    assert len(rows) == 18 and all(r["feasible"] for r in rows)
+
+
+def test_two_budgets_feasible_only_when_both_met(tmp_path):
+    run = make_run(tmp_path / "run", extra_budget_ms=0.6, finalize=False, hard_budget=True)
+    run.run()
+    rows = read_jsonl(tmp_path / "run" / "candidates.jsonl")
+    assert all(set(r["latency_ms"]) == {"cpu-fp32", "cuda-fp16"} for r in rows)
+    assert all(
+        r["latency_ms"]["cuda-fp16"] <= 0.6 and r["latency_ms"]["cpu-fp32"] <= run.budgets.budget_ms[0]
+        for r in rows
+    )
+
+
+@pytest.mark.parametrize("strategy", ["kdnas", "random", "evolution"])
+def test_execution_order_does_not_change_results(tmp_path, strategy):
+    make_run(tmp_path / "a", strategy=strategy, finalize=False, episodes=6).run()
+    make_run(tmp_path / "b", strategy=strategy, finalize=False, episodes=6, executor=ReversedExecutor()).run()
+    assert _log(tmp_path / "a") == _log(tmp_path / "b")
+
+
+def test_same_evaluation_budget_for_every_strategy(tmp_path):
+    counts = {}
+    for s in ("kdnas", "random", "evolution"):
+        ev = SyntheticEvaluator()
+        make_run(tmp_path / s, strategy=s, evaluator=ev, finalize=False, episodes=5).run()
+        counts[s] = len(ev.calls)
+    assert set(counts.values()) == {15}
+
+
+@pytest.mark.slow
+def test_kdnas_beats_random_on_average_over_seeds(tmp_path):
+    best = {"kdnas": [], "random": []}
+    for s in best:
+        for seed in range(5):
+            best[s].append(
+                make_run(tmp_path / f"{s}{seed}", strategy=s, seed=seed, finalize=False, episodes=6).run()[
+                    "best_reward"
+                ]
+            )
+    assert np.mean(best["kdnas"]) > np.mean(best["random"])
+
+
+def test_executor_registry_errors_are_clear():
+    from kdnas_deploy.search.executor import LocalExecutor, make_executor, register_executor
+
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(SearchError, match="unknown executor"):
+        make_executor("dask")
+    register_executor("missing-engine", "kdnas_deploy.search.no_such_module:Engine")
+    with pytest.raises(SearchError, match="not available"):
+        make_executor("missing-engine")
