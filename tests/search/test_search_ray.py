@@ -198,3 +198,29 @@ def test_cli_ray_options_need_the_ray_executor(tmp_path):
     )
     assert r.returncode == 2 and "need --executor ray" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_real_distillation_through_ray_equals_in_process(tmp_path, ray_cluster):
+    """The distillation evaluator on the built-in task: identical metrics and rewards, one shared cache."""
+    pytest.importorskip("kdnas_deploy.tasks")
+    pytest.importorskip("kdnas_deploy.distill.engine")
+    import torch
+    from test_search_with_distill import _run  # the tiny setup of the in-process distillation test
+
+    teacher = _make_teacher(tmp_path)
+    _run(tmp_path / "local", teacher).run()
+    run = _run(tmp_path / "ray", teacher)
+    # one CPU per task (two candidates at once) but as many torch threads as in-process: same numerics
+    run.executor = RayExecutor(
+        cpus_per_candidate=1, torch_threads=torch.get_num_threads(), echo=lambda s: None
+    )
+    run.run()
+    assert _log(tmp_path / "ray") == _log(tmp_path / "local")
+    entries = [p for p in (tmp_path / "ray" / "teacher_cache").iterdir() if not p.name.startswith(".")]
+    assert entries and all((p / "meta.json").is_file() for p in entries)  # published once, read by all
+
+
+def _make_teacher(tmp_path: Path) -> Path:
+    from test_search_with_distill import _teacher
+
+    return _teacher(tmp_path / "teacher")
