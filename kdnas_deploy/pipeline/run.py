@@ -1,0 +1,264 @@
+"""``kdnas-deploy run``: every stage from one config, each writing its artifact into the run folder.
+
+latency table(s) (reused when a table with a matching fingerprint exists) -> teacher (given or fine-tuned)
+-> search (+ final distillation) -> export (student and teacher) -> bench against the prediction -> report.
+A stage whose inputs have not changed is not run again (:mod:`kdnas_deploy.pipeline.stages`); a killed run
+resumes where it stopped (every stage below is resumable on its own too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import ConfigError, SearchError
+from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
+from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
+from kdnas_deploy.pipeline.stages import StageRunner
+from kdnas_deploy.space import SearchSpace
+
+RUN_SCHEMA_VERSION = 1
+TABLE_DIRS_ENV = "KDNAS_TABLE_DIRS"
+
+
+def table_search_dirs() -> list[Path]:
+    """Folders searched for a reusable table: $KDNAS_TABLE_DIRS, ./latency_tables, the checkout's tables."""
+    import os
+
+    dirs = [Path(p) for p in os.environ.get(TABLE_DIRS_ENV, "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "latency_tables")
+    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.append(d.resolve())
+    return seen
+
+
+def table_matches(table: Any, space: SearchSpace, dev: DeviceSection, batch: int, seq: int,
+                  optimize: str) -> list[str]:
+    """Why ``table`` cannot serve ``dev`` (empty when it can)."""
+    why = []
+    if table.space.fingerprint != space.fingerprint:
+        why.append(f"space {table.space.name!r} differs")
+    if table.device != dev.device or table.precision != dev.precision:
+        why.append(f"{table.device}/{table.precision} != {dev.device}/{dev.precision}")
+    if table.threads is not None and table.threads != dev.threads:
+        why.append(f"threads {table.threads} != {dev.threads}")
+    if batch not in table.batch_sizes or not (min(table.seq_lens) <= seq <= max(table.seq_lens)):
+        why.append(f"grid does not cover batch {batch}, seq {seq}")
+    deploy = table.fingerprint.get("deploy_config", {})
+    if deploy.get("optimize", optimize) != optimize:
+        why.append(f"optimization level {deploy.get('optimize')} != {optimize}")
+    why += table.check_machine()
+    return why
+
+
+def find_table(space: SearchSpace, dev: DeviceSection, batch: int, seq: int, optimize: str,
+               dirs: Iterable[Path]) -> Path | None:
+    from kdnas_deploy.errors import TableError
+    from kdnas_deploy.latency.table import LatencyTable
+
+    for d in dirs:
+        for path in sorted(d.glob("*.json")):
+            if path.name.endswith(".validation.json"):
+                continue
+            try:
+                table = LatencyTable.load(path)
+            except TableError:
+                continue
+            if not table_matches(table, space, dev, batch, seq, optimize):
+                return path
+    return None
+
+
+@dataclass
+class Pipeline:
+    config: PipelineConfig
+    run_dir: Path
+    echo: Callable[[str], None] = print
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.stages = StageRunner(self.run_dir, echo=self.echo)
+        self.space = SearchSpace.load(self.config.space)
+
+    # ------------------------------------------------------------------ stages
+    def latency_stage(self, dev: DeviceSection) -> dict[str, Any]:
+        cfg = self.config
+        inputs = {"device": dev.__dict__, "space": self.space.fingerprint, "batch": cfg.latency.batch,
+                  "seq": cfg.latency.seq, "optimize": cfg.export.optimize}
+
+        def work() -> dict[str, Any]:
+            from kdnas_deploy.latency.table import LatencyTable
+
+            if dev.table:
+                table = LatencyTable.load(dev.table)
+                why = table_matches(table, self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+                for w in why:
+                    self.echo(f"warning: table {dev.table}: {w}")
+                return {"table": str(Path(dev.table).resolve()), "reused": True}
+            found = find_table(self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize,
+                               table_search_dirs())
+            if found is not None:
+                self.echo(f"[latency-{dev.name}] reusing {found} (fingerprint matches this machine)")
+                return {"table": str(found), "reused": True}
+            from kdnas_deploy.latency.backends import get_backend
+            from kdnas_deploy.latency.profiler import build_table
+
+            out = self.run_dir / "latency" / f"{dev.name}.json"
+            backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+            build_table(self.space, backend, [cfg.latency.batch], [cfg.latency.seq], out, log=self.echo,
+                        progress=self.progress)
+            return {"table": str(out), "reused": False}
+
+        return self.stages.run(f"latency-{dev.name}", inputs, work).outputs
+
+    def teacher_stage(self) -> dict[str, Any]:
+        cfg = self.config
+        inputs = {"teacher": cfg.teacher.__dict__, "task": cfg.task.__dict__}
+
+        def work() -> dict[str, Any]:
+            from kdnas_deploy.distill.evaluate import evaluate_model
+            from kdnas_deploy.tasks import get_task
+
+            task = get_task(cfg.task.name, cfg.task.data_dir)
+            if cfg.teacher.path:
+                path = Path(cfg.teacher.path)
+                metrics = evaluate_model(path, task, "dev", progress=self.progress)
+            else:
+                from kdnas_deploy.distill.finetune import FinetuneConfig, finetune_teacher
+
+                path = self.run_dir / "teacher"
+                ft = FinetuneConfig.fast().with_overrides(epochs=cfg.teacher.epochs,
+                                                          max_train_samples=cfg.teacher.max_train_samples)
+                finetune_teacher(cfg.teacher.finetune_from, task, path, ft, progress=self.progress, force=True)
+                metrics = json.loads((path / "dev_metrics.json").read_text(encoding="utf-8"))
+            return {"teacher": str(path.resolve()), "dev_metrics": _numeric(metrics),
+                    "main_metric": task.main_metric}
+
+        return self.stages.run("teacher", inputs, work).outputs
+
+    def budgets(self, tables: dict[str, str], teacher: Architecture) -> list[tuple[str, float]]:
+        from kdnas_deploy.latency.table import LatencyTable
+
+        pairs = []
+        for dev in self.config.devices:
+            table = LatencyTable.load(tables[dev.name])
+            if dev.budget_ms is not None:
+                budget = dev.budget_ms
+            else:
+                assert dev.budget_fraction is not None
+                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch,
+                                                     seq=self.config.latency.seq))
+                budget = round(dev.budget_fraction * teacher_ms, 4)
+                self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms = {budget:.3f} ms")
+            pairs.append((tables[dev.name], budget))
+        return pairs
+
+    def search_stage(self, teacher: dict[str, Any], budgets: list[tuple[str, float]], keys: list[str]) -> dict:
+        cfg = self.config
+        s = cfg.search
+        inputs = {"search": s.__dict__, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
+                  "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": cfg.latency.seq}
+
+        def work() -> dict[str, Any]:
+            from kdnas_deploy.search.api import run_search
+            from kdnas_deploy.search.config import RewardConfig
+
+            out = self.run_dir / "search"
+            settings = {"strategy": s.strategy, "episodes": s.episodes, "candidates": s.candidates,
+                        "top_k": s.top_k, "proxy_fraction": s.proxy_fraction, "proxy_epochs": s.proxy_epochs,
+                        "final_epochs": s.final_epochs, "final_top": max(1, s.final_top), "seed": s.seed,
+                        "batch": cfg.latency.batch, "seq": cfg.latency.seq}
+            summary = run_search(teacher=teacher["teacher"], task=cfg.task.name, out=out, budgets=budgets,
+                                 data_dir=cfg.task.data_dir, space=cfg.space, settings=settings,
+                                 reward=RewardConfig(hard_budget=s.hard_budget),
+                                 resume=(out / "config.yaml").is_file(), echo=self.echo)
+            final = summary.get("final") or {}
+            if not final.get("student_dir"):
+                raise SearchError("the search produced no final student")
+            return {"run": str(out), "student": final["student_dir"], "best": summary["best"]["arch_str"],
+                    "winner": final["winner"]}
+
+        return self.stages.run("search", inputs, work).outputs
+
+    def export_stage(self, name: str, model_dir: str, table: str, upstream: str) -> dict[str, Any]:
+        cfg = self.config
+        inputs = {"export": cfg.export.__dict__, "model": model_dir, "table": table, "upstream": upstream,
+                  "bench": cfg.bench.__dict__, "task": cfg.task.__dict__}
+
+        def work() -> dict[str, Any]:
+            from kdnas_deploy.export.exporter import ExportOptions, export_model
+
+            out = self.run_dir / "onnx" / name
+            opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
+                                 data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
+                                 bench_seq=cfg.bench.seq, table=table, force=True)
+            report = export_model(model_dir, out, opts, log=self.echo)
+            return {"onnx": str(out), "report": str(out / "export_report.json"),
+                    "fused_ops": report.get("fused_ops", {})}
+
+        return self.stages.run(f"export-{name}", inputs, work).outputs
+
+    def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
+        cfg = self.config
+        inputs = {"bench": cfg.bench.__dict__, "paths": paths, "table": table, "upstream": upstream}
+
+        def work() -> dict[str, Any]:
+            from kdnas_deploy.export.bench import BenchConfig, run_bench
+
+            rows = run_bench(paths, BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads),
+                             table=table, progress=self.progress)
+            out = self.run_dir / "bench.json"
+            atomic_write_json(out, rows)
+            return {"bench": str(out), "rows": rows}
+
+        return self.stages.run("bench", inputs, work).outputs
+
+    # ------------------------------------------------------------------ whole run
+    def run(self) -> dict[str, Any]:
+        from kdnas_deploy.pipeline.summary import write_outputs
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
+        tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}
+        teacher = self.teacher_stage()
+        teacher_arch = _arch_of(teacher["teacher"])
+        budgets = self.budgets(tables, teacher_arch)
+        keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]
+        search = self.search_stage(teacher, budgets, keys + [self.stages.results["teacher"].key])
+        first_table = tables[self.config.devices[0].name]
+        student_onnx = self.export_stage("student", search["student"], first_table, self.stages.results["search"].key)
+        teacher_onnx = self.export_stage("teacher", teacher["teacher"], first_table, self.stages.results["teacher"].key)
+        bench = self.bench_stage([teacher_onnx["onnx"], student_onnx["onnx"]], first_table,
+                                 [self.stages.results["export-student"].key, self.stages.results["export-teacher"].key])
+        return write_outputs(self, tables, budgets, teacher, teacher_arch, search, bench)
+
+
+def _arch_of(model_dir: str) -> Architecture:
+    from transformers import AutoConfig
+
+    return Architecture.from_config(AutoConfig.from_pretrained(model_dir))
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and k not in ("num_examples", "schema_version", "seconds")}
+
+
+def run_pipeline(config: PipelineConfig | str | Path, out: str | Path | None = None,
+                 echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Python API of ``kdnas-deploy run``: returns the run summary (also ``RUN_DIR/summary.json``)."""
+    if not isinstance(config, PipelineConfig):
+        path = Path(config)
+        config = PipelineConfig.from_yaml(path)
+        out = out or Path("runs") / path.stem
+    if out is None:
+        raise ConfigError("run_pipeline needs an output folder")
+    return Pipeline(config, Path(out), echo=echo, progress=progress).run()

@@ -1,0 +1,124 @@
+"""What ``run`` leaves at the end: ``summary.json``, the predicted-vs-measured plot and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.pipeline.report import ModelRow, Report, write_report
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kdnas_deploy.pipeline.run import Pipeline
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+def plot_latency_check(path: Path, rows: list[dict[str, Any]], validation: dict[str, Any] | None,
+                       budget_ms: float) -> Path:
+    """Predicted against measured latency: the table's validation points and this run's models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    values = []
+    if validation and validation.get("points"):
+        pts = [(p["predicted_ms"], p["measured_ms"]) for p in validation["points"]]
+        ax.scatter(*zip(*pts, strict=True), s=14, color="0.6", label="table validation (held-out models)")
+        values += [v for p in pts for v in p]
+    for row in rows:
+        if row.get("predicted_ms") is None:
+            continue
+        ax.scatter(row["predicted_ms"], row["median_ms"], s=60, marker="*", label=row["label"])
+        values += [row["predicted_ms"], row["median_ms"]]
+    if values:
+        lo, hi = min(values) * 0.85, max(values) * 1.15
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="green", alpha=0.1, label="±10%")
+        ax.axvline(budget_ms, color="red", ls="--", lw=0.8, label=f"budget {budget_ms:.2f} ms")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("measured latency (ms)")
+    ax.set_title("Latency: predicted vs measured")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _validation_for(table_path: str) -> dict[str, Any] | None:
+    p = Path(table_path)
+    report = p.with_name(p.stem + ".validation.json")
+    if report.is_file():
+        try:
+            return json.loads(report.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
+                  teacher_arch: Architecture, search: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    run_dir = pipe.run_dir
+    student_arch = Architecture.from_dict(search["winner"]["arch"])
+    metric = teacher["main_metric"]
+    teacher_row, student_row = bench["rows"][0], bench["rows"][1]
+    teacher_row["label"], student_row["label"] = "teacher (ONNX)", "student (ONNX)"
+    student_metrics = {k: float(v) for k, v in (search["winner"].get("dev_metrics") or {}).items()
+                       if isinstance(v, int | float)}
+    budget_ms = budgets[0][1]
+    measured = student_row["median_ms"]
+    speedup = teacher_row["median_ms"] / measured
+    devices = [d.name for d in pipe.config.devices]
+    summary = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "run_dir": str(run_dir),
+        "task": pipe.config.task.name,
+        "budgets_ms": {name: b for name, (_, b) in zip(devices, budgets, strict=True)},
+        "tables": tables,
+        "teacher": {"path": teacher["teacher"], "arch": teacher_arch.short(),
+                    "params": teacher_arch.num_parameters(), "dev_metrics": teacher["dev_metrics"],
+                    "predicted_ms": teacher_row.get("predicted_ms"), "measured_ms": teacher_row["median_ms"]},
+        "student": {"path": search["student"], "onnx": student_row["path"], "arch": student_arch.short(),
+                    "params": student_arch.num_parameters(), "dev_metrics": student_metrics,
+                    "predicted_ms": student_row.get("predicted_ms"), "measured_ms": measured},
+        "speedup": round(speedup, 3),
+        "metric_retained": (round(student_metrics[metric] / teacher["dev_metrics"][metric], 4)
+                            if metric in student_metrics and teacher["dev_metrics"].get(metric) else None),
+        "meets_budget_measured": bool(measured <= budget_ms),
+        "bench": bench["bench"],
+        "stages": {name: {"seconds": round(r.seconds, 2), "cached": r.cached}
+                   for name, r in pipe.stages.results.items()},
+    }
+    figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
+                                _validation_for(tables[devices[0]]), budget_ms)
+    rows = [
+        ModelRow("teacher", teacher_arch.short(), teacher_arch.num_parameters() / 1e6, metric,
+                 teacher["dev_metrics"].get(metric), teacher_row.get("predicted_ms"), teacher_row["median_ms"], 1.0),
+        ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
+                 student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
+    ]
+    verdict = "meets" if summary["meets_budget_measured"] else "MISSES"
+    report = Report(
+        title=f"kdnas-deploy run: {pipe.config.task.name}",
+        budgets=[(name, b) for name, (_, b) in zip(devices, budgets, strict=True)],
+        chosen_arch=student_arch.short(),
+        rows=rows,
+        figures=[("Search: proxy metric against predicted latency, Pareto front",
+                  Path(search["run"]) / "search.png"), ("Latency: predicted against measured", figure)],
+        facts=[("Measured student latency", f"{measured:.3f} ms on {devices[0]}: {verdict} the budget"),
+               ("Metric retained", f"{summary['metric_retained']}"),
+               ("Latency tables", ", ".join(f"{n}: {t}" for n, t in tables.items()))],
+    )
+    md, page = write_report(report, run_dir)
+    summary["report"] = {"markdown": str(md), "html": str(page)}
+    atomic_write_json(run_dir / "summary.json", summary)
+    pipe.echo(f"student {student_arch.short()}: {measured:.3f} ms measured (budget {budget_ms:.3f} ms, {verdict}),"
+              f" {speedup:.2f}x faster than the teacher; report: {page}")
+    return summary

