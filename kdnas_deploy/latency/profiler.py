@@ -239,8 +239,9 @@ def prepare_all(backend: Backend, todo: Sequence[tuple[Architecture, Path]], see
 def settle_after_exports() -> None:
     """Flush the freshly written models to disk before timing starts.
 
-    The exports write hundreds of MB to GBs; left to the kernel, that write-back runs during the first
-    measurement pass and slows it by ~5% (seen as a first reading of every model above the later ones).
+    The exports write hundreds of MB to GBs. Observed here: the first reading of every model ran ~5% above
+    its later readings; kernel write-back of those files during the first pass is the likely cause, so it
+    is done before timing starts (a cheap precaution, not a measured fix).
     """
     import os
 
