@@ -42,6 +42,7 @@ class MeasurePolicy:
     probe_every: int = 2
     max_spread_pct: float = 50.0
     state_tolerance: float = 0.20
+    max_wait_s: float = 90.0  # total time one run may spend waiting for the slow state to pass
     timing: TimingPolicy = field(default_factory=TimingPolicy)
     probe_timing: TimingPolicy = field(default_factory=lambda: TimingPolicy(warmup=5, reps=30, min_seconds=0.05))
 
@@ -142,6 +143,7 @@ class Measurer:
         self.readings: dict[str, list[Reading]] = {}
         self.state: str | None = None
         self.state_changes = 0
+        self.waited_s = 0.0
 
     # ------------------------------------------------------------------ probe / state
     @property
@@ -228,6 +230,8 @@ class Measurer:
         before = self.measure_probe()
         chunk: list[Reading] = []
         for i, job in enumerate(jobs):
+            if not chunk and not self.is_fast(before):
+                before = self._wait_while_slow(before)
             chunk.append(self._read(job, round_no))
             if self.progress is not None:
                 self.progress.update(1)
@@ -239,6 +243,17 @@ class Measurer:
                     if self.on_reading:
                         self.on_reading(r)
                 chunk, before = [], after
+
+    def _wait_while_slow(self, probe_ms: float) -> float:
+        """Readings taken in the slow state are thrown away, so poll the probe (within the run's waiting
+        budget) until the fast state is back rather than spend time on them. Returns the last probe."""
+        t0 = time.time()
+        while not self.is_fast(probe_ms) and self.waited_s < self.policy.max_wait_s:
+            time.sleep(0.2)
+            probe_ms = self.measure_probe()
+            self.waited_s += time.time() - t0
+            t0 = time.time()
+        return probe_ms
 
     def accepted(self, key: str) -> list[Reading]:
         out = []
@@ -255,10 +270,11 @@ class Measurer:
             todo = [j for j in jobs if len(self.readings.get(j.key, [])) <= rnd]
             self._pass(todo[::-1] if rnd % 2 else todo, rnd)
         for extra in range(p.extra_rounds):
-            todo = [j for j in jobs if len(self.accepted(j.key)) < p.min_accepted]
+            need = p.min_accepted if extra == 0 else 1  # later passes only for models with no good reading
+            todo = [j for j in jobs if len(self.accepted(j.key)) < need]
             if not todo:
                 break
-            self.log(f"re-measuring {len(todo)} model(s) with fewer than {p.min_accepted} fast, quiet readings")
+            self.log(f"re-measuring {len(todo)} model(s) with fewer than {need} fast, quiet reading(s)")
             if self.progress is not None:
                 self.progress.total = (self.progress.total or 0) + len(todo)
                 self.progress.refresh()
@@ -287,6 +303,7 @@ class Measurer:
             "readings": int(values.size),
             "fast_fraction": round(float(fast.size / values.size), 4),
             "state_changes": self.state_changes,
+            "waited_for_fast_state_s": round(self.waited_s, 1),
             "readings_ms": [round(float(v), 5) for v in values],
             **self.large_summary(),
         }
