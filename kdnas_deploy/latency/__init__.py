@@ -1,1 +1,32 @@
-"""latency stage."""
+"""Latency lookup tables: profile a search space on a device through the deployed path, predict, validate.
+
+Public API (imported lazily so that the CLI's ``--help`` stays instant)::
+
+    from kdnas_deploy.latency import LatencyTable, build_table, get_backend, validate_table
+
+Modules: ``backends`` (registry ``cpu-ort``/``cuda-ort``/``cuda-torch``), ``cuda``, ``fingerprint``,
+``scheme`` (in-context piecewise scheme), ``measure`` (probe, state detection), ``profiler`` (build),
+``table`` (file + predictor), ``validate`` (report, plot, recalibration), ``cli``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LatencyTable": "kdnas_deploy.latency.table",
+    "build_table": "kdnas_deploy.latency.profiler",
+    "get_backend": "kdnas_deploy.latency.backends",
+    "BACKENDS": "kdnas_deploy.latency.backends",
+    "MeasurePolicy": "kdnas_deploy.latency.measure",
+    "validate_table": "kdnas_deploy.latency.validate",
+    "recalibrate": "kdnas_deploy.latency.validate",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kdnas_deploy.latency' has no attribute {name!r}")

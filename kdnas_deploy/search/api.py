@@ -140,6 +140,17 @@ def build_and_run(**kw: Any) -> dict[str, Any]:
         )
     }
     settings.update(strategy=kw["strategy"], seed=kw["seed"])
+    executor_options = {
+        k: kw[o]
+        for k, o in (
+            ("address", "ray_address"),
+            ("cpus_per_candidate", "cpus_per_candidate"),
+            ("gpus_per_candidate", "gpus_per_candidate"),
+        )
+        if kw.get(o) is not None
+    }
+    if executor_options and kw["executor"] != "ray":
+        raise SearchError("--ray-address, --cpus-per-candidate and --gpus-per-candidate need --executor ray")
     pairs = resolve_budget_pairs(kw["table"], kw["budget_ms"], kw["budgets"])  # type: ignore[arg-type]
     return run_search(
         teacher=kw["teacher"],
@@ -154,6 +165,7 @@ def build_and_run(**kw: Any) -> dict[str, Any]:
             alpha=kw["alpha"], beta=kw["beta"], hard_budget=bool(kw["hard_budget"]), metric=str(kw["metric"])
         ),
         executor=str(kw["executor"]),
+        executor_options=executor_options,
         cache_dir=kw["cache_dir"],
         resume=bool(kw["resume"]),
         echo=echo,

@@ -59,6 +59,13 @@ from kdnas_deploy.search.strategies import STRATEGIES
     "--executor", default="local", show_default=True, help="Where candidates run (local; ray once installed)."
 )
 @click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join with --executor ray ('auto', HOST:PORT; default RAY_ADDRESS or a local one).",
+)
+@click.option("--cpus-per-candidate", type=float, default=None, help="CPUs of one Ray task (1).")
+@click.option("--gpus-per-candidate", type=float, default=None, help="GPUs of one Ray task (0).")
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,

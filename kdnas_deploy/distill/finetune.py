@@ -1,0 +1,157 @@
+"""``teacher finetune``: fine-tune a pretrained encoder into a task teacher (a normal HF folder)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdnas_deploy.distill.data import encode, evaluate_logits, predict, publishable
+from kdnas_deploy.distill.loop import LoopConfig, run_loop
+from kdnas_deploy.distill.teachers import load_backbone_for_finetune, load_tokenizer, resolve_model
+from kdnas_deploy.io import atomic_directory, atomic_write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+    from kdnas_deploy.tasks import Task
+
+RECORD_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: float = 3.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    max_seq_len: int = 128
+    seed: int = 42
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_train_samples: int | None = None
+    checkpoint_every: int = 200
+
+    @classmethod
+    def default(cls) -> FinetuneConfig:
+        return cls()
+
+    @classmethod
+    def fast(cls) -> FinetuneConfig:
+        """Short single-sentence tasks on CPU (e.g. SST-2): one epoch, length 64, larger learning rate."""
+        return cls(epochs=1.0, batch_size=32, learning_rate=1e-4, max_seq_len=64)
+
+    def with_overrides(self, **kwargs: Any) -> FinetuneConfig:
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+FINETUNE_PRESETS = {"default": FinetuneConfig.default, "fast": FinetuneConfig.fast}
+
+
+def subsample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))
+
+
+def finetune_teacher(
+    model: str | Path,
+    task: Task,
+    out_dir: str | Path,
+    config: FinetuneConfig | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``task``; write an HF folder + ``dev_metrics.json`` + ``teacher_record.json``.
+
+    Resumable: a killed run continues from ``.<out>.work/`` next to ``out_dir``."""
+    import torch
+
+    config = config or FinetuneConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise FileExistsError(str(out_dir))
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    train_ds = subsample(task.load_split("train"), config.max_train_samples, config.seed)
+    dev_ds = task.load_split("dev")
+    train = encode(train_ds, task, tokenizer, config.max_seq_len)
+    dev = encode(dev_ds, task, tokenizer, config.max_seq_len)
+    net = load_backbone_for_finetune(source, task)
+    work = out_dir.with_name(f".{out_dir.name}.work")
+    best_dir = work / "best"
+    labels_t = torch.as_tensor(train.labels)
+    from kdnas_deploy.distill.data import collate
+
+    def loss_fn(idx):
+        out = net(**collate(train, idx), labels=labels_t[idx])
+        return out.loss
+
+    def evaluate():
+        metrics = evaluate_logits(task, predict(net, dev), dev.labels)
+        return metrics, metrics[task.main_metric]
+
+    def on_best():
+        tmp = work / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        net.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        tmp.rename(best_dir)
+
+    loop_cfg = LoopConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every,
+    )
+    t0 = time.time()
+    result = run_loop(
+        config=loop_cfg,
+        lengths=train.lengths,
+        modules={"model": net},
+        loss_fn=loss_fn,
+        evaluate=evaluate,
+        on_best=on_best,
+        work_dir=work,
+        progress=progress,
+        desc=f"finetune {task.name}",
+        signature={"model": source, "config": asdict(config), "task": task.name, "train": train.fingerprint},
+    )
+    state = result.state
+    best = state.history[state.best_index]
+    metrics = {k: v for k, v in best.items() if k in task.metric_names}
+    record = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "kind": "teacher",
+        "base_model": str(model),
+        "base_model_path": source,
+        "task": task.describe(),
+        "config": asdict(config),
+        "train_examples": len(train),
+        "dev_examples": len(dev),
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "train_seconds": round(state.train_seconds, 2),
+        "wall_seconds_this_run": round(time.time() - t0, 2),
+        "torch_threads": torch.get_num_threads(),
+    }
+    metrics_doc = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "task": task.name,
+        "split": "dev",
+        "num_examples": len(dev),
+        **metrics,
+    }
+    with atomic_directory(out_dir, force=True) as tmp:
+        for item in best_dir.iterdir():
+            shutil.copy2(item, tmp / item.name)
+        atomic_write_json(tmp / "teacher_record.json", record)
+        atomic_write_json(tmp / "dev_metrics.json", metrics_doc)
+    publishable(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"out_dir": str(out_dir), "metrics": metrics, "record": record}

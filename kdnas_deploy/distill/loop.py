@@ -1,0 +1,184 @@
+"""A small resumable training loop: AdamW + linear warmup/decay, length-bucketed batches, checkpoint
+every ``checkpoint_every`` steps and at each epoch end, evaluation each epoch, best model kept."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kdnas_deploy.distill.data import bucket_batches
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    seed: int
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 200  # steps; 0 = epoch ends only
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: float = -1.0
+    best_index: int = -1  # index of the best epoch in ``history``
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    last_epoch_loss: float = float("nan")
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LoopResult:
+    state: LoopState
+    resumed_from_step: int
+
+
+def _save_checkpoint(
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizer: Any,
+    scheduler: Any,
+    state: LoopState,
+    signature: dict[str, Any] | None = None,
+) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(
+        {
+            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": asdict(state),
+            "torch_rng": torch.get_rng_state(),
+            "signature": signature,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def run_loop(
+    *,
+    config: LoopConfig,
+    lengths: np.ndarray,
+    modules: dict[str, torch.nn.Module],
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    evaluate: Callable[[], tuple[dict[str, float], float]],
+    on_best: Callable[[], None],
+    work_dir: Path,
+    progress: bool = True,
+    desc: str = "train",
+    signature: dict[str, Any] | None = None,
+) -> LoopResult:
+    """Train ``modules`` by minimising ``loss_fn(batch_indices)``; resume from ``work_dir`` if it holds a
+    checkpoint. ``evaluate`` runs after each epoch (and at the end of a fractional one)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(config.seed)
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    n_batches = math.ceil(len(lengths) / config.batch_size)
+    total_steps = max(1, math.ceil(config.epochs * n_batches))
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    state = LoopState()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = work_dir / CHECKPOINT
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.is_file() else None
+    if saved is not None and saved.get("signature") != signature:
+        bar_note = f"{desc}: checkpoint in {work_dir} is from a different run; starting afresh"
+        print(bar_note, flush=True)
+        saved = None
+    if saved is not None:
+        for k, m in modules.items():
+            m.load_state_dict(saved["modules"][k])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = LoopState(**saved["state"])
+        torch.set_rng_state(saved["torch_rng"])
+    resumed_from = state.global_step
+
+    bar = tqdm(
+        total=total_steps, initial=state.global_step, desc=desc, disable=not progress, dynamic_ncols=True
+    )
+    while state.global_step < total_steps:
+        batches = bucket_batches(lengths, config.batch_size, config.seed, state.epoch)
+        remaining = total_steps - (state.global_step - state.step_in_epoch)
+        batches = batches[: min(len(batches), remaining)]
+        for m in modules.values():
+            m.train()
+        for idx in batches[state.step_in_epoch :]:
+            t0 = time.perf_counter()
+            loss = loss_fn(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.loss_sum += float(loss.detach())
+            state.loss_count += 1
+            state.train_seconds += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(epoch=state.epoch, loss=f"{state.loss_sum / state.loss_count:.4f}")
+            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
+        # epoch (or the fractional tail) done
+        state.last_epoch_loss = state.loss_sum / max(1, state.loss_count)
+        metrics, score = evaluate()
+        epoch_done = round(state.epoch + state.step_in_epoch / n_batches, 4)
+        state.history.append(
+            {
+                "epoch": epoch_done,
+                "train_loss": state.last_epoch_loss,
+                "step": state.global_step,
+                **metrics,
+            }
+        )
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.best_index = score, epoch_done, len(state.history) - 1
+            on_best()
+        bar.write(
+            f"epoch {epoch_done:.2f}: loss {state.last_epoch_loss:.4f} "
+            + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
+        for m in modules.values():
+            m.train()
+        state.epoch += 1
+        state.step_in_epoch = 0
+        state.loss_sum, state.loss_count = 0.0, 0
+        _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
+    bar.close()
+    return LoopResult(state=state, resumed_from_step=resumed_from)

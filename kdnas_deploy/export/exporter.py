@@ -1,0 +1,236 @@
+"""``export``: a Hugging Face sequence classifier -> a validated, optimized ONNX folder with a report.
+
+The folder is built under a temporary name and published only when every check passed (no half-written
+output). It holds ``model.onnx``, ``config.json``, the tokenizer, ``ort_config.json`` (when optimized),
+``export_config.json`` (the resolved options) and ``export_report.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kdnas_deploy.errors import ExportError, ModelError
+from kdnas_deploy.export.deploy_path import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy
+from kdnas_deploy.export.runtime import (
+    inspect_folder,
+    load_hf_classifier,
+    load_tokenizer,
+    make_session,
+    require_device,
+    session_runner,
+)
+from kdnas_deploy.export.validate import (
+    ParityTolerance,
+    check_metric,
+    check_parity,
+    parity_to_dict,
+)
+from kdnas_deploy.io import atomic_directory, atomic_write_json
+
+REPORT_SCHEMA_VERSION = 1
+REPORT_FILE = "export_report.json"
+CONFIG_FILE = "export_config.json"
+QUANTIZE_TO_PRECISION = {"none": "fp32", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Resolved options of one export (saved as ``export_config.json``)."""
+
+    optimize: str = "O2"
+    quantize: str = "none"
+    int8_scheme: str = DEFAULT_INT8_SCHEME
+    device: str = "cpu"
+    fp16: bool = False
+    task: str | None = None
+    data_dir: str | None = None
+    max_metric_drop: float = 1.0
+    max_eval_examples: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    threads: int = 2
+    bench_batch: int = 1
+    bench_seq: int = 128
+    bench_reps: int = 30
+    table: str | None = None
+    tokenizer: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_TO_PRECISION:
+            raise ExportError(f"unknown quantization {self.quantize!r} (choose from none, int8)")
+        if self.fp16 and self.quantize != "none":
+            raise ExportError("--fp16 and --quantize int8 exclude each other")
+        for name in ("threads", "bench_batch", "bench_seq"):
+            if getattr(self, name) < 1:
+                raise ExportError(f"{name} must be >= 1")
+        for name in ("atol", "rtol"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ExportError(f"--{name} must be >= 0")
+        if self.bench_reps < 0:
+            raise ExportError("bench_reps must be >= 0 (0 skips the latency measurement)")
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else QUANTIZE_TO_PRECISION[self.quantize]
+
+    def deploy_config(self) -> DeployConfig:
+        return DeployConfig(optimize=self.optimize, precision=self.precision, device=self.device,
+                            int8_scheme=self.int8_scheme)
+
+    def tolerance(self) -> ParityTolerance:
+        base = ParityTolerance.for_precision(self.precision)
+        return ParityTolerance(self.atol if self.atol is not None else base.atol,
+                               self.rtol if self.rtol is not None else base.rtol)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_exportable(model_type: str) -> None:
+    """Refuse architectures that optimum cannot export for text classification or ORT cannot fuse."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX export configs
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx",
+                                                                library_name="transformers")
+    except KeyError:
+        tasks = {}
+    if "text-classification" not in tasks:
+        raise ModelError(f"unsupported architecture {model_type!r}: optimum cannot export it for text classification")
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_size for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def measure_onnx_latency(onnx_path: Path, device: str, threads: int, batch: int, seq: int, reps: int,
+                         vocab_size: int = 30522) -> dict[str, Any]:
+    """Latency of one session at (batch, seq) with full-length random token ids (median and deciles, ms)."""
+    import numpy as np
+
+    from kdnas_deploy.timing import time_callable
+
+    sess = make_session(onnx_path, device, threads)
+    rng = np.random.default_rng(0)
+    feed = {}
+    for inp in sess.get_inputs():
+        if inp.name == "input_ids":
+            feed[inp.name] = rng.integers(1000, max(1001, vocab_size - 1), (batch, seq), dtype=np.int64)
+        elif inp.name == "attention_mask":
+            feed[inp.name] = np.ones((batch, seq), dtype=np.int64)
+        else:
+            feed[inp.name] = np.zeros((batch, seq), dtype=np.int64)
+    t = time_callable(session_runner(sess, feed, device), warmup=5, reps=reps)
+    return {"batch": batch, "seq_len": seq, "threads": threads, "device": device, **t.to_dict(),
+            "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
+
+
+def predict_latency(table_path: str, arch: Any, batch: int, seq: int) -> dict[str, Any]:
+    """The latency table's prediction for ``arch`` (lazy import of the latency stage)."""
+    import numpy as np
+
+    from kdnas_deploy.export.bench import load_table
+
+    table = load_table(table_path)
+    ms = float(np.asarray(table.predict(arch, batch=batch, seq=seq), dtype=float).ravel()[0])
+    return {"table": str(table_path), "batch": batch, "seq_len": seq, "predicted_ms": round(ms, 4)}
+
+
+def _quiet_libraries() -> None:
+    for name in ("optimum", "transformers", "onnxruntime", "root"):
+        logging.getLogger(None if name == "root" else name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOptions,
+                 log: Any = print) -> dict[str, Any]:
+    """Export, validate, measure and publish; returns the report (also written as ``export_report.json``)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    config = options.deploy_config()  # validates optimize/precision/device combinations
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not options.force:
+        raise ExportError(f"{out_dir} already exists and is not empty (use --force to replace it)")
+    if options.quantize == "int8" and not options.task and not options.force:
+        raise ExportError("--quantize int8 needs --task to check the dev-set metric (or --force to skip the check)")
+    require_device(config.device)
+    folder = inspect_folder(model_dir)
+    check_exportable(folder.model_type)
+    _quiet_libraries()
+    model = load_hf_classifier(model_dir)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir)
+    from kdnas_deploy.arch import Architecture
+
+    try:
+        arch = Architecture.from_config(model.config)
+    except Exception:  # noqa: BLE001 - non-BERT configs still export; they just have no table key
+        arch = None
+    num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+
+    with atomic_directory(out_dir, force=options.force) as tmp:
+        log(f"exporting {model_dir} ({folder.model_type}, {config.optimize}, {config.precision}, {config.device})")
+        deployed = deploy(model, tmp, config, tokenizer)
+        tokenizer.save_pretrained(str(tmp))
+        fused = deployed.fused_ops
+        fused_ok = attention_fused(fused, num_layers) if num_layers else None
+        if fused_ok is False:
+            log(f"warning: attention fused in {fused.get('Attention', 0) + fused.get('QAttention', 0)} of "
+                f"{num_layers} layers (the latency table prices this shape through the same path)")
+        log("checking parity against PyTorch")
+        session = make_session(deployed.onnx_path, config.device, options.threads)
+        tol = options.tolerance()
+        parity = parity_to_dict(check_parity(model, tokenizer, session, config.precision, tol), config.precision, tol)
+        metric = None
+        if options.task:
+            log(f"evaluating {options.task} dev before/after export")
+            metric = check_metric(model, tokenizer, session, options.task, options.data_dir,
+                                  options.max_metric_drop, options.force,
+                                  max_examples=options.max_eval_examples).to_dict()
+        del session
+        measured = None
+        if options.bench_reps:
+            log(f"measuring latency (batch {options.bench_batch}, seq {options.bench_seq}, {options.threads} threads)")
+            measured = measure_onnx_latency(deployed.onnx_path, config.device, options.threads, options.bench_batch,
+                                            options.bench_seq, options.bench_reps,
+                                            int(getattr(model.config, "vocab_size", 30522)))
+        predicted = None
+        if options.table:
+            if arch is None:
+                raise ExportError("--table needs a BERT-like model (layers/hidden/heads/ffn in its config)")
+            predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq)
+            if measured:
+                predicted["measured_over_predicted"] = round(measured["median_ms"] / predicted["predicted_ms"], 4)
+        atomic_write_json(tmp / CONFIG_FILE, {"schema_version": REPORT_SCHEMA_VERSION, "source": str(model_dir),
+                                              **options.to_dict()})
+        report = {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source_model": str(model_dir.resolve()),
+            "model_type": folder.model_type,
+            "architecture": arch.to_dict() if arch else None,
+            "deploy_config": config.to_dict(),
+            "precision": config.precision,
+            "fused_ops": fused,
+            "attention_fused": fused_ok,
+            "parity": parity,
+            "metric_check": metric,
+            "latency_measured": measured,
+            "latency_predicted": predicted,
+            "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine()},
+        }
+        report["file_sizes_bytes"] = _file_sizes(tmp)  # everything but the report itself
+        atomic_write_json(tmp / REPORT_FILE, report)
+    report["output_dir"] = str(out_dir)
+    return report

@@ -1,0 +1,90 @@
+"""Device fingerprints: what a latency table was measured on, and whether this machine is the same.
+
+The keys in :data:`MACHINE_KEYS` describe the machine and software stack; :func:`compare` lists every key
+whose value here differs from the table's. Keys absent from either side are skipped (a CPU table has no
+``gpu_name``); the CUDA fingerprint is built by :mod:`kdnas_deploy.latency.cuda`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from typing import Any
+
+ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve",
+)  # fmt: skip
+MACHINE_KEYS = (
+    "cpu_model",
+    "physical_cores",
+    "logical_cores",
+    "isa_flags",
+    "onnxruntime_version",
+    "torch_version",
+    "gpu_name",
+    "gpu_driver",
+    "cuda_version",
+    "cudnn_version",
+)
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+    model, flags = platform.processor() or platform.machine(), ()
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and model in ("", platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = tuple(value.split())
+    return model, flags
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    """CPU model, cores, ISA flags and library versions of this machine."""
+    import onnxruntime as ort
+
+    model, flags = _cpuinfo()
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover
+        physical = None
+    return {
+        "cpu_model": model,
+        "physical_cores": int(physical or os.cpu_count() or 1),
+        "logical_cores": int(os.cpu_count() or 1),
+        "isa_flags": [f for f in ISA_FLAGS if f in set(flags)],
+        "machine": platform.machine(),
+        "os": platform.system(),
+        "python_version": platform.python_version(),
+        "onnxruntime_version": ort.__version__,
+        "onnxruntime_providers": list(ort.get_available_providers()),
+    }
+
+
+def compare(table_fp: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """One message per machine key that differs between the table's fingerprint and this machine's."""
+    issues = []
+    for key in MACHINE_KEYS:
+        if key not in table_fp or key not in here:
+            continue
+        if table_fp[key] != here[key]:
+            issues.append(f"{key}: table has {table_fp[key]!r}, this machine has {here[key]!r}")
+    threads = table_fp.get("threads")
+    cores = here.get("logical_cores")
+    if isinstance(threads, int) and isinstance(cores, int) and threads > cores:
+        issues.append(f"threads: table used {threads} threads, this machine has {cores} logical cores")
+    provider = table_fp.get("execution_provider")
+    providers = here.get("onnxruntime_providers")
+    if provider and isinstance(providers, list) and provider not in providers:
+        issues.append(f"execution_provider: {provider} is not available in this onnxruntime")
+    return issues

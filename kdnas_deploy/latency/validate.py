@@ -1,0 +1,260 @@
+"""``latency validate`` and ``--recalibrate``: judge a table against freshly measured whole models.
+
+Validation draws ``n`` architectures of the table's space (by default *held out*: depths the table did not
+measure), sends each through the same deployed path, measures them like the build does (readings spaced in
+time, probe, fast-state readings only) and compares with the table's prediction, raw and re-anchored to the
+probe measured in the same window. It also reports the noise floor (one model in several fresh sessions) and
+the error of the simpler 2-anchor scheme on the same points, which is how the piecewise scheme is justified.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import TableError
+from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.latency.backends import Backend, TimingPolicy, get_backend
+from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, anchor_scales
+from kdnas_deploy.latency.profiler import prepare_all
+from kdnas_deploy.latency.scheme import piecewise
+from kdnas_deploy.latency.table import LatencyTable
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def policy_from_table(table: LatencyTable) -> MeasurePolicy:
+    raw = dict(table.data.get("measurement", {}).get("policy") or {})
+    if not raw:
+        return MeasurePolicy()
+    try:
+        raw["timing"] = TimingPolicy(**raw["timing"])
+        raw["probe_timing"] = TimingPolicy(**raw["probe_timing"])
+        return MeasurePolicy(**raw)
+    except (KeyError, TypeError) as exc:
+        raise TableError(f"{table.source}: corrupt measurement policy ({exc})") from None
+
+
+def backend_for(table: LatencyTable, strict: bool = True) -> Backend:
+    """The backend the table was built with, checked against this machine and the table's deployed path."""
+    table.check_machine(strict=strict)
+    backend = get_backend(table.device, table.precision, threads=table.threads, backend=table.backend)
+    want = {k: table.fingerprint.get(k) for k in backend.path_config()}
+    if want != backend.path_config():
+        raise TableError(f"table {table.source} was measured through {want}, this build uses {backend.path_config()}")
+    return backend
+
+
+def metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    err = 100.0 * (pred - meas) / meas
+    rho = float(spearmanr(pred, meas).statistic) if len(pred) > 2 else float("nan")
+    return {
+        "mape_pct": round(float(np.mean(np.abs(err))), 3),
+        "within_5pct": round(float(np.mean(np.abs(err) <= 5.0)), 4),
+        "within_10pct": round(float(np.mean(np.abs(err) <= 10.0)), 4),
+        "spearman": round(rho, 4),
+        "max_abs_error_pct": round(float(np.max(np.abs(err))), 3),
+        "bias_pct": round(float(np.mean(err)), 3),
+    }
+
+
+def draw_archs(table: LatencyTable, n: int, seed: int, include_anchors: bool = False) -> list[Architecture]:
+    pool = [a for a in table.space.members if include_anchors or a.num_layers not in table.anchors]
+    if n < 1:
+        raise TableError(f"--n must be at least 1, got {n}")
+    if n > len(pool):
+        what = "members" if include_anchors else "held-out members (depths not measured by the table)"
+        raise TableError(f"cannot draw {n} distinct {what} from space {table.space.name!r}: it has {len(pool)}")
+    rng = np.random.default_rng(seed)
+    return [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=False)]
+
+
+def validate_table(
+    table: LatencyTable,
+    n: int = 30,
+    seed: int = 0,
+    report: str | Path | None = None,
+    plot: str | Path | None = None,
+    batch: int | None = None,
+    seq: int | None = None,
+    include_anchors: bool = False,
+    noise_sessions: int = 5,
+    policy: MeasurePolicy | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    export_workers: int = 0,
+    wait_s: float = 60.0,
+) -> dict[str, Any]:
+    """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report."""
+    from tqdm.auto import tqdm
+
+    backend = backend_for(table, strict=True)
+    b = table.batch_sizes[0] if batch is None else int(batch)
+    s = table.seq_lens[0] if seq is None else int(seq)
+    table.predict(table.space.members[:1], b, s)  # grid check before any work
+    archs = draw_archs(table, n, seed, include_anchors)
+    policy = policy or policy_from_table(table)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
+        work = Path(tmp)
+        todo = [(PROBE_ARCH, work / "probe"), (LARGE_PROBE_ARCH, work / "probe-large")]
+        todo += [(a, work / f"m{i}") for i, a in enumerate(archs)]
+        paths = prepare_all(backend, todo, seed, export_workers, progress)
+        probe, large = paths[:2] if "large" in table.probe else (paths[0], None)
+        jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
+        mbar = tqdm(total=n * policy.rounds, desc="measure", unit="reading", disable=not progress, dynamic_ncols=True)
+        say: Callable[[str], None] = mbar.write if progress else log
+        measurer = Measurer(backend, probe, policy, log=say, progress=mbar, large_probe_artifact=large)
+        in_state = measurer.wait_for_state(table.probe_ms, timeout_s=wait_s)
+        results = measurer.run(jobs)
+        mbar.close()
+        raw = table.predict(archs, b, s, calibrated=False)
+        noise_job = jobs[int(np.argsort(raw)[len(raw) // 2])]
+        noise = noise_floor(backend, noise_job, policy.timing, noise_sessions)
+    probe_window = measurer.probe_summary()
+    factors = anchor_scales(raw, table.probe, probe_window)
+    scale = probe_window["latency_ms"] / table.probe_ms
+    measured = np.array([results[j.key].latency_ms for j in jobs])
+    anchored = raw * factors
+    out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, "table": str(table.source), "n": n, "seed": seed}
+    out.update(metrics(anchored, measured))
+    out.update({f"raw_{k}": v for k, v in metrics(raw, measured).items()})
+    out["noise_floor_pct"] = noise["noise_floor_pct"]
+    out.update(
+        batch=b, seq=s, held_out_only=not include_anchors, device=table.device, backend=table.backend,
+        precision=table.precision, anchor_scale=round(float(scale), 5), probe_window=probe_window,
+        anchor_scale_large=_large_scale(table.probe, probe_window), anchoring="two-probe" if large else "one-probe",
+        table_probe_ms=table.probe_ms, noise=noise, started_in_table_state=in_state,
+        unsettled_models=int(sum(results[j.key].state != "fast" for j in jobs)),
+        scheme_ablation=ablation(table, archs, b, s, factors, measured),
+        measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seconds=round(time.time() - t0, 1),
+        fingerprint=backend.fingerprint(),
+    )  # fmt: skip
+    out["points"] = [
+        {
+            "arch": a.to_dict(),
+            "predicted_ms": round(float(p), 5),
+            "measured_ms": round(float(m), 5),
+            "raw_predicted_ms": round(float(r), 5),
+            "error_pct": round(float(100 * (p - m) / m), 3),
+            "raw_error_pct": round(float(100 * (r - m) / m), 3),
+            **{k: v for k, v in results[j.key].to_dict().items() if k != "latency_ms"},
+        }
+        for a, p, r, m, j in zip(archs, anchored, raw, measured, jobs, strict=True)
+    ]
+    if report:
+        atomic_write_json(report, out)
+    if plot:
+        plot_report(out, plot)
+    return out
+
+
+def noise_floor(backend: Backend, job: Job, timing: TimingPolicy, sessions: int) -> dict[str, Any]:
+    """One model measured in ``sessions`` fresh sessions back to back: (max - min) / median of their medians."""
+    meds = []
+    for _ in range(max(sessions, 2)):
+        runner = backend.open(job.artifact, job.batch, job.seq)
+        try:
+            meds.append(runner.time(timing).median_ms)
+        finally:
+            runner.close()
+    arr = np.array(meds)
+    return {
+        "model": job.key.split(":", 1)[1],
+        "sessions": len(meds),
+        "session_medians_ms": [round(float(x), 5) for x in arr],
+        "noise_floor_pct": round(float(100 * (arr.max() - arr.min()) / np.median(arr)), 3),
+    }
+
+
+def _large_scale(table_probe: dict[str, Any], window: dict[str, Any]) -> float | None:
+    if "large" in table_probe and "large" in window:
+        return round(float(window["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"]), 5)
+    return None
+
+
+def ablation(table: LatencyTable, archs: Sequence[Architecture], batch: int, seq: int, scale: np.ndarray,
+             measured: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """Errors on the same points of schemes that use fewer anchors (e.g. 1 and 3 layers, extrapolated)."""
+    out: dict[str, Any] = {}
+    anchors = list(table.anchors)
+    if len(anchors) < 3 or seq not in table.seq_lens:
+        return out
+    rows, depths = table.indices(archs)
+    sub = table._array[rows, table.batch_sizes.index(batch), table.seq_lens.index(seq)]
+    for keep in (anchors[:2], [anchors[0], anchors[-1]]):
+        idx = [anchors.index(d) for d in keep]
+        pred = piecewise(depths, keep, sub[:, idx]) * scale
+        name = "anchors_" + "_".join(map(str, keep))
+        out[name] = {k: v for k, v in metrics(pred, measured).items() if k in ("mape_pct", "within_10pct", "bias_pct")}
+    return out
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Predicted (re-anchored) vs measured, with the +-10% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = report["points"]
+    meas = np.array([p["measured_ms"] for p in pts])
+    pred = np.array([p["predicted_ms"] for p in pts])
+    raw = np.array([p["raw_predicted_ms"] for p in pts])
+    lo, hi = float(min(meas.min(), pred.min(), raw.min())) * 0.85, float(max(meas.max(), pred.max(), raw.max())) * 1.15
+    xs = np.linspace(lo, hi, 50)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
+    ax.plot(xs, xs, color="k", lw=0.8)
+    ax.scatter(meas, raw, s=14, marker="x", color="tab:gray", label=f"raw (MAPE {report['raw_mape_pct']:.1f}%)")
+    within = 100 * report["within_10pct"]
+    label = f"re-anchored (MAPE {report['mape_pct']:.1f}%, {within:.0f}% in ±10%)"
+    ax.scatter(meas, pred, s=18, color="tab:blue", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{report['device']} {report['precision']} b{report['batch']} s{report['seq']}: "
+                 f"n={report['n']}, noise floor {report['noise_floor_pct']:.1f}%", fontsize=10)  # fmt: skip
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return Path(path)
+
+
+def recalibrate(table: LatencyTable, path: str | Path, readings: int = 5, log: Callable[[str], None] = print) -> float:
+    """Re-anchor the table to this machine's present speed with a few probe readings; saved into the file.
+
+    Returns the small probe's scale; the large probe is measured too when the table has one.
+    """
+    issues = table.check_machine()
+    for issue in issues:
+        log(f"warning: {issue}")
+    backend = backend_for(table, strict=False)
+    policy = policy_from_table(table)
+    with tempfile.TemporaryDirectory(prefix="kdnas-probe-") as tmp:
+        probe = backend.prepare(PROBE_ARCH, Path(tmp) / "probe")
+        large = backend.prepare(LARGE_PROBE_ARCH, Path(tmp) / "probe-large") if "large" in table.probe else None
+        m = Measurer(backend, probe, policy, log=log, large_probe_artifact=large)
+        for i in range(max(readings, 1)):
+            m.measure_large_probe() if large is not None and i % 2 == 0 else m.measure_probe()
+    summary = m.probe_summary()
+    info = {"calibrated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "readings_ms": summary["readings_ms"]}
+    scale = table.set_calibration(summary, info)
+    table.save(path)
+    return scale

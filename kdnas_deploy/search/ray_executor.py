@@ -1,0 +1,324 @@
+"""Run the candidates of an episode as Ray tasks (``--executor ray``, extra ``kdnas-deploy[ray]``).
+
+Each :class:`~kdnas_deploy.search.executor.EvalRequest` becomes one Ray task that asks for
+``cpus_per_candidate`` CPUs and ``gpus_per_candidate`` GPUs; results come back as they finish and the search
+logs them at once. The evaluator is put into the object store once per run (a spec, not loaded data: the
+distillation evaluator drops its loaded state when pickled) and every worker process keeps its deserialised
+copy, so data is loaded once per worker and the teacher-output cache (a folder that ``prepare()`` created on
+the driver) is read by every worker from the same path: on a cluster it must be on a shared filesystem, which
+a preflight task on every node checks before the first candidate runs.
+
+Failures: a worker or node lost while a candidate runs is retried by Ray (``max_retries``); an exception
+raised by the evaluator is retried by the driver up to ``max_retries`` times (not a :class:`KdnasError`: bad
+input fails the same way again). A candidate that still fails is never dropped: the executor drains the other
+candidates of the episode (they are logged), then raises a :class:`SearchError` that names it; the run folder
+stays resumable (``--resume``). A killed driver loses only its unfinished candidates, which ``--resume``
+submits again.
+
+Determinism: a candidate's result depends on its request only (its seed is derived from the search seed and
+the architecture), so the log equals the in-process one candidate for candidate. Workers pin torch to
+``torch_threads`` threads (default: ``cpus_per_candidate``); where the thread count changes float reductions,
+use as many as the in-process run uses (``torch.get_num_threads()``) for bit-identical numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kdnas_deploy.errors import ConfigError, KdnasError, SearchError
+from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator
+
+# Evaluator attributes holding paths every worker must read (checked on every node before the first task).
+SHARED_PATH_ATTRS = ("teacher", "data_dir", "cache_dir")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and with what resources candidates run."""
+
+    address: str | None = None  # None: RAY_ADDRESS, else a new local instance; "auto": this node's cluster
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
+    max_retries: int = 2  # per candidate: Ray retries for lost workers, driver retries for raised errors
+    torch_threads: int | None = None  # None: max(1, int(cpus_per_candidate))
+    check_shared_paths: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.cpus_per_candidate > 0:
+            raise ConfigError(f"--cpus-per-candidate must be > 0, got {self.cpus_per_candidate}")
+        if not self.gpus_per_candidate >= 0:
+            raise ConfigError(f"--gpus-per-candidate must be >= 0, got {self.gpus_per_candidate}")
+        if self.gpus_per_candidate > 1 and not float(self.gpus_per_candidate).is_integer():
+            raise ConfigError(f"--gpus-per-candidate above 1 must be whole, got {self.gpus_per_candidate}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.cpus_per_candidate))
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+_WORKER_EVALUATORS: dict[str, Any] = {}
+
+
+def _pin_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, threads: int) -> EvalResult:
+    """The body of a Ray task: evaluate one request with the worker's cached copy of the evaluator."""
+    _pin_threads(threads)
+    ev = _WORKER_EVALUATORS.get(token)
+    if ev is None:  # first candidate of this run in this worker process: keep it (and its loaded data)
+        _WORKER_EVALUATORS.clear()
+        _WORKER_EVALUATORS[token] = ev = evaluator
+    start = time.perf_counter()
+    result = ev.evaluate(request)
+    if result.seconds <= 0:  # evaluators that do not time themselves (as in LocalExecutor)
+        result = replace(result, seconds=time.perf_counter() - start)
+    return result
+
+
+def check_paths_on_node(paths: Sequence[str]) -> dict[str, Any]:
+    """Preflight on one node: which of ``paths`` it cannot see, and whether the package imports there."""
+    return {
+        "host": socket.gethostname(),
+        "missing": [p for p in paths if not os.path.exists(p)],
+        "python": sys.version.split()[0],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- driver side
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class RayExecutor:
+    """Evaluate the candidates of each episode as Ray tasks (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_candidate: float | None = None,
+        gpus_per_candidate: float | None = None,
+        max_retries: int = 2,
+        torch_threads: int | None = None,
+        check_shared_paths: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        try:
+            import ray  # noqa: F401 - fail here, before the run folder is touched
+        except ModuleNotFoundError:
+            raise SearchError(
+                "--executor ray needs Ray: pip install 'kdnas-deploy[ray]' (or 'ray>=2.9')"
+            ) from None
+        self.options = RayOptions(
+            address=address or None,
+            cpus_per_candidate=1.0 if cpus_per_candidate is None else float(cpus_per_candidate),
+            gpus_per_candidate=0.0 if gpus_per_candidate is None else float(gpus_per_candidate),
+            max_retries=int(max_retries),
+            torch_threads=torch_threads,
+            check_shared_paths=check_shared_paths,
+        )
+        self.echo = echo or _stderr
+        self.token = uuid.uuid4().hex
+        self.attempts: dict[EvalRequest, int] = {}  # submissions per request (for tests and reports)
+        self._owns_ray = False
+        self._connected = False
+        self._checked: set[int] = set()
+        self._refs: dict[int, Any] = {}
+        self._remote: Any = None
+
+    # ------------------------------------------------------------------ connection and preflight
+    def _connect(self) -> None:
+        import logging
+
+        import ray
+
+        if self._connected:
+            return
+        opts = self.options
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if opts.address:
+                kwargs["address"] = opts.address
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+                where = opts.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+                raise SearchError(f"cannot start or reach Ray at {where}: {_first_line(exc)}") from None
+            self._owns_ray = True
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        fitting = [
+            n
+            for n in nodes
+            if n["Resources"].get("CPU", 0.0) >= opts.cpus_per_candidate
+            and n["Resources"].get("GPU", 0.0) >= opts.gpus_per_candidate
+        ]
+        if not fitting:
+            biggest = max(
+                ((n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)) for n in nodes),
+                default=(0.0, 0.0),
+            )
+            raise SearchError(
+                f"no node of the Ray cluster offers {opts.cpus_per_candidate:g} CPU(s) and"
+                f" {opts.gpus_per_candidate:g} GPU(s) for one candidate (largest node: {biggest[0]:g} CPU(s),"
+                f" {biggest[1]:g} GPU(s)); lower --cpus-per-candidate / --gpus-per-candidate"
+            )
+        self._fitting = fitting
+        self._remote = ray.remote(evaluate_on_worker).options(
+            num_cpus=opts.cpus_per_candidate,
+            num_gpus=opts.gpus_per_candidate,
+            max_retries=opts.max_retries,
+            retry_exceptions=False,
+        )
+        total = ray.cluster_resources()
+        slots = sum(
+            int(
+                min(
+                    n["Resources"].get("CPU", 0.0) // opts.cpus_per_candidate,
+                    n["Resources"].get("GPU", 0.0) // opts.gpus_per_candidate
+                    if opts.gpus_per_candidate
+                    else float("inf"),
+                )
+            )
+            for n in fitting
+        )
+        self.echo(
+            f"ray: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s);"
+            f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU per candidate"
+            f" -> up to {slots} candidate(s) at once"
+        )
+        self._connected = True
+
+    def _preflight(self, evaluator: Evaluator) -> None:
+        """Every node that can run a candidate must see the evaluator's paths (teacher, data, cache)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if id(evaluator) in self._checked or not self.options.check_shared_paths:
+            return
+        paths = []
+        for attr in SHARED_PATH_ATTRS:
+            value = getattr(evaluator, attr, None)
+            if isinstance(value, str | Path) and Path(value).exists():
+                paths.append(str(Path(value).resolve()))
+        if paths:
+            check = ray.remote(check_paths_on_node)
+            refs = [
+                check.options(
+                    num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                ).remote(paths)
+                for n in self._fitting
+            ]
+            try:
+                reports = ray.get(refs, timeout=120)
+            except ray.exceptions.RayError as exc:
+                raise SearchError(f"ray: the preflight task failed on a node: {_first_line(exc)}") from None
+            for rep in reports:
+                if rep["missing"]:
+                    raise SearchError(
+                        f"ray node {rep['host']} cannot see {', '.join(rep['missing'])}: the teacher, data"
+                        " and teacher-output cache (--cache-dir) must be on a filesystem every node mounts"
+                        " at the same path"
+                    )
+        self._checked.add(id(evaluator))
+
+    def _evaluator_ref(self, evaluator: Evaluator) -> Any:
+        import ray
+
+        key = id(evaluator)
+        if key not in self._refs:
+            self._refs[key] = (f"{self.token}-{key}", ray.put(evaluator))
+        return self._refs[key]
+
+    # ------------------------------------------------------------------ the executor interface
+    def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
+        import ray
+
+        if not requests:
+            return
+        self._connect()
+        self._preflight(evaluator)
+        token, ev_ref = self._evaluator_ref(evaluator)
+        threads = self.options.threads
+        retries = self.options.max_retries
+        pending: dict[Any, tuple[EvalRequest, int]] = {}
+
+        def submit(req: EvalRequest, attempt: int) -> None:
+            pending[self._remote.remote(token, ev_ref, req, threads)] = (req, attempt)
+            self.attempts[req] = self.attempts.get(req, 0) + 1
+
+        for req in requests:
+            submit(req, 1)
+        failed: list[str] = []
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                req, attempt = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as exc:  # raised by the evaluator
+                    cause = getattr(exc, "cause", None) or exc
+                    fatal = isinstance(cause, KdnasError)
+                    if not fatal and attempt <= retries:
+                        self.echo(
+                            f"ray: candidate {req.arch.short()} failed ({_first_line(cause)});"
+                            f" retry {attempt}/{retries}"
+                        )
+                        submit(req, attempt + 1)
+                    else:
+                        failed.append(f"{req.arch.short()} after {attempt} attempt(s): {_first_line(cause)}")
+                    continue
+                except ray.exceptions.RayError as exc:  # worker/node lost beyond Ray's own retries
+                    failed.append(
+                        f"{req.arch.short()} (its worker was lost {retries + 1} time(s)): {_first_line(exc)}"
+                    )
+                    continue
+                yield result
+        finally:
+            for ref in pending:  # the driver stops early (interrupt, generator closed): free the workers
+                ray.cancel(ref)
+        if failed:
+            raise SearchError(
+                f"{len(failed)} candidate(s) of episode {requests[0].episode} could not be evaluated:"
+                f" {'; '.join(failed)}. Finished candidates are logged: fix the cause and rerun with --resume"
+            )
+
+    def close(self) -> None:
+        import ray
+
+        self._refs.clear()
+        self._checked.clear()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+        self._connected = False
+
+
+__all__ = ["RayExecutor", "RayOptions", "evaluate_on_worker"]

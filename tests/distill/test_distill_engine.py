@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kdnas_deploy.arch import Architecture  # noqa: E402
+from kdnas_deploy.distill import DistillConfig, DistillResult, distill  # noqa: E402
+from kdnas_deploy.distill.loop import LoopConfig, run_loop  # noqa: E402
+from kdnas_deploy.errors import ConfigError, DataError  # noqa: E402
+
+ARCH = Architecture(num_layers=1, hidden_size=16, num_heads=2, ffn_size=32)
+
+
+def test_proxy_run_with_cache_is_deterministic_and_reuses_teacher_outputs(
+    tiny_teacher, builtin_small, tmp_path
+):
+    task, train, dev = builtin_small
+    cfg = DistillConfig.proxy(batch_size=16)
+    first = distill(
+        tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, cache_dir=tmp_path, progress=False
+    )
+    assert isinstance(first, DistillResult) and first.model_dir is None and first.cache_hit is False
+    assert set(first.metrics) == {"accuracy"} and first.score == first.metrics["accuracy"]
+    assert np.isfinite(first.final_loss) and first.final_loss > 0
+    entries = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+    assert json.loads((entries[0] / "meta.json").read_text())["layers"] == [1]  # relation-layer input only
+    assert np.load(entries[0] / "hidden_1.npy").dtype == np.float16
+    again = distill(
+        tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, cache_dir=tmp_path, progress=False
+    )
+    assert again.cache_hit is True and again.final_loss == pytest.approx(first.final_loss, rel=1e-6)
+    assert again.metrics == first.metrics
+    other = distill(
+        tiny_teacher,
+        ARCH,
+        task,
+        config=cfg,
+        train=train.select(range(80)),
+        eval=dev,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert other.cache_hit is False  # a different example set gets its own entry
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_live_and_cached_teacher_give_the_same_training(tiny_teacher, builtin_small, tmp_path):
+    task, train, dev = builtin_small
+    cfg = DistillConfig.full(epochs=1, batch_size=16, hidden_weight=1.0, hard_weight=0.5)
+    live = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, progress=False)
+    cached = distill(
+        tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, cache_dir=tmp_path, progress=False
+    )
+    assert cached.final_loss == pytest.approx(live.final_loss, rel=2e-2)  # fp16 cache
+
+
+def test_full_run_writes_a_student_folder(tiny_teacher, builtin_small, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    task, train, dev = builtin_small
+    out = tmp_path / "student"
+    cfg = DistillConfig.full(epochs=2, batch_size=16, init="random")
+    res = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, out_dir=out, progress=False)
+    assert res.model_dir == str(out) and len(res.history) == 2
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)
+    assert Architecture.from_config(model.config) == ARCH
+    assert Architecture.from_json((out / "architecture.json").read_text()) == ARCH
+    record = json.loads((out / "distill_record.json").read_text())
+    assert record["config"]["init"] == "random" and record["metrics"] == res.metrics
+    assert record["data"]["train_examples"] == 96 and record["schema_version"] == 1
+    assert not any(p.name.endswith(".work") for p in tmp_path.iterdir())
+    with pytest.raises(FileExistsError):
+        distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, out_dir=out, progress=False)
+
+
+def test_loop_resumes_after_a_kill_to_the_same_weights(tmp_path):
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 1)
+
+    data_x = torch.randn(40, 3)
+    data_y = data_x @ torch.tensor([1.0, -2.0, 0.5])
+    lengths = np.arange(40) % 7 + 1
+    cfg = LoopConfig(epochs=2, batch_size=4, learning_rate=0.05, seed=3, checkpoint_every=3)
+
+    def run(model, work, die_at=None):
+        calls = {"n": 0}
+
+        def loss_fn(idx):
+            calls["n"] += 1
+            if die_at is not None and calls["n"] == die_at:
+                raise KeyboardInterrupt
+            i = torch.as_tensor(idx)
+            return ((model(data_x[i]).squeeze(-1) - data_y[i]) ** 2).mean()
+
+        return run_loop(
+            config=cfg,
+            lengths=lengths,
+            modules={"m": model},
+            loss_fn=loss_fn,
+            evaluate=lambda: ({"neg_w": -float(model.weight.detach().sum())}, 0.0),
+            on_best=lambda: None,
+            work_dir=work,
+            progress=False,
+        )
+
+    ref = make()
+    run(ref, tmp_path / "a")
+    killed = make()
+    with pytest.raises(KeyboardInterrupt):
+        run(killed, tmp_path / "b", die_at=14)
+    resumed = make()
+    result = run(resumed, tmp_path / "b")
+    assert result.resumed_from_step == 12
+    assert torch.allclose(resumed.weight, ref.weight, atol=1e-6)
+
+
+def test_bad_inputs(tiny_teacher, builtin_small, tmp_path):
+    from kdnas_deploy.tasks import get_task
+
+    task, train, dev = builtin_small
+    with pytest.raises(ConfigError):
+        DistillConfig(init="magic")
+    with pytest.raises(DataError, match="lacks column"):
+        distill(
+            tiny_teacher,
+            ARCH,
+            task,
+            config=DistillConfig.proxy(),
+            train=train.rename_column("sentence", "x"),
+            eval=dev,
+            progress=False,
+        )
+    with pytest.raises(DataError, match="empty"):
+        distill(
+            tiny_teacher,
+            ARCH,
+            task,
+            config=DistillConfig.proxy(),
+            train=train.select([]),
+            eval=dev,
+            progress=False,
+        )
+    csv = tmp_path / "three.csv"
+    csv.write_text("text,label\n" + "".join(f"good movie {i},{i % 3}\n" for i in range(30)))
+    with pytest.raises(DataError, match="3 label"):
+        distill(tiny_teacher, ARCH, get_task(csv), config=DistillConfig.proxy(), progress=False)
+
+
+def test_fractional_epochs_evaluate_at_the_end(tiny_teacher, builtin_small):
+    task, train, dev = builtin_small
+    cfg = DistillConfig.proxy(epochs=0.5, batch_size=16)
+    res = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, progress=False)
+    assert [h["epoch"] for h in res.history] == [0.5] and res.history[0]["step"] == 3

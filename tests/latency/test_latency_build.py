@@ -1,0 +1,115 @@
+"""Build: resumable journal, atomic output, validation report, recalibration (real ORT, tiny shapes)."""
+
+import json
+import logging
+
+import pytest
+
+from kdnas_deploy.latency.backends import get_backend
+from kdnas_deploy.latency.measure import MeasurePolicy, Measurer
+from kdnas_deploy.latency.profiler import JOURNAL, build_table
+from kdnas_deploy.latency.table import LatencyTable
+from kdnas_deploy.space import SearchSpace
+
+SMALL = {"name": "small", "choices": {"num_layers": [1, 2], "hidden_size": [32], "num_heads": [2], "ffn_size": [64]}}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optimum():
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
+    space = SearchSpace.from_dict(SMALL)
+    backend = get_backend("cpu", "fp32", threads=1)
+    policy = MeasurePolicy.quick()
+    out, work = tmp_path / "t.json", tmp_path / "work"
+    real_read = Measurer._read
+    calls = {"n": 0}
+
+    def flaky_read(self, job, round_no):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_read(self, job, round_no)
+
+    monkeypatch.setattr(Measurer, "_read", flaky_read)
+    with pytest.raises(KeyboardInterrupt):
+        build_table(space, backend, [1], [8], out, policy=policy, workdir=work, progress=False, log=lambda m: None)
+    assert not out.exists()  # no half-written table
+    kept = [json.loads(x) for x in (work / JOURNAL).read_text().splitlines()]
+    n_kept = sum(r["type"] == "reading" for r in kept)
+    assert n_kept == 2  # probe_every=4 would flush at 4; the first pass of 2 models was flushed
+    calls["n"] = -10**6  # no more interruptions
+    logs = []
+    table = build_table(space, backend, [1], [8], out, policy=policy, workdir=work, progress=False, log=logs.append)
+    assert any("resuming: 2 reading" in m for m in logs)
+    assert calls["n"] == -10**6 + 2  # only the second round was measured
+    assert table.data["measurement"]["resumed"] is True
+    assert LatencyTable.load(out).predict(list(space.members)).shape == (2,)
+    assert not work.exists()
+
+
+def test_state_detection_rejects_slow_state_readings(tmp_path):
+    backend = get_backend("cpu", "fp32", threads=1)
+    m = Measurer(backend, tmp_path / "unused.onnx", MeasurePolicy(), log=lambda s: None)
+    from kdnas_deploy.latency.measure import Reading
+
+    for ms in (2.3, 2.4, 3.6, 3.7, 2.35):
+        m.add_probe(ms)
+    assert m.state_changes == 2 and m.state == "fast"
+    m.readings["x"] = [
+        Reading("x", 10.0, 9.8, 10.3, 20, 0, 0.0, 2.3, 2.4),   # fast
+        Reading("x", 14.0, 13.5, 14.2, 20, 1, 1.0, 3.6, 3.7),  # slow state: rejected
+        Reading("x", 9.0, 5.0, 20.0, 20, 2, 2.0, 2.3, 2.35),   # too noisy: rejected
+    ]
+    kept = m.summarise("x")
+    assert kept.accepted_readings == 1 and kept.latency_ms == 10.0 and kept.state == "fast"
+    summary = m.probe_summary()
+    assert summary["latency_ms"] == pytest.approx(2.35) and summary["state_changes"] == 2
+
+
+def test_validate_writes_report_and_plot(tiny_table_path, tmp_path):
+    from kdnas_deploy.latency.validate import validate_table
+
+    table = LatencyTable.load(tiny_table_path)
+    report, plot = tmp_path / "r.json", tmp_path / "r.png"
+    out = validate_table(table, n=2, seed=0, report=report, plot=plot, seq=16, noise_sessions=2, progress=False,
+                         log=lambda m: None)
+    data = json.loads(report.read_text())
+    assert data == json.loads(json.dumps(out))
+    for key in ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "raw_mape_pct", "raw_within_5pct",
+                "raw_within_10pct", "raw_spearman", "noise_floor_pct", "points"):
+        assert key in data, key
+    assert data["n"] == 2 and len(data["points"]) == 2
+    for p in data["points"]:
+        assert p["arch"]["num_layers"] == 2  # held out: the tiny table measured depths 1, 3, 4
+        assert p["measured_ms"] > 0 and p["predicted_ms"] > 0
+    assert 0.0 <= data["within_10pct"] <= 1.0
+    assert plot.stat().st_size > 1000
+
+
+def test_recalibrate_rewrites_scale(tiny_table_path, tmp_path):
+    from kdnas_deploy.latency.validate import recalibrate
+
+    path = tmp_path / "t.json"
+    path.write_bytes(tiny_table_path.read_bytes())
+    scale = recalibrate(LatencyTable.load(path), path, readings=2, log=lambda m: None)
+    again = LatencyTable.load(path)
+    assert again.scale == pytest.approx(scale, rel=1e-4) and scale > 0
+    assert again.calibration["probe_ms"] > 0 and len(again.calibration["readings_ms"]) == 2
+    assert "large" in again.probe and again.calibration["scale_large"] > 0  # two-probe re-anchoring
+
+
+def test_export_worker_process_gives_the_same_graph(tmp_path):
+    import onnx
+
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.latency.profiler import prepare_all
+
+    backend = get_backend("cpu", "int8", threads=1)
+    arch = Architecture(1, 32, 2, 64)
+    todo = [(arch, tmp_path / "w")]
+    (in_worker,) = prepare_all(backend, todo, seed=0, workers=1, progress=False)
+    (here,) = prepare_all(backend, [(arch, tmp_path / "h")], seed=0, workers=0, progress=False)
+    assert onnx.load(str(in_worker)).graph == onnx.load(str(here)).graph

@@ -1,0 +1,72 @@
+"""The `latency` CLI: outputs on a tiny table, and bad input -> one line, exit code 2, no traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kdnas_deploy", "latency", *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def _bad(r, needle):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_predict_show(tiny_table_path, tmp_path):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"num_layers": 2, "hidden_size": 32, "num_heads": 2, "ffn_size": 64}))
+    r = run("predict", str(tiny_table_path), "--arch", str(arch), "--arch", "L=3,H=64,A=2,F=64", "--seq", "24",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["arch"] for row in rows] == ["L=2,H=32,A=2,F=64", "L=3,H=64,A=2,F=64"]
+    assert rows[0]["latency_ms"] > 0 and rows[0]["seq"] == 24
+    r = run("show", str(tiny_table_path), "--costs")
+    assert r.returncode == 0 and "anchor_depths" in r.stdout and "fixed_ms" in r.stdout
+
+
+def test_bad_inputs(tiny_table_path, tmp_path):
+    _bad(run("show", str(tmp_path / "missing.json")), "not found")
+    corrupt = tmp_path / "c.json"
+    corrupt.write_text("[]")
+    _bad(run("predict", str(corrupt), "--arch", "L=1,H=32,A=2,F=64"), "not a latency table")
+    _bad(run("predict", str(tiny_table_path), "--arch", "L=9,H=32,A=2,F=64"), "outside space")
+    _bad(run("predict", str(tiny_table_path), "--arch", "L=1,H=32,A=3,F=64"), "does not divide")
+    _bad(run("validate", str(tiny_table_path), "--n", "99", "--report", str(tmp_path / "r.json")), "cannot draw 99")
+    future = tmp_path / "f.json"
+    future.write_text(json.dumps({**json.loads(tiny_table_path.read_text()), "schema_version": 99}))
+    _bad(run("show", str(future)), "newer")
+
+
+@pytest.mark.parametrize(
+    "space_text,needle",
+    [
+        ("choices: {num_layers: [1], hidden_size: [30], num_heads: {30: [4]}, ffn_size: [64]}", "do not divide"),
+        ("choices: {num_layers: [1], hidden_size: [32], num_heads: [2], ffn_size: [64], depth: [3]}", "unknown"),
+    ],
+)
+def test_malformed_space_writes_nothing(tmp_path, space_text, needle):
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    out = tmp_path / "t.json"
+    _bad(run("build", "--space", str(space), "--out", str(out)), needle)
+    assert not out.exists()
+
+
+def test_cuda_device_error_without_gpu(tmp_path):
+    from test_latency_cuda import _has_cuda
+
+    if _has_cuda():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "t.json"
+    _bad(run("build", "--space", "minilm-l6", "--device", "cuda", "--out", str(out)), "cuda")
+    _bad(run("build", "--device", "cuda", "--backend", "cuda-torch", "--precision", "fp16", "--out", str(out)), "cuda")
+    _bad(run("build", "--device", "cpu", "--precision", "fp16", "--out", str(out)), "fp16")
+    assert not out.exists()
