@@ -8,7 +8,7 @@ exported the same way, side by side. Writes JSON (+PNG) with each target of the 
 Full SST-2 benchmark (run under the CPU lock; the teacher and a real table must exist)::
 
     flock /tmp/kdnas-cpu.lock python tools/bench_search.py --teacher /work/artifacts/distill/teacher-sst2 \\
-        --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-fp32-b1-s128.json \\
+        --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json \\
         --budget-fraction 0.3333 --strategies kdnas,random --seeds 0,1,2 --preset sst2-bench \\
         --final --handcrafted --measure --work /work/artifacts/search/bench-sst2 \\
         --json tools/results/search_sst2.json --png tools/results/search_sst2.png

@@ -72,7 +72,7 @@ def search(**kw: object) -> None:
     \b
     Example:
       kdnas-deploy search --teacher teacher-sst2 --task sst2 --data-dir ../shared/data/glue \\
-        --table latency_tables/cpu-fp32.json --budget-ms 3.5 --out runs/sst2
+        --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json --budget-ms 2.8 --out runs/sst2
     """
     from kdnas_deploy.search.api import build_and_run
 
