@@ -8,7 +8,7 @@ exported the same way, side by side. Writes JSON (+PNG) with each target of the 
 Full SST-2 benchmark (run under the CPU lock; the teacher and a real table must exist)::
 
     flock /tmp/kdnas-cpu.lock python tools/bench_search.py --teacher /work/artifacts/distill/teacher-sst2 \\
-        --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-fp32-b1-s128.json \\
+        --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json \\
         --budget-fraction 0.3333 --strategies kdnas,random --seeds 0,1,2 --preset sst2-bench \\
         --final --handcrafted --measure --work /work/artifacts/search/bench-sst2 \\
         --json tools/results/search_sst2.json --png tools/results/search_sst2.png
@@ -217,12 +217,9 @@ def plot(path: Path, runs: list[dict[str, Any]], title: str) -> None:
             ys = [y if y is not None else float("nan") for y in r["curve"]]
             ax1.plot(range(1, len(ys) + 1), ys, color=colors[s], alpha=0.35, lw=1)
         n = min(len(r["curve"]) for r in rs)
-        mean = [
-            statistics.mean(r["curve"][i] for r in rs if r["curve"][i] is not None)
-            if any(r["curve"][i] is not None for r in rs)
-            else float("nan")
-            for i in range(n)
-        ]
+        # mean over seeds only where every seed has found a feasible candidate
+        mean = [statistics.mean(r["curve"][i] for r in rs) if all(r["curve"][i] is not None for r in rs)
+                else float("nan") for i in range(n)]  # fmt: skip
         ax1.plot(range(1, n + 1), mean, color=colors[s], lw=2.2, label=f"{s} (mean of {len(rs)} seeds)")
         ax2.scatter([r["seed"] for r in rs], [r["best_reward"] for r in rs], color=colors[s], s=50, label=s)
     ax1.set_xlabel("proxy evaluations")
@@ -230,6 +227,7 @@ def plot(path: Path, runs: list[dict[str, Any]], title: str) -> None:
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     ax2.set_xlabel("seed")
+    ax2.set_xticks(sorted({r["seed"] for r in runs}))
     ax2.set_ylabel("final best reward")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)

@@ -74,10 +74,7 @@ def run_search(
     )
     expected = SearchSpace.load(space) if space else None
     budget_set = BudgetSet(
-        [
-            Budget(t, s.budget_ms, s.name, batch=cfg.batch, seq=cfg.seq)
-            for t, s in zip(tables, specs, strict=True)
-        ],
+        [Budget(t, s.budget_ms, s.name, batch=cfg.batch, seq=cfg.seq) for t, s in zip(tables, specs, strict=True)],
         space=expected,
     )
     task_obj = load_task(task, cfg.data_dir)

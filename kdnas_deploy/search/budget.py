@@ -89,13 +89,11 @@ class BudgetSet:
                 )
         if not self.feasible_mask().any():
             fastest = ", ".join(
-                f"{b.name}: {self.members[int(np.argmin(self.matrix[:, j]))]}"
-                f" at {self.matrix[:, j].min():.3f} ms"
+                f"{b.name}: {self.members[int(np.argmin(self.matrix[:, j]))]} at {self.matrix[:, j].min():.3f} ms"
                 for j, b in enumerate(self.budgets)
             )
             raise SearchError(
-                f"no member of space {self.space.name!r} meets every budget at once"
-                f" (fastest per budget: {fastest})"
+                f"no member of space {self.space.name!r} meets every budget at once (fastest per budget: {fastest})"
             )
 
     def feasible_mask(self) -> np.ndarray:
@@ -190,9 +188,7 @@ def budget_specs(pairs: Sequence[tuple[str, float]], tables: Sequence[Any]) -> t
         base = f"{getattr(table, 'device', 'dev')}-{getattr(table, 'precision', 'fp32')}"
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
-        specs.append(
-            BudgetSpec(table=str(path), budget_ms=float(ms), name=name, table_sha256=file_sha256(path))
-        )
+        specs.append(BudgetSpec(table=str(path), budget_ms=float(ms), name=name, table_sha256=file_sha256(path)))
     return tuple(specs)
 
 

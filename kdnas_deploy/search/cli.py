@@ -11,14 +11,10 @@ from kdnas_deploy.search.strategies import STRATEGIES
 
 
 @click.command(name="search")
-@click.option(
-    "--teacher", required=True, type=click.Path(path_type=Path), help="Fine-tuned teacher (HF folder)."
-)
+@click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Fine-tuned teacher (HF folder).")
 @click.option("--task", required=True, help="Task name (sst2, mrpc, ..., builtin) or data file.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Local GLUE folder.")
-@click.option(
-    "--table", type=click.Path(path_type=Path), default=None, help="Latency table JSON (with --budget-ms)."
-)
+@click.option("--table", type=click.Path(path_type=Path), default=None, help="Latency table JSON (with --budget-ms).")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in ms for --table.")
 @click.option(
     "--budget",
@@ -33,12 +29,8 @@ from kdnas_deploy.search.strategies import STRATEGIES
 @click.option("--episodes", type=int, default=None, help="Episodes (preset: 8).")
 @click.option("--candidates", type=int, default=None, help="Members the controller scores per episode (200).")
 @click.option("--top-k", type=int, default=None, help="Candidates distilled per episode (4).")
-@click.option(
-    "--proxy-fraction", type=float, default=None, help="Fraction of the train split used as proxy (0.1)."
-)
-@click.option(
-    "--heldout-size", type=int, default=None, help="Train rows held out for the reward metric (1000)."
-)
+@click.option("--proxy-fraction", type=float, default=None, help="Fraction of the train split used as proxy (0.1).")
+@click.option("--heldout-size", type=int, default=None, help="Train rows held out for the reward metric (1000).")
 @click.option("--proxy-epochs", type=float, default=None, help="Override the proxy distillation epochs.")
 @click.option("--final-epochs", type=float, default=None, help="Override the final distillation epochs.")
 @click.option(
@@ -80,7 +72,7 @@ def search(**kw: object) -> None:
     \b
     Example:
       kdnas-deploy search --teacher teacher-sst2 --task sst2 --data-dir ../shared/data/glue \\
-        --table latency_tables/cpu-fp32.json --budget-ms 3.5 --out runs/sst2
+        --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json --budget-ms 2.8 --out runs/sst2
     """
     from kdnas_deploy.search.api import build_and_run
 

@@ -139,9 +139,7 @@ class SearchConfig:
         data = dict(data)
         version = data.pop("schema_version", CONFIG_SCHEMA_VERSION)
         if version != CONFIG_SCHEMA_VERSION:
-            raise ConfigError(
-                f"search config schema_version {version} is not supported ({CONFIG_SCHEMA_VERSION})"
-            )
+            raise ConfigError(f"search config schema_version {version} is not supported ({CONFIG_SCHEMA_VERSION})")
         nested = {"reward": RewardConfig, "controller": ControllerConfig, "evolution": EvolutionConfig}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():

@@ -63,12 +63,8 @@ class RewardController:
     def _tensors(self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray):  # noqa: ANN202
         import torch
 
-        tok = torch.tensor([self.space.encode(a) for a in archs], dtype=torch.long).reshape(
-            -1, len(DIMENSIONS)
-        )
-        bst = torch.tensor([self.space.encode(a) for a in best], dtype=torch.long).reshape(
-            -1, len(DIMENSIONS)
-        )
+        tok = torch.tensor([self.space.encode(a) for a in archs], dtype=torch.long).reshape(-1, len(DIMENSIONS))
+        bst = torch.tensor([self.space.encode(a) for a in best], dtype=torch.long).reshape(-1, len(DIMENSIONS))
         ctx = torch.tensor(np.asarray(log_ratio, dtype=np.float32).reshape(len(archs), self.n_budgets))
         return tok, bst, ctx
 
@@ -104,9 +100,7 @@ class RewardController:
         self.net.eval()
         return ControllerFit(samples=len(y), mse=float(loss.detach()))
 
-    def predict(
-        self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray
-    ) -> np.ndarray:
+    def predict(self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray) -> np.ndarray:
         """Predicted rewards (in reward units) of ``archs``."""
         import torch
 

@@ -50,9 +50,7 @@ def _lib(what: str) -> Any:
         return importlib.import_module(what)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("kdnas_deploy"):
-            raise SearchError(
-                f"the search needs the distill stage ({exc.name} is missing from this build)"
-            ) from None
+            raise SearchError(f"the search needs the distill stage ({exc.name} is missing from this build)") from None
         raise
 
 
@@ -71,6 +69,9 @@ def teacher_architecture(teacher: str | Path, task: Any) -> Architecture:
         config = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise ModelError(f"teacher {path}: cannot read its config ({str(exc).splitlines()[0]})") from None
+    trained_on = _recorded_task(path)
+    if trained_on is not None and trained_on != task.name:
+        raise SearchError(f"teacher {path} was fine-tuned on task {trained_on!r}, not {task.name!r}: wrong teacher")
     expected = 1 if task.is_regression else task.num_labels
     if int(getattr(config, "num_labels", -1)) != expected:
         raise SearchError(
@@ -78,6 +79,18 @@ def teacher_architecture(teacher: str | Path, task: Any) -> Architecture:
             " wrong teacher for this task"
         )
     return Architecture.from_config(config)
+
+
+def _recorded_task(teacher: Path) -> str | None:
+    """The task a teacher was fine-tuned on, from its ``teacher_record.json`` (None when not recorded)."""
+    import json
+
+    record = teacher / "teacher_record.json"
+    try:
+        name = json.loads(record.read_text(encoding="utf-8"))["task"]["name"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return str(name) if name else None
 
 
 @dataclass
@@ -209,9 +222,7 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.floating | np.integer)}
 
 
-def evaluate_model_dir(
-    model_dir: str | Path, task: Any, split: str = "dev", batch_size: int = 64
-) -> dict[str, float]:
+def evaluate_model_dir(model_dir: str | Path, task: Any, split: str = "dev", batch_size: int = 64) -> dict[str, float]:
     """Task metrics of a saved classifier on ``split`` (through the distill stage's evaluator if present)."""
     try:
         from kdnas_deploy.distill.evaluate import evaluate_model
@@ -229,14 +240,10 @@ def evaluate_model_dir(
     if label_col is None:
         raise DataError(f"split {split!r} of task {task.name!r} has no 'label' column")
     text_cols = list(getattr(task, "text_fields", ())) or [
-        c
-        for c, f in ds.features.items()
-        if c not in (label_col, "idx") and getattr(f, "dtype", "") == "string"
+        c for c, f in ds.features.items() if c not in (label_col, "idx") and getattr(f, "dtype", "") == "string"
     ]
     if not 1 <= len(text_cols) <= 2:
-        raise DataError(
-            f"split {split!r} of task {task.name!r}: expected 1 or 2 text columns, found {text_cols}"
-        )
+        raise DataError(f"split {split!r} of task {task.name!r}: expected 1 or 2 text columns, found {text_cols}")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     preds = []

@@ -122,7 +122,5 @@ def make_executor(name: str, **options: Any) -> Executor:
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except ModuleNotFoundError as exc:
-            raise SearchError(
-                f"executor {name!r} is not available here ({exc.name} is not installed)"
-            ) from None
+            raise SearchError(f"executor {name!r} is not available here ({exc.name} is not installed)") from None
     return factory(**options)

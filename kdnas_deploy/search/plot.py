@@ -41,9 +41,7 @@ def plot_search(
             mfc="none",
             label="Pareto front",
         )
-        ax.axvline(
-            budgets.budget_ms[j], color="k", ls="--", lw=1, label=f"budget {budgets.budget_ms[j]:g} ms"
-        )
+        ax.axvline(budgets.budget_ms[j], color="k", ls="--", lw=1, label=f"budget {budgets.budget_ms[j]:g} ms")
         if best is not None:
             ax.scatter(
                 [best["latency_ms"][name]],

@@ -133,9 +133,7 @@ class RayExecutor:
         try:
             import ray  # noqa: F401 - fail here, before the run folder is touched
         except ModuleNotFoundError:
-            raise SearchError(
-                "--executor ray needs Ray: pip install 'kdnas-deploy[ray]' (or 'ray>=2.9')"
-            ) from None
+            raise SearchError("--executor ray needs Ray: pip install 'kdnas-deploy[ray]' (or 'ray>=2.9')") from None
         self.options = RayOptions(
             address=address or None,
             cpus_per_candidate=1.0 if cpus_per_candidate is None else float(cpus_per_candidate),
@@ -296,9 +294,7 @@ class RayExecutor:
                         failed.append(f"{req.arch.short()} after {attempt} attempt(s): {_first_line(cause)}")
                     continue
                 except ray.exceptions.RayError as exc:  # worker/node lost beyond Ray's own retries
-                    failed.append(
-                        f"{req.arch.short()} (its worker was lost {retries + 1} time(s)): {_first_line(exc)}"
-                    )
+                    failed.append(f"{req.arch.short()} (its worker was lost {retries + 1} time(s)): {_first_line(exc)}")
                     continue
                 yield result
         finally:

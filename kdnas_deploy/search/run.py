@@ -146,9 +146,7 @@ class SearchRun:
     def _history(self, before_episode: int) -> tuple[Evaluated, ...]:
         rows = [r for r in self.records if r["episode"] < before_episode]
         rows.sort(key=lambda r: (r["episode"], r["index"]))
-        return tuple(
-            Evaluated(_record_key(r["arch"]), float(r["reward"]), r["episode"], r["index"]) for r in rows
-        )
+        return tuple(Evaluated(_record_key(r["arch"]), float(r["reward"]), r["episode"], r["index"]) for r in rows)
 
     def _make_record(self, res: EvalResult, prop: Proposal) -> dict[str, Any]:
         arch = res.request.arch
@@ -178,16 +176,11 @@ class SearchRun:
     # ------------------------------------------------------------------ episodes
     def _proposals(self, episode: int, stored: dict[int, list[dict[str, Any]]]) -> list[Proposal] | None:
         if episode in stored:
-            return [
-                Proposal(_record_key(p["arch"]), p["source"], p.get("predicted_reward"))
-                for p in stored[episode]
-            ]
+            return [Proposal(_record_key(p["arch"]), p["source"], p.get("predicted_reward")) for p in stored[episode]]
         history = self._history(episode)
         done = {h.arch for h in history}
         eligible = (
-            self.budgets.feasible_mask()
-            if self.cfg.reward.hard_budget
-            else np.ones(len(self.space.members), bool)
+            self.budgets.feasible_mask() if self.cfg.reward.hard_budget else np.ones(len(self.space.members), bool)
         )
         pool = tuple(a for a, ok in zip(self.space.members, eligible, strict=True) if ok and a not in done)
         if not pool:
@@ -227,9 +220,7 @@ class SearchRun:
             t0 = time.perf_counter()
             props = self._proposals(episode, stored)
             if props is None:
-                self.echo(
-                    f"episode {episode + 1}/{self.cfg.episodes}: every eligible member is evaluated; stopping"
-                )
+                self.echo(f"episode {episode + 1}/{self.cfg.episodes}: every eligible member is evaluated; stopping")
                 break
             done = {_record_key(r["arch"]) for r in self.records}
             by_arch = {p.arch: p for p in props}

@@ -107,11 +107,7 @@ def propose_kdnas(ctx: ProposalContext) -> list[Proposal]:
     n_model = ctx.k - n_random
     sampled = _random_pick(ctx.pool, min(cfg.candidates, len(ctx.pool)), ctx.rng, set())
     best = best_so_far(hist, ctx.budgets) or sampled[0]
-    scores = (
-        controller.predict(sampled, [best] * len(sampled), _log_ratio(ctx.budgets, sampled))
-        if sampled
-        else []
-    )
+    scores = controller.predict(sampled, [best] * len(sampled), _log_ratio(ctx.budgets, sampled)) if sampled else []
     # exploit among members that meet every budget (the search's winner must); explore anywhere in the pool
     feasible = np.array([ctx.budgets.feasible(a) for a in sampled], dtype=bool)
     rank = np.where(feasible, np.asarray(scores), -np.inf) if feasible.any() else np.asarray(scores)

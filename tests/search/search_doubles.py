@@ -49,9 +49,7 @@ class FlopsPredictor:
         archs = [archs] if isinstance(archs, Architecture) else list(archs)
         for a in archs:
             self.space.check(a)
-        return np.array(
-            [self.fixed_ms + self.ms_per_mflop * a.flops(batch or 1, seq or 128) / 1e6 for a in archs]
-        )
+        return np.array([self.fixed_ms + self.ms_per_mflop * a.flops(batch or 1, seq or 128) / 1e6 for a in archs])
 
 
 def synthetic_metric(arch: Architecture, seed: int, noise: float = 0.004) -> float:
@@ -133,9 +131,7 @@ def make_run(
     specs = [BudgetSpec("analytic-flops", budget_ms, "cpu-fp32")]
     if extra_budget_ms is not None:  # a second 'device' whose cost weighs FFN width more
         budgets.append(
-            Budget(
-                FlopsPredictor(ms_per_mflop=0.02, fixed_ms=0.05, device="cuda"), extra_budget_ms, "cuda-fp16"
-            )
+            Budget(FlopsPredictor(ms_per_mflop=0.02, fixed_ms=0.05, device="cuda"), extra_budget_ms, "cuda-fp16")
         )
         specs.append(BudgetSpec("analytic-flops-2", extra_budget_ms, "cuda-fp16"))
     defaults = dict(episodes=4, candidates=40, top_k=3, final_top=1 if finalize else 0)

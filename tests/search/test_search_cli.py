@@ -64,7 +64,5 @@ def test_bad_budget_input_exits_2_without_traceback(tmp_path, args, message):
 
 
 def test_unknown_strategy_is_a_usage_error(tmp_path):
-    r = run_cli(
-        "--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), "--strategy", "grid"
-    )
+    r = run_cli("--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), "--strategy", "grid")
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -46,9 +46,7 @@ def ray_cluster():
 
 
 def _log(run_dir: Path) -> list[dict]:
-    rows = [
-        {k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(run_dir / "candidates.jsonl")
-    ]
+    rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(run_dir / "candidates.jsonl")]
     return sorted(rows, key=lambda r: (r["episode"], r["index"]))
 
 
@@ -101,9 +99,7 @@ def test_ray_log_equals_in_process_log(tmp_path, ray_cluster, strategy):
     ex = RayExecutor(echo=lambda s: None)
     summary = make_run(tmp_path / "ray", strategy=strategy, seed=3, executor=ex).run()
     assert _log(tmp_path / "ray") == expected
-    assert (tmp_path / "ray" / "episodes.jsonl").read_text() == (
-        tmp_path / "local" / "episodes.jsonl"
-    ).read_text()
+    assert (tmp_path / "ray" / "episodes.jsonl").read_text() == (tmp_path / "local" / "episodes.jsonl").read_text()
     local_best = json.loads((tmp_path / "local" / "best_arch.json").read_text())
     assert json.loads((tmp_path / "ray" / "best_arch.json").read_text()) == local_best
     assert summary["evaluations"] == len(expected) == 12
@@ -117,9 +113,7 @@ def test_failed_or_lost_worker_is_retried_and_nothing_dropped(tmp_path, ray_clus
     markers = tmp_path / "markers"
     markers.mkdir()
     ex = RayExecutor(max_retries=2, echo=lambda s: None)
-    make_run(
-        tmp_path / "ray", episodes=2, finalize=False, executor=ex, evaluator=FlakyEvaluator(markers, mode)
-    ).run()
+    make_run(tmp_path / "ray", episodes=2, finalize=False, executor=ex, evaluator=FlakyEvaluator(markers, mode)).run()
     assert _log(tmp_path / "ray") == expected
     assert len(list(markers.iterdir())) == len(expected)  # every candidate failed once ...
     if mode == "raise":  # ... and was resubmitted by the driver (a lost worker is resubmitted by Ray)
@@ -211,9 +205,7 @@ def test_real_distillation_through_ray_equals_in_process(tmp_path, ray_cluster):
     _run(tmp_path / "local", teacher).run()
     run = _run(tmp_path / "ray", teacher)
     # one CPU per task (two candidates at once) but as many torch threads as in-process: same numerics
-    run.executor = RayExecutor(
-        cpus_per_candidate=1, torch_threads=torch.get_num_threads(), echo=lambda s: None
-    )
+    run.executor = RayExecutor(cpus_per_candidate=1, torch_threads=torch.get_num_threads(), echo=lambda s: None)
     run.run()
     assert _log(tmp_path / "ray") == _log(tmp_path / "local")
     entries = [p for p in (tmp_path / "ray" / "teacher_cache").iterdir() if not p.name.startswith(".")]

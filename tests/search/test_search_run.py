@@ -112,8 +112,7 @@ def test_two_budgets_feasible_only_when_both_met(tmp_path):
     rows = read_jsonl(tmp_path / "run" / "candidates.jsonl")
     assert all(set(r["latency_ms"]) == {"cpu-fp32", "cuda-fp16"} for r in rows)
     assert all(
-        r["latency_ms"]["cuda-fp16"] <= 0.6 and r["latency_ms"]["cpu-fp32"] <= run.budgets.budget_ms[0]
-        for r in rows
+        r["latency_ms"]["cuda-fp16"] <= 0.6 and r["latency_ms"]["cpu-fp32"] <= run.budgets.budget_ms[0] for r in rows
     )
 
 

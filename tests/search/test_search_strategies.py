@@ -103,9 +103,7 @@ def test_config_validation(bad):
 
 
 def test_config_round_trip():
-    cfg = SearchConfig(
-        teacher="t", task="x", budgets=(BudgetSpec("f", 1.0, "cpu"), BudgetSpec("g", 2.0, "gpu"))
-    )
+    cfg = SearchConfig(teacher="t", task="x", budgets=(BudgetSpec("f", 1.0, "cpu"), BudgetSpec("g", 2.0, "gpu")))
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown key"):
         SearchConfig.from_dict({**cfg.to_dict(), "epochs": 3})

@@ -91,9 +91,7 @@ def _run(out: Path, teacher: Path, resume: bool = False, interrupt_after: int | 
             return inner(req)
 
         ev.evaluate = evaluate  # type: ignore[method-assign]
-    return SearchRun(
-        out, cfg, BudgetSet([Budget(pred, budget, "cpu")]), ev, resume=resume, echo=lambda s: None
-    )
+    return SearchRun(out, cfg, BudgetSet([Budget(pred, budget, "cpu")]), ev, resume=resume, echo=lambda s: None)
 
 
 def test_real_distillation_search_logs_and_resumes(tmp_path, teacher_dir):
@@ -115,6 +113,13 @@ def test_teacher_task_mismatch_is_refused(tmp_path):
     three = _teacher(tmp_path / "t3", num_labels=3)
     with pytest.raises(SearchError, match="wrong teacher"):
         teacher_architecture(three, task)
+    (three / "teacher_record.json").write_text('{"task": {"name": "sst2"}}')
+    two = _teacher(tmp_path / "t2")
+    (two / "teacher_record.json").write_text('{"task": {"name": "sst2"}}')
+    with pytest.raises(SearchError, match="fine-tuned on task 'sst2'"):
+        teacher_architecture(two, task)
+    (two / "teacher_record.json").write_text('{"task": {"name": "builtin"}}')
+    assert teacher_architecture(two, task) == TEACHER
     with pytest.raises(Exception, match="not a model folder"):
         teacher_architecture(tmp_path, task)
 
