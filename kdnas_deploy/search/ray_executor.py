@@ -216,7 +216,7 @@ class RayExecutor:
         self._connected = True
 
     def _preflight(self, evaluator: Evaluator) -> None:
-        """Every node that can run a candidate must see the evaluator's paths (teacher, data, cache)."""
+        """Every other node that can run a candidate must see the evaluator's paths (teacher, data, cache)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -227,14 +227,16 @@ class RayExecutor:
             value = getattr(evaluator, attr, None)
             if isinstance(value, str | Path) and Path(value).exists():
                 paths.append(str(Path(value).resolve()))
-        if paths:
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [n for n in self._fitting if n["NodeID"] != here]  # the driver's node sees what it sees
+        if paths and nodes:
             check = ray.remote(check_paths_on_node)
             refs = [
                 check.options(
                     num_cpus=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
                 ).remote(paths)
-                for n in self._fitting
+                for n in nodes
             ]
             try:
                 reports = ray.get(refs, timeout=120)
