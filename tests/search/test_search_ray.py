@@ -220,3 +220,46 @@ def _make_teacher(tmp_path: Path) -> Path:
     from test_search_with_distill import _teacher
 
     return _teacher(tmp_path / "teacher")
+
+
+@pytest.mark.slow
+def test_preflight_checks_shared_paths_on_the_other_nodes(tmp_path):
+    """A two-node cluster on this machine: the second node runs the preflight; a node that cannot see the
+    evaluator's files stops the search before any candidate runs (simulated by a stricter check)."""
+    script = f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(search_doubles.__file__).parents[2])!r}]
+import ray, search_doubles
+from ray.cluster_utils import Cluster
+from search_doubles import SyntheticEvaluator, make_run
+from kdnas_deploy.errors import SearchError
+from kdnas_deploy.search import ray_executor
+from kdnas_deploy.search.ray_executor import RayExecutor
+ray.cloudpickle.register_pickle_by_value(search_doubles)
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include_dashboard": False}})
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
+ev = SyntheticEvaluator()
+ev.cache_dir = {str(tmp_path)!r}
+lines = []
+make_run({str(tmp_path / "ok")!r}, finalize=False, episodes=1, evaluator=ev,
+         executor=RayExecutor(echo=lines.append)).run()
+print("OK", lines[0])
+
+def blind(paths):
+    return {{"host": "node-b", "missing": list(paths), "python": ""}}
+
+ray_executor.check_paths_on_node = blind
+try:
+    make_run({str(tmp_path / "blind")!r}, finalize=False, episodes=1, evaluator=ev,
+             executor=RayExecutor(echo=print)).run()
+except SearchError as exc:
+    print("REFUSED", exc)
+ray.shutdown()
+cluster.shutdown()
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "OK ray: 2 node(s), 2 CPU(s)" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert f"REFUSED ray node node-b cannot see {tmp_path.resolve()}" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert "shared" in r.stdout or "every node mounts" in r.stdout
+    assert not (tmp_path / "blind" / "candidates.jsonl").exists()  # nothing ran
