@@ -263,3 +263,33 @@ cluster.shutdown()
     assert f"REFUSED ray node node-b cannot see {tmp_path.resolve()}" in r.stdout, r.stdout + r.stderr[-3000:]
     assert "shared" in r.stdout or "every node mounts" in r.stdout
     assert not (tmp_path / "blind" / "candidates.jsonl").exists()  # nothing ran
+
+
+def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from kdnas_deploy.search import api
+    from kdnas_deploy.search.cli import search
+
+    seen = {}
+
+    def fake_run_search(**kw):  # the adapter's output, not the search, is under test here
+        seen.update(kw)
+        raise SearchError("stop")
+
+    monkeypatch.setattr(api, "run_search", fake_run_search)
+    args = [
+        "--teacher",
+        str(tmp_path),
+        "--task",
+        "sst2",
+        "--out",
+        str(tmp_path / "r"),
+        "--budget",
+        "t.json:3",
+    ]
+    args += ["--executor", "ray", "--ray-address", "auto", "--gpus-per-candidate", "0.5"]
+    r = CliRunner().invoke(search, args)
+    assert isinstance(r.exception, SearchError)
+    assert seen["executor"] == "ray"
+    assert seen["executor_options"] == {"address": "auto", "gpus_per_candidate": 0.5}
