@@ -17,8 +17,10 @@ submits again.
 
 Determinism: a candidate's result depends on its request only (its seed is derived from the search seed and
 the architecture), so the log equals the in-process one candidate for candidate. Workers pin torch to
-``torch_threads`` threads (default: ``cpus_per_candidate``); where the thread count changes float reductions,
-use as many as the in-process run uses (``torch.get_num_threads()``) for bit-identical numbers.
+``torch_threads`` threads (default: ``cpus_per_candidate``). The thread count changes float rounding in
+training, so ``cpus_per_candidate`` defaults to the threads an in-process run uses (the driver's
+``torch.get_num_threads()``, capped at the largest node): by default the log is bit-identical to the
+in-process one. With fewer CPUs per candidate more run at once, at the price of other float rounding.
 """
 
 from __future__ import annotations
@@ -45,14 +47,14 @@ class RayOptions:
     """Where and with what resources candidates run."""
 
     address: str | None = None  # None: RAY_ADDRESS, else a new local instance; "auto": this node's cluster
-    cpus_per_candidate: float = 1.0
+    cpus_per_candidate: float | None = None  # None: the in-process torch threads (capped at the largest node)
     gpus_per_candidate: float = 0.0
     max_retries: int = 2  # per candidate: Ray retries for lost workers, driver retries for raised errors
     torch_threads: int | None = None  # None: max(1, int(cpus_per_candidate))
     check_shared_paths: bool = True
 
     def __post_init__(self) -> None:
-        if not self.cpus_per_candidate > 0:
+        if self.cpus_per_candidate is not None and not self.cpus_per_candidate > 0:
             raise ConfigError(f"--cpus-per-candidate must be > 0, got {self.cpus_per_candidate}")
         if not self.gpus_per_candidate >= 0:
             raise ConfigError(f"--gpus-per-candidate must be >= 0, got {self.gpus_per_candidate}")
@@ -65,7 +67,16 @@ class RayOptions:
 
     @property
     def threads(self) -> int:
-        return self.torch_threads or max(1, int(self.cpus_per_candidate))
+        return self.torch_threads or max(1, int(self.cpus_per_candidate or 1))
+
+
+def in_process_threads() -> int:
+    """The torch threads of an in-process run here (what ``cpus_per_candidate`` defaults to)."""
+    try:
+        import torch
+    except ImportError:
+        return os.cpu_count() or 1
+    return torch.get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -136,7 +147,7 @@ class RayExecutor:
             raise SearchError("--executor ray needs Ray: pip install 'kdnas-deploy[ray]' (or 'ray>=2.9')") from None
         self.options = RayOptions(
             address=address or None,
-            cpus_per_candidate=1.0 if cpus_per_candidate is None else float(cpus_per_candidate),
+            cpus_per_candidate=None if cpus_per_candidate is None else float(cpus_per_candidate),
             gpus_per_candidate=0.0 if gpus_per_candidate is None else float(gpus_per_candidate),
             max_retries=int(max_retries),
             torch_threads=torch_threads,
@@ -171,6 +182,12 @@ class RayExecutor:
                 raise SearchError(f"cannot start or reach Ray at {where}: {_first_line(exc)}") from None
             self._owns_ray = True
         nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if opts.cpus_per_candidate is None:  # as many as in-process, as far as one node has them
+            largest = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=1.0)
+            want = float(in_process_threads())
+            opts = self.options = replace(
+                opts, cpus_per_candidate=min(want, largest) if largest > 0 else want
+            )
         fitting = [
             n
             for n in nodes
@@ -208,13 +225,14 @@ class RayExecutor:
         )
         self.echo(
             f"ray: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s);"
-            f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU per candidate"
+            f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU / {opts.threads} torch"
+            " thread(s) per candidate"
             f" -> up to {slots} candidate(s) at once"
         )
         self._connected = True
 
     def _preflight(self, evaluator: Evaluator) -> None:
-        """Every node that can run a candidate must see the evaluator's paths (teacher, data, cache)."""
+        """Every other node that can run a candidate must see the evaluator's paths (teacher, data, cache)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -225,14 +243,16 @@ class RayExecutor:
             value = getattr(evaluator, attr, None)
             if isinstance(value, str | Path) and Path(value).exists():
                 paths.append(str(Path(value).resolve()))
-        if paths:
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [n for n in self._fitting if n["NodeID"] != here]  # the driver's node sees what it sees
+        if paths and nodes:
             check = ray.remote(check_paths_on_node)
             refs = [
                 check.options(
                     num_cpus=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
                 ).remote(paths)
-                for n in self._fitting
+                for n in nodes
             ]
             try:
                 reports = ray.get(refs, timeout=120)

@@ -34,13 +34,9 @@ def ray_cluster():
         ray.shutdown()
     ray.cloudpickle.register_pickle_by_value(search_doubles)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level="warning",
-        log_to_driver=False,
-    )
+    # Ray >= 2.x on Linux maps 127.0.0.1 back to the node's address, so no loopback-only option exists;
+    # the instance is private to this machine (token authentication is on by default since Ray 2.5x).
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -179,7 +175,7 @@ def test_bad_resources_are_clear_errors(tmp_path, ray_cluster):
     with pytest.raises(ConfigError, match="gpus-per-candidate must be >= 0"):
         RayExecutor(gpus_per_candidate=-1)
     ex = RayExecutor(gpus_per_candidate=1, echo=lambda s: None)
-    with pytest.raises(SearchError, match="no node of the Ray cluster offers 1 CPU.*1 GPU"):
+    with pytest.raises(SearchError, match=r"no node of the Ray cluster offers \d+ CPU.*1 GPU"):
         make_run(tmp_path / "gpu", finalize=False, executor=ex).run()
 
 
@@ -216,3 +212,76 @@ def _make_teacher(tmp_path: Path) -> Path:
     from test_search_with_distill import _teacher
 
     return _teacher(tmp_path / "teacher")
+
+
+@pytest.mark.slow
+def test_preflight_checks_shared_paths_on_the_other_nodes(tmp_path):
+    """A two-node cluster on this machine: the second node runs the preflight; a node that cannot see the
+    evaluator's files stops the search before any candidate runs (simulated by a stricter check)."""
+    script = f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(search_doubles.__file__).parents[2])!r}]
+import ray, search_doubles
+from ray.cluster_utils import Cluster
+from search_doubles import SyntheticEvaluator, make_run
+from kdnas_deploy.errors import SearchError
+from kdnas_deploy.search import ray_executor
+from kdnas_deploy.search.ray_executor import RayExecutor
+ray.cloudpickle.register_pickle_by_value(search_doubles)
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include_dashboard": False}})
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
+ev = SyntheticEvaluator()
+ev.cache_dir = {str(tmp_path)!r}
+lines = []
+make_run({str(tmp_path / "ok")!r}, finalize=False, episodes=1, evaluator=ev,
+         executor=RayExecutor(echo=lines.append)).run()
+print("OK", lines[0])
+
+def blind(paths):
+    return {{"host": "node-b", "missing": list(paths), "python": ""}}
+
+ray_executor.check_paths_on_node = blind
+try:
+    make_run({str(tmp_path / "blind")!r}, finalize=False, episodes=1, evaluator=ev,
+             executor=RayExecutor(echo=print)).run()
+except SearchError as exc:
+    print("REFUSED", exc)
+ray.shutdown()
+cluster.shutdown()
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "OK ray: 2 node(s), 2 CPU(s)" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert f"REFUSED ray node node-b cannot see {tmp_path.resolve()}" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert "shared" in r.stdout or "every node mounts" in r.stdout
+    assert not (tmp_path / "blind" / "candidates.jsonl").exists()  # nothing ran
+
+
+def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from kdnas_deploy.search import api
+    from kdnas_deploy.search.cli import search
+
+    seen = {}
+
+    def fake_run_search(**kw):  # the adapter's output, not the search, is under test here
+        seen.update(kw)
+        raise SearchError("stop")
+
+    monkeypatch.setattr(api, "run_search", fake_run_search)
+    args = [
+        "--teacher",
+        str(tmp_path),
+        "--task",
+        "sst2",
+        "--out",
+        str(tmp_path / "r"),
+        "--budget",
+        "t.json:3",
+    ]
+    args += ["--executor", "ray", "--ray-address", "auto", "--gpus-per-candidate", "0.5"]
+    r = CliRunner().invoke(search, args)
+    assert isinstance(r.exception, SearchError)
+    assert seen["executor"] == "ray"
+    assert seen["executor_options"] == {"address": "auto", "gpus_per_candidate": 0.5}
