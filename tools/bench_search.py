@@ -146,13 +146,9 @@ def compare(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
     }
 
 
-def handcrafted_arch(
-    table: Any, teacher: Architecture, target_ms: float, budget_ms: float
-) -> Architecture | None:
+def handcrafted_arch(table: Any, teacher: Architecture, target_ms: float, budget_ms: float) -> Architecture | None:
     """The teacher cut to the depth whose predicted latency is closest to ``target_ms`` (within budget)."""
-    options = [
-        Architecture(n, teacher.hidden_size, teacher.num_heads, teacher.ffn_size) for n in table.space.layers
-    ]
+    options = [Architecture(n, teacher.hidden_size, teacher.num_heads, teacher.ffn_size) for n in table.space.layers]
     options = [a for a in options if a in table.space]
     lat = table.predict(options)
     fits = [(abs(float(ms) - target_ms), a) for a, ms in zip(options, lat, strict=True) if ms <= budget_ms]
@@ -161,17 +157,13 @@ def handcrafted_arch(
     return min(fits, key=lambda t: t[0])[1]
 
 
-def export_and_bench(
-    models: dict[str, str], work: Path, batch: int, seq: int, threads: int
-) -> dict[str, Any]:
+def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int) -> dict[str, Any]:
     """Export every model the same way (O2) and benchmark them side by side with ``kdnas-deploy bench``."""
     exported = {}
     for name, path in models.items():
         out = work / "onnx" / name
         if not (out / "model.onnx").exists() and not any(out.glob("*.onnx")):
-            r = subprocess.run(
-                _cli("export", path, "--out", str(out), "--optimize", "O2", "--force"), cwd=ROOT
-            )
+            r = subprocess.run(_cli("export", path, "--out", str(out), "--optimize", "O2", "--force"), cwd=ROOT)
             if r.returncode != 0:
                 return {"error": f"export of {name} failed (exit {r.returncode})"}
         exported[name] = str(out)
@@ -361,9 +353,7 @@ def main(**o: Any) -> None:
     runs = []
     for seed in seeds:  # interleave strategies per seed so a partial benchmark stays a fair comparison
         for s in strategies:
-            runs.append(
-                run_one(o, s, seed, budget_ms, final=o["final"] and s == "kdnas" and seed == seeds[0])
-            )
+            runs.append(run_one(o, s, seed, budget_ms, final=o["final"] and s == "kdnas" and seed == seeds[0]))
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "task": o["task"],
