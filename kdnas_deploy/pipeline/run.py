@@ -208,16 +208,29 @@ class Pipeline:
 
     def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"bench": cfg.bench.__dict__, "paths": paths, "table": table, "upstream": upstream}
+        inputs = {"bench": cfg.bench.__dict__, "paths": paths, "table": table, "upstream": upstream,
+                  "anchored": True}
 
         def work() -> dict[str, Any]:
-            from kdnas_deploy.export.bench import BenchConfig, run_bench
+            import shutil
 
-            rows = run_bench(paths, BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads),
-                             table=table, progress=self.progress)
+            from kdnas_deploy.export.bench import BenchConfig, run_bench
+            from kdnas_deploy.latency.table import LatencyTable
+            from kdnas_deploy.latency.validate import recalibrate
+
+            # The machine drifts between a fast and a slow state; re-anchor a copy of the table with the probe
+            # measured in the same window as the bench, so prediction and measurement are comparable.
+            anchored = self.run_dir / "bench_table.json"
+            shutil.copyfile(table, anchored)
+            scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
+            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads)
+            rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
+            raw = run_bench_predictions(table, paths, cfg.bench.batch, cfg.bench.seq)
+            for row, raw_ms in zip(rows, raw, strict=True):
+                row["predicted_raw_ms"] = raw_ms
             out = self.run_dir / "bench.json"
             atomic_write_json(out, rows)
-            return {"bench": str(out), "rows": rows}
+            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchored_table": str(anchored)}
 
         return self.stages.run("bench", inputs, work).outputs
 
@@ -239,6 +252,18 @@ class Pipeline:
         bench = self.bench_stage([teacher_onnx["onnx"], student_onnx["onnx"]], first_table,
                                  [self.stages.results["export-student"].key, self.stages.results["export-teacher"].key])
         return write_outputs(self, tables, budgets, teacher, teacher_arch, search, bench)
+
+
+def run_bench_predictions(table: str, paths: list[str], batch: int, seq: int) -> list[float | None]:
+    """The table's unanchored predictions for ONNX folders (None for a model outside the table's space)."""
+    from kdnas_deploy.latency.table import LatencyTable
+
+    t = LatencyTable.load(table)
+    out: list[float | None] = []
+    for p in paths:
+        arch = _arch_of(p)
+        out.append(round(float(t.predict_one(arch, batch=batch, seq=seq)), 4) if arch in t.space else None)
+    return out
 
 
 def _arch_of(model_dir: str) -> Architecture:
