@@ -125,15 +125,25 @@ RUNNERS: dict[str, Callable[[ModelFolder, BenchConfig], Runner]] = {
 }
 
 
-def _predict_ms(table: Any, folder: ModelFolder, cfg: BenchConfig) -> float | None:
+def _predict_ms(table: Any, folder: ModelFolder, cfg: BenchConfig, precision: str) -> float | None:
+    """The table's prediction for an ONNX folder of the table's precision; ``None`` when not comparable
+    (other precision, not a BERT-like config, or a shape outside the table's space)."""
     from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.errors import KdnasError
 
-    try:
-        arch = Architecture.from_dict({k: folder.config[k] for k in (
-            "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")})
-    except (KeyError, Exception):  # noqa: BLE001 - not a BERT-like config: no prediction
+    table_precision = getattr(table, "precision", None)
+    if table_precision is not None and table_precision != precision:
         return None
-    return float(np.asarray(table.predict(arch, batch=cfg.batch, seq=cfg.seq), dtype=float).ravel()[0])
+    try:
+        arch = Architecture.from_config(_Namespace(folder.config))
+        return float(np.asarray(table.predict(arch, batch=cfg.batch, seq=cfg.seq), dtype=float).ravel()[0])
+    except KdnasError:
+        return None
+
+
+class _Namespace:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
 
 
 def load_table(path: str | Path) -> Any:
@@ -197,7 +207,7 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
         if keep_samples:
             row["samples_ms"] = [round(x, 4) for x in r.samples_ms]
         if lat_table is not None:
-            pred = _predict_ms(lat_table, r.folder, cfg) if r.folder.runtime == "onnxruntime" else None
+            pred = _predict_ms(lat_table, r.folder, cfg, r.precision) if r.folder.runtime == "onnxruntime" else None
             row["predicted_ms"] = round(pred, 4) if pred is not None else None
         rows.append(row)
     base = rows[0]["median_ms"]

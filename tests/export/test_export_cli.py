@@ -111,3 +111,17 @@ def test_options_resolve_to_deploy_config():
     assert ExportOptions(quantize="int8").deploy_config() == DeployConfig.cpu_int8()
     assert ExportOptions(device="cuda", fp16=True).deploy_config() == DeployConfig.cuda_fp16()
     assert ExportOptions(quantize="int8", atol=0.2).tolerance().atol == 0.2
+
+
+def test_int8_export_checks_the_dev_metric(tiny_hf, tmp_path, cli, glue_dir):
+    pytest.importorskip("kdnas_deploy.tasks")
+    out = tmp_path / "int8"
+    r = cli("export", str(tiny_hf), "--out", str(out), "--quantize", "int8", "--task", "sst2",
+            "--data-dir", str(glue_dir), "--max-eval-examples", "64", "--bench-reps", "0")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["deploy_config"]["int8_scheme"] == "per_channel_matmul"
+    assert report["fused_ops"]["QAttention"] == 2 and report["fused_ops"]["MatMulInteger"] > 0
+    m = report["metric_check"]
+    assert m["task"] == "sst2" and m["examples"] == 64 and m["ok"] and m["drop_points"] <= 1.0
+    assert "sst2 accuracy" in r.stdout
