@@ -104,7 +104,7 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
         gc.collect()
         optimized = optimize_onnx(Path(tmp) / "raw", Path(tmp) / "optimized", deploy_config)
         if deploy_config.precision == "int8":
-            quantize_int8(optimized, final)
+            quantize_int8(optimized, final, scheme=deploy_config.int8_scheme)
         else:
             shutil.copy2(optimized, final)
     gc.collect()
