@@ -16,7 +16,7 @@ from kdnas_deploy.distill.cache import CachedTeacher, LiveTeacher, build_or_load
 from kdnas_deploy.distill.config import DistillConfig, student_layer_pairs
 from kdnas_deploy.distill.data import collate, encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.init import importance_scores, init_from_teacher
-from kdnas_deploy.distill.loop import LoopConfig, run_loop
+from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.losses import LOSSES, LossInputs
 from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
 from kdnas_deploy.io import atomic_directory, atomic_write_json, atomic_write_text
@@ -213,13 +213,8 @@ def distill(
     best_dir = work / "best"
 
     def on_best() -> None:
-        if not persistent:
-            return
-        tmp = work / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        student.save_pretrained(tmp)
-        shutil.rmtree(best_dir, ignore_errors=True)
-        tmp.rename(best_dir)
+        if persistent:
+            publish_best(best_dir, student)
 
     loop_cfg = LoopConfig(
         epochs=config.epochs,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdnas_deploy.distill.data import encode, evaluate_logits, predict, publishable
-from kdnas_deploy.distill.loop import LoopConfig, run_loop
+from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.teachers import load_backbone_for_finetune, load_tokenizer, resolve_model
 from kdnas_deploy.io import atomic_directory, atomic_write_json
 
@@ -93,12 +93,7 @@ def finetune_teacher(
         return metrics, metrics[task.main_metric]
 
     def on_best():
-        tmp = work / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        net.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(best_dir, ignore_errors=True)
-        tmp.rename(best_dir)
+        publish_best(best_dir, net, tokenizer)
 
     loop_cfg = LoopConfig(
         epochs=config.epochs,

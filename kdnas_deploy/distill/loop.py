@@ -54,6 +54,18 @@ class LoopResult:
     resumed_from_step: int
 
 
+def publish_best(best_dir: Path, *saveables: Any) -> None:
+    """Save each object with ``save_pretrained`` into a temporary folder, then replace ``best_dir`` by it."""
+    import shutil
+
+    tmp = best_dir.with_name(best_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for obj in saveables:
+        obj.save_pretrained(tmp)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    tmp.rename(best_dir)
+
+
 def _save_checkpoint(
     path: Path,
     modules: dict[str, torch.nn.Module],

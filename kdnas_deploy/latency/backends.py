@@ -151,6 +151,14 @@ class OrtRunner:
         gc.collect()
 
 
+def check_precision(backend: Any, precision: str) -> None:
+    """Refuse a precision the backend cannot measure (TableError, exit code 2)."""
+    if precision not in backend.precisions:
+        raise TableError(
+            f"backend {backend.name} supports precision {', '.join(backend.precisions)}, not {precision!r}"
+        )
+
+
 class CpuOrtBackend:
     """ONNX Runtime on the CPU, through the deployed path (export -> O2 fusions -> optional int8)."""
 
@@ -162,8 +170,7 @@ class CpuOrtBackend:
     def __init__(self, precision: str = "fp32", threads: int | None = None) -> None:
         from kdnas_deploy.export.deploy_path import DeployConfig
 
-        if precision not in self.precisions:
-            raise TableError(f"backend {self.name} supports precision {', '.join(self.precisions)}, not {precision!r}")
+        check_precision(self, precision)
         self.precision = precision
         self.threads = int(threads) if threads else default_threads()
         if self.threads <= 0:

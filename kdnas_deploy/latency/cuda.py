@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.errors import DeviceError, TableError
-from kdnas_deploy.latency.backends import TimingPolicy, default_threads, export_deployed, make_inputs
+from kdnas_deploy.errors import DeviceError
+from kdnas_deploy.latency.backends import TimingPolicy, check_precision, default_threads, export_deployed, make_inputs
 from kdnas_deploy.timing import Timing, time_callable
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -141,8 +141,7 @@ class CudaOrtBackend:
     def __init__(self, precision: str = "fp32", threads: int | None = None, device_id: int = 0) -> None:
         from kdnas_deploy.export.deploy_path import DeployConfig
 
-        if precision not in self.precisions:
-            raise TableError(f"backend {self.name} supports precision {', '.join(self.precisions)}, not {precision!r}")
+        check_precision(self, precision)
         self.precision = precision
         self.threads = int(threads) if threads else default_threads()
         self.device_id = device_id
@@ -246,8 +245,7 @@ class CudaTorchBackend:
     provider = "torch-cuda"
 
     def __init__(self, precision: str = "fp32", threads: int | None = None) -> None:
-        if precision not in self.precisions:
-            raise TableError(f"backend {self.name} supports precision {', '.join(self.precisions)}, not {precision!r}")
+        check_precision(self, precision)
         self.precision = precision
         self.threads = int(threads) if threads else default_threads()
 
