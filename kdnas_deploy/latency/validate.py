@@ -125,7 +125,8 @@ def validate_table(
     scale = probe_window["latency_ms"] / table.probe_ms
     measured = np.array([results[j.key].latency_ms for j in jobs])
     anchored = raw * factors
-    out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, "table": str(table.source), "n": n, "seed": seed}
+    table_name = Path(str(table.source)).name  # the report lives beside its table
+    out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, "table": table_name, "n": n, "seed": seed}
     out.update(metrics(anchored, measured))
     out.update({f"raw_{k}": v for k, v in metrics(raw, measured).items()})
     out["noise_floor_pct"] = noise["noise_floor_pct"]

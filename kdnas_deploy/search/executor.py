@@ -7,7 +7,9 @@
   driver before the first batch (load data, fill shared caches that workers then only read).
 - An :class:`Executor` runs a batch and yields results *as they finish*, in any order. The search logs each
   result the moment it arrives, so a killed search loses no finished evaluation. Register new executors
-  (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one.
+  (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one. An executor may also have a
+  ``start()`` method: the search calls it before the evaluator's ``prepare()``, so that workers start up
+  while the driver prepares.
 """
 
 from __future__ import annotations

@@ -107,6 +107,15 @@ def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, t
     return result
 
 
+def warm_worker(threads: int) -> int:
+    """Warm-up task: import what a candidate needs (torch, the distillation engine) in a worker process, so
+    that the first candidate does not pay for it. Returns the worker's pid."""
+    _pin_threads(threads)
+    import kdnas_deploy.distill.engine  # noqa: F401
+
+    return os.getpid()
+
+
 def check_paths_on_node(paths: Sequence[str]) -> dict[str, Any]:
     """Preflight on one node: which of ``paths`` it cannot see, and whether the package imports there."""
     return {
@@ -161,6 +170,8 @@ class RayExecutor:
         self._checked: set[int] = set()
         self._refs: dict[int, Any] = {}
         self._remote: Any = None
+        self._slots = 1
+        self._warm_refs: list[Any] = []
 
     # ------------------------------------------------------------------ connection and preflight
     def _connect(self) -> None:
@@ -223,6 +234,7 @@ class RayExecutor:
             )
             for n in fitting
         )
+        self._slots = max(1, slots)
         self.echo(
             f"ray: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s);"
             f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU / {opts.threads} torch"
@@ -276,6 +288,21 @@ class RayExecutor:
         return self._refs[key]
 
     # ------------------------------------------------------------------ the executor interface
+    def start(self) -> None:
+        """Connect to (or start) Ray and warm one worker per candidate slot without waiting for them.
+
+        The search calls this before its driver-side preparation (data, teacher-output cache), so Ray's
+        start-up and the workers' imports overlap with it instead of delaying the first candidate.
+        """
+        import ray
+
+        self._connect()
+        if not self._warm_refs:
+            warm = ray.remote(warm_worker).options(
+                num_cpus=self.options.cpus_per_candidate, num_gpus=self.options.gpus_per_candidate
+            )
+            self._warm_refs = [warm.remote(self.options.threads) for _ in range(self._slots)]
+
     def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
         import ray
 
@@ -329,6 +356,9 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
+        for ref in self._warm_refs:
+            ray.cancel(ref)
+        self._warm_refs = []
         self._refs.clear()
         self._checked.clear()
         if self._owns_ray and ray.is_initialized():

@@ -214,6 +214,9 @@ class SearchRun:
         stored: dict[int, list[dict[str, Any]]] = {}
         for row in read_jsonl(self.dir / EPISODES_FILE):
             stored.setdefault(int(row["episode"]), row["proposals"])
+        start = getattr(self.executor, "start", None)
+        if callable(start):  # optional hook: let an executor start its workers while the driver prepares
+            start()
         self.evaluator.prepare()
         total = self.cfg.evaluations
         for episode in range(self.cfg.episodes):
