@@ -45,6 +45,9 @@ class DeviceSection:
     table: str | None = None
     budget_ms: float | None = None
     budget_fraction: float | None = 0.33  # of the teacher's predicted latency, when budget_ms is not given
+    # Share of the budget kept free for prediction error and machine drift: the search must fit
+    # budget x (1 - headroom), the report checks the measured student against the budget itself.
+    headroom: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class PipelineConfig:
                 value = getattr(dev, key)
                 if value is not None and value <= 0:
                     raise ConfigError(f"devices[{i}].{key}: must be > 0, got {value}")
+            if not 0 <= dev.headroom < 1:
+                raise ConfigError(f"devices[{i}].headroom: must be in [0, 1), got {dev.headroom}")
         if not 0 < config.search.proxy_fraction <= 1:
             raise ConfigError(f"search.proxy_fraction: must be in (0, 1], got {config.search.proxy_fraction}")
         if base_dir is not None:

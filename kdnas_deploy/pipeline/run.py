@@ -145,6 +145,7 @@ class Pipeline:
         return self.stages.run("teacher", inputs, work).outputs
 
     def budgets(self, tables: dict[str, str], teacher: Architecture) -> list[tuple[str, float]]:
+        """(table, budget in ms) per device: what the deployed student must meet."""
         from kdnas_deploy.latency.table import LatencyTable
 
         pairs = []
@@ -160,6 +161,17 @@ class Pipeline:
                 self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms = {budget:.3f} ms")
             pairs.append((tables[dev.name], budget))
         return pairs
+
+    def search_budgets(self, budgets: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The budgets the search must fit: each device's budget less its headroom."""
+        out = []
+        for dev, (table, budget) in zip(self.config.devices, budgets, strict=True):
+            target = round(budget * (1.0 - dev.headroom), 4)
+            if dev.headroom:
+                self.echo(f"search target {dev.name}: {budget:.3f} ms less {dev.headroom:.0%} headroom"
+                          f" = {target:.3f} ms")
+            out.append((table, target))
+        return out
 
     def search_stage(self, teacher: dict[str, Any], budgets: list[tuple[str, float]], keys: list[str]) -> dict:
         cfg = self.config
@@ -245,7 +257,7 @@ class Pipeline:
         teacher_arch = _arch_of(teacher["teacher"])
         budgets = self.budgets(tables, teacher_arch)
         keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]
-        search = self.search_stage(teacher, budgets, keys + [self.stages.results["teacher"].key])
+        search = self.search_stage(teacher, self.search_budgets(budgets), keys + [self.stages.results["teacher"].key])
         first_table = tables[self.config.devices[0].name]
         student_onnx = self.export_stage("student", search["student"], first_table, self.stages.results["search"].key)
         teacher_onnx = self.export_stage("teacher", teacher["teacher"], first_table, self.stages.results["teacher"].key)

@@ -85,6 +85,7 @@ def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[st
         "run_dir": str(run_dir),
         "task": pipe.config.task.name,
         "budgets_ms": {name: b for name, (_, b) in zip(devices, budgets, strict=True)},
+        "headroom": {d.name: d.headroom for d in pipe.config.devices},
         "tables": tables,
         "teacher": {"path": teacher["teacher"], "arch": teacher_arch.short(),
                     "params": teacher_arch.num_parameters(), "dev_metrics": teacher["dev_metrics"],

@@ -28,6 +28,7 @@ def test_partial_config_fills_defaults():
         ({"task": "sst2"}, "task: expected a mapping"),
         ({"search": {"proxy_fraction": 2}}, "proxy_fraction"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "unique"),
+        ({"devices": [{"name": "a", "headroom": 1.0}]}, r"devices\[0\].headroom: must be in \[0, 1\)"),
     ],
 )
 def test_bad_configs_name_the_key(data, needle):

@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
         "space": str(space_path),
         "task": {"name": "builtin"},
         "teacher": {"path": str(teacher)},
-        "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8}],
+        "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8, "headroom": 0.1}],
         "latency": {"batch": 1, "seq": 32},
         "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_fraction": 0.03, "proxy_epochs": 0.5,
                    "final_epochs": 0.05},
@@ -74,6 +74,9 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["student"]["measured_ms"] > 0 and summary["teacher"]["measured_ms"] > 0
     assert summary["student"]["predicted_ms"] is not None
+    budget = summary["budgets_ms"]["cpu"]  # the report checks the budget; the search fitted 90% of it
+    search_cfg = yaml.safe_load((out / "search" / "config.yaml").read_text())
+    assert search_cfg["budgets"][0]["budget_ms"] == pytest.approx(0.9 * budget, rel=1e-3)
     for name in ("report.md", "report.html", "latency_check.png", "bench.json", "config.yaml",
                  "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
         assert (out / name).exists(), name
