@@ -96,6 +96,8 @@ def run_one(opts: dict[str, Any], strategy: str, seed: int, budget_ms: float, fi
         "proxy_epochs",
         "final_epochs",
         "heldout_size",
+        "alpha",
+        "beta",
     ):
         if opts.get(key) is not None:
             args += [f"--{key.replace('_', '-')}", str(opts[key])]
@@ -326,6 +328,8 @@ def handcrafted(
 @click.option("--final-epochs", type=float, default=None)
 @click.option("--heldout-size", type=int, default=None)
 @click.option("--hard-budget", is_flag=True)
+@click.option("--alpha", type=float, default=None, help="Reward latency exponent within budget (search default -0.07).")
+@click.option("--beta", type=float, default=None, help="Reward latency exponent beyond budget (search default -0.07).")
 @click.option("--final/--no-final", default=False, help="Distill the winner of the first kdnas seed fully.")
 @click.option("--handcrafted/--no-handcrafted", default=False, help="Also distill the truncated teacher.")
 @click.option("--measure/--no-measure", default=False, help="Export teacher+student (O2) and bench them.")
@@ -377,6 +381,8 @@ def main(**o: Any) -> None:
                 "final_epochs",
                 "heldout_size",
                 "hard_budget",
+                "alpha",
+                "beta",
             )
         },
         "runs": runs,
