@@ -67,6 +67,8 @@ class SearchSection:
     final_top: int = 1
     final_epochs: float = 3.0
     hard_budget: bool = False
+    alpha: float = -0.07  # reward latency exponent within budget (0: accuracy alone decides among feasible)
+    beta: float = -0.07  # reward latency exponent beyond budget
     seed: int = 0
 
 

@@ -190,7 +190,7 @@ class Pipeline:
                         "batch": cfg.latency.batch, "seq": cfg.latency.seq}
             summary = run_search(teacher=teacher["teacher"], task=cfg.task.name, out=out, budgets=budgets,
                                  data_dir=cfg.task.data_dir, space=cfg.space, settings=settings,
-                                 reward=RewardConfig(hard_budget=s.hard_budget),
+                                 reward=RewardConfig(alpha=s.alpha, beta=s.beta, hard_budget=s.hard_budget),
                                  resume=(out / "config.yaml").is_file(), echo=self.echo)
             final = summary.get("final") or {}
             if not final.get("student_dir"):
