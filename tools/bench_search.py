@@ -159,7 +159,8 @@ def handcrafted_arch(table: Any, teacher: Architecture, target_ms: float, budget
     return min(fits, key=lambda t: t[0])[1]
 
 
-def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int) -> dict[str, Any]:
+def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int,
+                     rounds: int = 40) -> dict[str, Any]:
     """Export every model the same way (O2) and benchmark them side by side with ``kdnas-deploy bench``."""
     exported = {}
     for name, path in models.items():
@@ -180,6 +181,8 @@ def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, t
             str(seq),
             "--threads",
             str(threads),
+            "--rounds",
+            str(rounds),
             "--json",
             str(out_json),
         ),
@@ -265,7 +268,7 @@ def final_targets(
             targets["beats_handcrafted_points"] = {"value": gain, "target": 1.0, "met": gain >= 1.0}
     if o["measure"]:
         models = {"teacher": str(o["teacher"]), "student": first["final"]["student_dir"]}
-        m = export_and_bench(models, Path(o["work"]), 1, 128, o["threads"])
+        m = export_and_bench(models, Path(o["work"]), 1, 128, o["threads"], o["bench_rounds"])
         doc["measured"] = m
         if "speedup" in m:
             targets["measured_speedup"] = {"value": m["speedup"], "target": 3.0, "met": m["speedup"] >= 3.0}
@@ -334,6 +337,8 @@ def handcrafted(
 @click.option("--handcrafted/--no-handcrafted", default=False, help="Also distill the truncated teacher.")
 @click.option("--measure/--no-measure", default=False, help="Export teacher+student (O2) and bench them.")
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--bench-rounds", type=int, default=40, show_default=True,
+              help="Interleaved rounds of 5 calls per model when measuring teacher and student.")
 @click.option("--work", required=True, type=click.Path(path_type=Path), help="Folder for the run folders.")
 @click.option("--json", "json_out", required=True, type=click.Path(path_type=Path))
 @click.option("--png", "png_out", type=click.Path(path_type=Path), default=None)
