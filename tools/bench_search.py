@@ -38,6 +38,9 @@ from kdnas_deploy.errors import KdnasError  # noqa: E402
 from kdnas_deploy.io import atomic_write_json, read_jsonl  # noqa: E402
 
 SCHEMA_VERSION = 1
+# Options passed through to every `kdnas-deploy search` call when given (and recorded as overrides).
+SEARCH_OPTIONS = ("episodes", "top_k", "candidates", "proxy_fraction", "proxy_epochs", "final_epochs", "heldout_size",
+                  "alpha", "beta")
 
 
 def _cli(*args: str) -> list[str]:
@@ -88,17 +91,7 @@ def run_one(opts: dict[str, Any], strategy: str, seed: int, budget_ms: float, fi
     ]
     if opts["data_dir"]:
         args += ["--data-dir", str(opts["data_dir"])]
-    for key in (
-        "episodes",
-        "top_k",
-        "candidates",
-        "proxy_fraction",
-        "proxy_epochs",
-        "final_epochs",
-        "heldout_size",
-        "alpha",
-        "beta",
-    ):
+    for key in SEARCH_OPTIONS:
         if opts.get(key) is not None:
             args += [f"--{key.replace('_', '-')}", str(opts[key])]
     if opts.get("hard_budget"):
@@ -375,21 +368,7 @@ def main(**o: Any) -> None:
         "teacher_latency_ms": teacher_ms,
         "budget_fraction": o["budget_fraction"],
         "budget_ms": budget_ms,
-        "overrides": {
-            k: o[k]
-            for k in (
-                "episodes",
-                "top_k",
-                "candidates",
-                "proxy_fraction",
-                "proxy_epochs",
-                "final_epochs",
-                "heldout_size",
-                "hard_budget",
-                "alpha",
-                "beta",
-            )
-        },
+        "overrides": {k: o[k] for k in (*SEARCH_OPTIONS, "hard_budget")},
         "runs": runs,
     }
     targets: dict[str, Any] = {}
