@@ -83,12 +83,21 @@ def in_process_threads() -> int:
 _WORKER_EVALUATORS: dict[str, Any] = {}
 
 
+BROKEN_WORKER_EXIT_CODE = 75  # the worker exits with this when an earlier import of torch was interrupted
+
+
 def _pin_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import torch
     except ImportError:
         return
+    except Exception as exc:  # noqa: BLE001 - torch half-imported in this process (an interrupted import)
+        # A task interrupted while it imported torch leaves this worker process unable to import it again
+        # ("generic_type ... already defined"). Exit: Ray replaces the worker and retries the task.
+        print(f"kdnas-deploy: this Ray worker cannot import torch ({exc!r}); exiting so Ray replaces it",
+              file=sys.stderr, flush=True)
+        os._exit(BROKEN_WORKER_EXIT_CODE)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
@@ -345,8 +354,11 @@ class RayExecutor:
                     continue
                 yield result
         finally:
-            for ref in pending:  # the driver stops early (interrupt, generator closed): free the workers
-                ray.cancel(ref)
+            # The driver stops early (interrupt, generator closed): free the workers. force=True kills the
+            # worker process instead of raising KeyboardInterrupt in it: an interrupt that lands inside
+            # ``import torch`` would leave the worker unable to import torch for every later task.
+            for ref in pending:
+                ray.cancel(ref, force=True)
         if failed:
             raise SearchError(
                 f"{len(failed)} candidate(s) of episode {requests[0].episode} could not be evaluated:"
@@ -356,8 +368,9 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
-        for ref in self._warm_refs:
-            ray.cancel(ref)
+        # Warm-up tasks are not cancelled: they finish within seconds by themselves, and cancelling one
+        # in the middle of ``import torch`` would break its worker for later tasks (ray.shutdown below
+        # ends them anyway when this executor started Ray).
         self._warm_refs = []
         self._refs.clear()
         self._checked.clear()

@@ -285,3 +285,42 @@ def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
     assert isinstance(r.exception, SearchError)
     assert seen["executor"] == "ray"
     assert seen["executor_options"] == {"address": "auto", "gpus_per_candidate": 0.5}
+
+
+def test_worker_with_a_half_imported_torch_exits_so_ray_replaces_it():
+    """An interrupted ``import torch`` breaks later imports in that process; the worker exits (Ray retries)."""
+    script = """
+import sys
+class HalfImported:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise RuntimeError('generic_type: cannot initialize type "RpcBackendOptions"')
+sys.meta_path.insert(0, HalfImported())
+from kdnas_deploy.search.ray_executor import _pin_threads
+_pin_threads(1)
+print("still running")
+"""
+    from kdnas_deploy.search.ray_executor import BROKEN_WORKER_EXIT_CODE
+
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == BROKEN_WORKER_EXIT_CODE, r.stdout + r.stderr
+    assert "still running" not in r.stdout and "cannot import torch" in r.stderr
+
+
+def test_a_driver_that_stops_early_kills_its_running_candidates(tmp_path, ray_cluster, monkeypatch):
+    """Pending candidates are cancelled with force=True: a KeyboardInterrupt landing inside ``import torch``
+    would leave the worker process unable to import torch again."""
+    from search_doubles import TINY_SPACE
+
+    from kdnas_deploy.search.executor import EvalRequest
+
+    calls = []
+    real_cancel = ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kw: (calls.append(kw), real_cancel(ref, **kw))[1])
+    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
+    requests = [EvalRequest(arch=a, episode=1, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
+    results = ex.run(SlowEvaluator(), requests)
+    next(results)
+    results.close()
+    ex.close()
+    assert calls and all(kw.get("force") is True for kw in calls)
