@@ -36,7 +36,8 @@ def ray_cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # Ray >= 2.x on Linux maps 127.0.0.1 back to the node's address, so no loopback-only option exists;
     # the instance is private to this machine (token authentication is on by default since Ray 2.5x).
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    # address="local": always a new private instance, never a cluster that ``ray start`` left on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
