@@ -191,7 +191,8 @@ class Pipeline:
             summary = run_search(teacher=teacher["teacher"], task=cfg.task.name, out=out, budgets=budgets,
                                  data_dir=cfg.task.data_dir, space=cfg.space, settings=settings,
                                  reward=RewardConfig(alpha=s.alpha, beta=s.beta, hard_budget=s.hard_budget),
-                                 resume=(out / "config.yaml").is_file(), echo=self.echo)
+                                 resume=(out / "config.yaml").is_file(), echo=self.echo,
+                                 progress=self.progress)
             final = summary.get("final") or {}
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")

@@ -55,8 +55,10 @@ def run_search(
     cache_dir: str | Path | None = None,
     resume: bool = False,
     echo: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run a KD-NAS search with the default (distillation) evaluator; returns ``summary.json``'s content."""
+    """Run a KD-NAS search with the default (distillation) evaluator; returns ``summary.json``'s content.
+    ``progress``: a progress bar for the final distillation."""
     from kdnas_deploy.search.evaluator import DistillEvaluator, load_task, teacher_architecture
     from kdnas_deploy.search.run import SearchRun
 
@@ -96,6 +98,7 @@ def run_search(
         proxy_epochs=cfg.proxy_epochs,
         final_epochs=cfg.final_epochs,
         cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
+        final_progress=progress,
     )
     run = SearchRun(
         out,

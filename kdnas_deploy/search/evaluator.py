@@ -106,7 +106,8 @@ class DistillEvaluator:
     cache_dir: str
     proxy_epochs: float | None = None
     final_epochs: float | None = None
-    progress: bool = False
+    progress: bool = False  # progress bars of the proxy distillations
+    final_progress: bool = True  # progress bar of the full distillation of a winner (minutes long)
     _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:  # ship the spec, not loaded data, to remote workers
@@ -183,7 +184,7 @@ class DistillEvaluator:
             eval=st["heldout"],
             out_dir=str(out_dir),
             cache_dir=self.cache_dir,
-            progress=True,
+            progress=self.final_progress,
         )
         model_dir = res.model_dir or str(out_dir)
         return {

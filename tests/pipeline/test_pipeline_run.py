@@ -71,6 +71,7 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
     out = root / "run"
     r = _run(cfg, out)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "distill L=" not in r.stderr  # --no-progress reaches the final distillation's progress bar
     summary = json.loads((out / "summary.json").read_text())
     assert summary["student"]["measured_ms"] > 0 and summary["teacher"]["measured_ms"] > 0
     assert summary["student"]["predicted_ms"] is not None
