@@ -317,7 +317,12 @@ def test_a_driver_that_stops_early_kills_its_running_candidates(tmp_path, ray_cl
 
     calls = []
     real_cancel = ray.cancel
-    monkeypatch.setattr(ray, "cancel", lambda ref, **kw: (calls.append(kw), real_cancel(ref, **kw))[1])
+
+    def recording_cancel(ref, **kw):
+        calls.append(kw)
+        return real_cancel(ref, **kw)
+
+    monkeypatch.setattr(ray, "cancel", recording_cancel)
     ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
     requests = [EvalRequest(arch=a, episode=1, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
     results = ex.run(SlowEvaluator(), requests)
