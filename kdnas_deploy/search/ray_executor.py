@@ -144,6 +144,25 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _stop_autoscaler_monitor() -> None:
+    """Kill the autoscaler monitor of the Ray instance this process started, before ``ray.shutdown()``.
+
+    ``ray.shutdown()`` sends each process it started SIGTERM and waits up to 1 s for it; the monitor (the
+    autoscaler, idle on a local instance) never exits within that second, which made every shutdown take
+    1.35 s instead of 0.35 s (measured here with Ray 2.60). Killing it first loses nothing: the instance is
+    about to go. Uses Ray's private node handle; if that changes, shutdown just takes its second again.
+    """
+    try:
+        from ray._private import ray_constants
+        from ray._private import worker as ray_worker
+
+        node = getattr(ray_worker, "_global_node", None)
+        if node is not None and node.is_head():
+            node._kill_process_type(ray_constants.PROCESS_TYPE_MONITOR, check_alive=False, allow_graceful=False)
+    except Exception:  # noqa: BLE001 - an optimisation only; ray.shutdown() still stops everything
+        pass
+
+
 class RayExecutor:
     """Evaluate the candidates of each episode as Ray tasks (see the module docstring)."""
 
@@ -375,6 +394,7 @@ class RayExecutor:
         self._refs.clear()
         self._checked.clear()
         if self._owns_ray and ray.is_initialized():
+            _stop_autoscaler_monitor()
             ray.shutdown()
         self._owns_ray = False
         self._connected = False

@@ -36,7 +36,7 @@ from kdnas_deploy.search.executor import (
 )
 from kdnas_deploy.search.pareto import pareto_mask
 from kdnas_deploy.search.reward import mnas_reward, proxy_metric
-from kdnas_deploy.search.strategies import STRATEGIES, Evaluated, Proposal, ProposalContext
+from kdnas_deploy.search.strategies import STRATEGIES, STRATEGY_WARM_UPS, Evaluated, Proposal, ProposalContext
 
 RUN_SCHEMA_VERSION = 1
 CONFIG_FILE = "config.yaml"
@@ -210,14 +210,39 @@ class SearchRun:
         )
         return props
 
+    def _start_and_prepare(self) -> None:
+        """Start the executor (optional hook ``start()``) while the evaluator prepares on the driver.
+
+        An executor's start can take seconds of mostly waiting (Ray starts its processes), and so can the
+        evaluator's preparation (loading data): they overlap, the preparation in a helper thread, followed by
+        the strategy's warm-up (one-time library costs that its first proposal would otherwise pay while the
+        remote workers wait).
+        """
+        start = getattr(self.executor, "start", None)
+        if not callable(start):
+            self.evaluator.prepare()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        warm_up = STRATEGY_WARM_UPS.get(self.cfg.strategy)
+
+        def prepare() -> None:
+            self.evaluator.prepare()
+            if warm_up is not None:
+                warm_up()
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdnas-prepare") as pool:
+            prepared = pool.submit(prepare)
+            try:
+                start()
+            finally:
+                prepared.result()  # waits; its error (bad data) comes first, as in an in-process run
+
     def search(self) -> None:
         stored: dict[int, list[dict[str, Any]]] = {}
         for row in read_jsonl(self.dir / EPISODES_FILE):
             stored.setdefault(int(row["episode"]), row["proposals"])
-        start = getattr(self.executor, "start", None)
-        if callable(start):  # optional hook: let an executor start its workers while the driver prepares
-            start()
-        self.evaluator.prepare()
+        self._start_and_prepare()
         total = self.cfg.evaluations
         for episode in range(self.cfg.episodes):
             t0 = time.perf_counter()

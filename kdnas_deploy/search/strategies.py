@@ -172,3 +172,13 @@ STRATEGIES: dict[str, Callable[[ProposalContext], list[Proposal]]] = {
     "random": propose_random,
     "evolution": propose_evolution,
 }
+
+
+def _warm_up_kdnas() -> None:
+    from kdnas_deploy.search.controller import warm_up_training
+
+    warm_up_training()
+
+
+# Optional per-strategy warm-up (one-time library costs) that the search may run while the executor starts.
+STRATEGY_WARM_UPS: dict[str, Callable[[], None]] = {"kdnas": _warm_up_kdnas}

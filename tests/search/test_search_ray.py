@@ -330,3 +330,28 @@ def test_a_driver_that_stops_early_kills_its_running_candidates(tmp_path, ray_cl
     results.close()
     ex.close()
     assert calls and all(kw.get("force") is True for kw in calls)
+
+
+def test_closing_an_executor_that_started_ray_stops_the_autoscaler_monitor_first():
+    """``ray.shutdown()`` gives each process 1 s to exit on SIGTERM and the idle monitor never does: the
+    executor kills it first. Checked on an instance of its own (a subprocess), not the module's."""
+    script = """
+import ray
+from ray._private import worker
+from kdnas_deploy.search.ray_executor import RayExecutor
+ex = RayExecutor(address="local", cpus_per_candidate=1, echo=lambda s: None)
+ex.start()
+monitor = [p.process for p in worker._global_node.all_processes["monitor"]]
+assert monitor and monitor[0].poll() is None, "no running monitor to begin with"
+shut = ray.shutdown
+def checked_shutdown(*a, **k):
+    print("monitor exited before shutdown:", monitor[0].poll() is not None)
+    return shut(*a, **k)
+ray.shutdown = checked_shutdown
+ex.close()
+print("ray still up:", ray.is_initialized())
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "monitor exited before shutdown: True" in r.stdout
+    assert "ray still up: False" in r.stdout

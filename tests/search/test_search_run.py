@@ -154,3 +154,60 @@ def test_executor_registry_errors_are_clear():
     register_executor("missing-engine", "kdnas_deploy.search.no_such_module:Engine")
     with pytest.raises(SearchError, match="not available"):
         make_executor("missing-engine")
+
+
+class StartingExecutor(ReversedExecutor):
+    """An executor with a ``start()`` hook that waits (up to 10 s) for the evaluator's preparation to begin."""
+
+    def __init__(self, prepared_event, fail: bool = False) -> None:
+        self.prepared_event, self.fail = prepared_event, fail
+        self.saw_prepare_during_start = False
+
+    def start(self) -> None:
+        self.saw_prepare_during_start = self.prepared_event.wait(timeout=10)
+        if self.fail:
+            raise SearchError("cannot start the executor")
+
+
+class SignallingEvaluator(SyntheticEvaluator):
+    def __init__(self, event, error: Exception | None = None) -> None:
+        super().__init__()
+        self.event, self.error = event, error
+
+    def prepare(self) -> None:
+        self.event.set()
+        super().prepare()
+        if self.error is not None:
+            raise self.error
+
+
+def test_executor_start_overlaps_the_evaluator_preparation(tmp_path, monkeypatch):
+    import threading
+
+    from kdnas_deploy.search import run as run_mod
+
+    warmed = []
+    monkeypatch.setitem(run_mod.STRATEGY_WARM_UPS, "kdnas", lambda: warmed.append(threading.current_thread().name))
+    event = threading.Event()
+    ev, ex = SignallingEvaluator(event), StartingExecutor(event)
+    make_run(tmp_path / "r", evaluator=ev, executor=ex, finalize=False).run()
+    assert ex.saw_prepare_during_start  # prepare ran while start() was still waiting
+    assert ev.prepared == 1
+    assert len(warmed) == 1 and warmed[0].startswith("kdnas-prepare")  # the strategy warmed up in that thread
+
+
+def test_a_preparation_error_wins_over_a_start_error_and_nothing_is_evaluated(tmp_path):
+    import threading
+
+    from kdnas_deploy.errors import DataError
+
+    event = threading.Event()
+    ev = SignallingEvaluator(event, error=DataError("train split is empty"))
+    with pytest.raises(DataError, match="train split is empty"):
+        make_run(tmp_path / "r", evaluator=ev, executor=StartingExecutor(event, fail=True), finalize=False).run()
+    assert ev.calls == []
+    event2 = threading.Event()
+    ev2 = SignallingEvaluator(event2)
+    with pytest.raises(SearchError, match="cannot start"):
+        make_run(tmp_path / "r2", evaluator=ev2, executor=StartingExecutor(event2, fail=True), finalize=False).run()
+    assert ev2.calls == []

@@ -107,3 +107,15 @@ def test_config_round_trip():
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown key"):
         SearchConfig.from_dict({**cfg.to_dict(), "epochs": 3})
+
+
+def test_controller_warm_up_leaves_the_global_rng_alone():
+    import torch
+
+    from kdnas_deploy.search.controller import warm_up_training
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    warm_up_training()
+    assert torch.equal(torch.rand(3), expected)
