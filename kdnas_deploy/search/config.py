@@ -13,6 +13,7 @@ from kdnas_deploy.errors import ConfigError
 
 CONFIG_SCHEMA_VERSION = 1
 REWARD_METRICS = ("task", "loss")
+CONTROLLER_PRIORS = ("log-latency", "none")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class ControllerConfig:
     learning_rate: float = 0.01
     epsilon_start: float = 0.5
     epsilon_end: float = 0.05
+    # A ridge regression of the reward on the candidate's log latency ratios (one hinge at each budget) that
+    # the LSTM corrects: a handful of rewards already shows "more of the budget, higher accuracy", which the
+    # LSTM alone cannot learn from so few samples. "none": the LSTM alone (the original KD-NAS controller).
+    prior: str = "log-latency"
+    prior_ridge: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,10 @@ class SearchConfig:
         c = self.controller
         if not (0.0 <= c.epsilon_end <= 1.0 and 0.0 <= c.epsilon_start <= 1.0):
             raise ConfigError("epsilon_start and epsilon_end must be in [0, 1]")
+        if c.prior not in CONTROLLER_PRIORS:
+            raise ConfigError(f"controller prior must be one of {CONTROLLER_PRIORS}, got {c.prior!r}")
+        if not c.prior_ridge >= 0:
+            raise ConfigError(f"controller prior_ridge must be >= 0, got {c.prior_ridge}")
         if self.evolution.tournament < 1 or self.evolution.population < self.evolution.tournament:
             raise ConfigError("evolution needs 1 <= tournament <= population")
 

@@ -36,7 +36,14 @@ from kdnas_deploy.search.executor import (
 )
 from kdnas_deploy.search.pareto import pareto_mask
 from kdnas_deploy.search.reward import mnas_reward, proxy_metric
-from kdnas_deploy.search.strategies import STRATEGIES, STRATEGY_WARM_UPS, Evaluated, Proposal, ProposalContext
+from kdnas_deploy.search.strategies import (
+    STRATEGIES,
+    STRATEGY_WARM_UPS,
+    UNUSED_SETTINGS,
+    Evaluated,
+    Proposal,
+    ProposalContext,
+)
 
 RUN_SCHEMA_VERSION = 1
 CONFIG_FILE = "config.yaml"
@@ -116,7 +123,12 @@ class SearchRun:
                 old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 raise SearchError(f"cannot resume {self.dir}: {CONFIG_FILE} is not valid YAML") from None
-            diffs = config_diff(old.get("search", {}), doc["search"])
+            # settings of a strategy this run does not use (the controller of a random search) cannot matter
+            unused = UNUSED_SETTINGS.get(self.cfg.strategy, ())
+            diffs = config_diff(
+                {k: v for k, v in old.get("search", {}).items() if k not in unused},
+                {k: v for k, v in doc["search"].items() if k not in unused},
+            )
             if old.get("space", {}).get("choices") != _yaml_round(doc["space"]).get("choices"):
                 diffs.append("space choices differ")
             if diffs:

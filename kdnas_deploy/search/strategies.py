@@ -182,3 +182,10 @@ def _warm_up_kdnas() -> None:
 
 # Optional per-strategy warm-up (one-time library costs) that the search may run while the executor starts.
 STRATEGY_WARM_UPS: dict[str, Callable[[], None]] = {"kdnas": _warm_up_kdnas}
+
+# Sections of the search configuration a strategy does not read: they do not block --resume of its run folder.
+UNUSED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "kdnas": ("evolution",),
+    "random": ("controller", "evolution"),
+    "evolution": ("controller",),
+}

@@ -211,3 +211,16 @@ def test_a_preparation_error_wins_over_a_start_error_and_nothing_is_evaluated(tm
     with pytest.raises(SearchError, match="cannot start"):
         make_run(tmp_path / "r2", evaluator=ev2, executor=StartingExecutor(event2, fail=True), finalize=False).run()
     assert ev2.calls == []
+
+
+def test_settings_a_strategy_does_not_read_do_not_block_its_resume(tmp_path):
+    from kdnas_deploy.search.config import ControllerConfig
+
+    make_run(tmp_path / "random", strategy="random", finalize=False).run()
+    ev = SyntheticEvaluator()
+    other = ControllerConfig(prior="none", hidden_dim=8)
+    make_run(tmp_path / "random", strategy="random", evaluator=ev, resume=True, finalize=False, controller=other).run()
+    assert ev.calls == []  # resumed: everything was already evaluated
+    make_run(tmp_path / "kdnas", finalize=False).run()
+    with pytest.raises(SearchError, match="controller.prior"):
+        make_run(tmp_path / "kdnas", resume=True, finalize=False, controller=other).run()
