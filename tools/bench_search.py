@@ -86,7 +86,7 @@ def run_one(opts: dict[str, Any], strategy: str, seed: int, budget_ms: float, fi
         "--preset",
         opts["preset"],
         "--final-top",
-        "1" if final else "0",
+        str(opts["final_top"]) if final else "0",
         "--cache-dir",
         str(Path(opts["work"]) / "teacher_cache"),
         "--out",
@@ -156,16 +156,31 @@ def handcrafted_arch(table: Any, teacher: Architecture, target_ms: float, budget
     return min(fits, key=lambda t: t[0])[1]
 
 
+def _weights_sha256(model_dir: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int,
                      rounds: int = 40) -> dict[str, Any]:
     """Export every model the same way (O2) and benchmark them side by side with ``kdnas-deploy bench``."""
     exported = {}
     for name, path in models.items():
         out = work / "onnx" / name
-        if not (out / "model.onnx").exists() and not any(out.glob("*.onnx")):
+        source = {"path": str(path), "weights_sha256": _weights_sha256(Path(path))}
+        marker = work / "onnx" / f"{name}.source.json"
+        same = marker.is_file() and json.loads(marker.read_text()) == source
+        if not same or not any(out.glob("*.onnx")):  # a new winner (e.g. more finalists) is exported again
             r = subprocess.run(_cli("export", path, "--out", str(out), "--optimize", "O2", "--force"), cwd=ROOT)
             if r.returncode != 0:
                 return {"error": f"export of {name} failed (exit {r.returncode})"}
+            atomic_write_json(marker, source)
         exported[name] = str(out)
     out_json = work / "bench.json"
     r = subprocess.run(
@@ -333,6 +348,8 @@ def handcrafted(
 @click.option("--alpha", type=float, default=None, help="Reward latency exponent within budget (search default -0.07).")
 @click.option("--beta", type=float, default=None, help="Reward latency exponent beyond budget (search default -0.07).")
 @click.option("--final/--no-final", default=False, help="Distill the winner of the first kdnas seed fully.")
+@click.option("--final-top", type=int, default=1, show_default=True,
+              help="With --final: how many of its best candidates are distilled fully (the held-out slice picks).")
 @click.option("--handcrafted/--no-handcrafted", default=False, help="Also distill the truncated teacher.")
 @click.option("--measure/--no-measure", default=False, help="Export teacher+student (O2) and bench them.")
 @click.option("--threads", type=int, default=2, show_default=True)

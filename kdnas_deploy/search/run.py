@@ -12,6 +12,7 @@ log as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import time
@@ -46,6 +47,9 @@ from kdnas_deploy.search.strategies import (
 )
 
 RUN_SCHEMA_VERSION = 1
+# Settings that --resume may change: they pick how many of the finished candidates are distilled fully.
+FINAL_STAGE_SETTINGS = ("final_top",)
+STUDENT_MARKER = "kdnas_student.json"  # in RUN_DIR/student: the architecture of the finalist it holds
 CONFIG_FILE = "config.yaml"
 CANDIDATES_FILE = "candidates.jsonl"
 EPISODES_FILE = "episodes.jsonl"
@@ -123,11 +127,12 @@ class SearchRun:
                 old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 raise SearchError(f"cannot resume {self.dir}: {CONFIG_FILE} is not valid YAML") from None
-            # settings of a strategy this run does not use (the controller of a random search) cannot matter
-            unused = UNUSED_SETTINGS.get(self.cfg.strategy, ())
+            # settings of a strategy this run does not use (the controller of a random search) cannot matter;
+            # FINAL_STAGE_SETTINGS only say how many finished candidates get the full distillation
+            skip = (*UNUSED_SETTINGS.get(self.cfg.strategy, ()), *FINAL_STAGE_SETTINGS)
             diffs = config_diff(
-                {k: v for k, v in old.get("search", {}).items() if k not in unused},
-                {k: v for k, v in doc["search"].items() if k not in unused},
+                {k: v for k, v in old.get("search", {}).items() if k not in skip},
+                {k: v for k, v in doc["search"].items() if k not in skip},
             )
             if old.get("space", {}).get("choices") != _yaml_round(doc["space"]).get("choices"):
                 diffs.append("space choices differ")
@@ -137,6 +142,14 @@ class SearchRun:
                     f" ({'; '.join(diffs[:6])}"
                     f"{'; ...' if len(diffs) > 6 else ''}); use a new --out"
                 )
+            changed = config_diff(
+                {k: v for k, v in old.get("search", {}).items() if k in FINAL_STAGE_SETTINGS},
+                {k: v for k, v in doc["search"].items() if k in FINAL_STAGE_SETTINGS},
+            )
+            if changed:  # the stored configuration says what the folder now holds
+                self.echo(f"resume: {'; '.join(changed)} (the search itself is unchanged)")
+                final = {k: doc["search"][k] for k in FINAL_STAGE_SETTINGS if k in doc["search"]}
+                atomic_write_yaml(cfg_path, {**old, "search": {**old.get("search", {}), **final}})
         else:
             atomic_write_yaml(cfg_path, doc)
         self.records = self._load_records()
@@ -356,8 +369,6 @@ class SearchRun:
             out = self.dir / "final" / arch.short().replace(",", "_").replace("=", "")
             done_file = out / "final.json"
             if done_file.is_file():
-                import json
-
                 res = json.loads(done_file.read_text(encoding="utf-8"))
                 self.echo(f"final: {arch} already distilled (reused)")
             else:
@@ -377,9 +388,12 @@ class SearchRun:
             results.append(res)
         winner = max(results, key=lambda r: r["reward"])
         student = self.dir / "student"
-        if not (student.is_dir() and any(student.iterdir())):
+        marker = student / STUDENT_MARKER  # which finalist the folder holds (a resume may add better ones)
+        held = json.loads(marker.read_text(encoding="utf-8")).get("arch_str") if marker.is_file() else None
+        if held != winner["arch_str"]:
             with atomic_directory(student, force=True) as tmp:
                 shutil.copytree(winner["model_dir"], tmp, dirs_exist_ok=True)
+                atomic_write_json(tmp / STUDENT_MARKER, {"arch_str": winner["arch_str"], "arch": winner["arch"]})
         self.echo(f"final: winner {winner['arch_str']} dev {winner.get('dev_metrics')}")
         return {"winner": winner, "candidates": results, "student_dir": str(student)}
 

@@ -224,3 +224,22 @@ def test_settings_a_strategy_does_not_read_do_not_block_its_resume(tmp_path):
     make_run(tmp_path / "kdnas", finalize=False).run()
     with pytest.raises(SearchError, match="controller.prior"):
         make_run(tmp_path / "kdnas", resume=True, finalize=False, controller=other).run()
+
+
+def test_resume_may_distill_more_finalists_without_searching_again(tmp_path):
+    import yaml
+
+    make_run(tmp_path / "run").run()  # final_top=1
+    ev = SyntheticEvaluator()
+    lines = []
+    run = make_run(tmp_path / "run", evaluator=ev, resume=True, final_top=2)
+    run.echo = lines.append
+    summary = run.run()
+    assert ev.calls == []  # no candidate evaluated again
+    finals = sorted(p.name for p in (tmp_path / "run" / "final").iterdir())
+    assert len(finals) == 2 and len(summary["final"]["candidates"]) == 2
+    assert any("reused" in line for line in lines)  # the first finalist was not distilled again
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert stored["search"]["final_top"] == 2
+    held = json.loads((tmp_path / "run" / "student" / "kdnas_student.json").read_text())
+    assert held["arch_str"] == summary["final"]["winner"]["arch_str"]  # the student folder follows the winner
