@@ -11,8 +11,9 @@ Full SST-2 benchmark (run under the CPU lock; the teacher and a real table must 
         --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json \\
         --budget-fraction 0.3333 --strategies kdnas,random --seeds 0,1,2 --preset sst2-bench \\
         --episodes 6 --top-k 3 --proxy-fraction 0.05 --hard-budget --alpha 0 --final-epochs 2 \\
-        --headroom 0.15 --final --handcrafted --measure --work /work/artifacts/search/bench-sst2-h15 \\
-        --json tools/results/search_sst2_headroom.json --png tools/results/search_sst2_headroom.png
+        --headroom 0.15 --final --final-top 3 --handcrafted --measure \\
+        --work /work/artifacts/search/bench-sst2-h15-prior \\
+        --json tools/results/search_sst2_headroom_prior.json --png tools/results/search_sst2_headroom_prior.png
 
 ``--headroom H``: the searches fit ``budget x (1 - H)`` while every target is checked against the budget
 itself (the table's prediction errs by a few percent, so a winner right at the budget can measure over it).
