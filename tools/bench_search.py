@@ -7,7 +7,7 @@ exported the same way, side by side. Writes JSON (+PNG) with each target of the 
 
 Full SST-2 benchmark (run under the CPU lock; the teacher and a real table must exist)::
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_search.py --teacher /work/artifacts/distill/teacher-sst2 \\
+    flock /tmp/kdnas-cpu.lock python tools/bench_search.py --teacher /work/artifacts/distill/teacher \\
         --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json \\
         --budget-fraction 0.3333 --strategies kdnas,random --seeds 0,1,2 --preset sst2-bench \\
         --episodes 6 --top-k 3 --proxy-fraction 0.05 --hard-budget --alpha 0 --final-epochs 2 \\
