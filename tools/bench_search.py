@@ -157,15 +157,10 @@ def handcrafted_arch(table: Any, teacher: Architecture, target_ms: float, budget
     return min(fits, key=lambda t: t[0])[1]
 
 
-def _weights_sha256(model_dir: Path) -> str:
-    import hashlib
+def _weights_sha256(model_dir: Path) -> dict[str, str]:
+    from kdnas_deploy.search.budget import file_sha256
 
-    h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return {f.name: file_sha256(f) for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))}
 
 
 def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int,

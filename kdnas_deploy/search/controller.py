@@ -89,7 +89,7 @@ class RewardController:
         """Fit the prior by ridge regression (intercept not penalised); returns its fitted values."""
         if self.cfg.prior == "none":
             self._prior_w = None
-            return np.zeros_like(target)
+            return np.zeros(1)
         x = self._prior(log_ratio)
         penalty = self.cfg.prior_ridge * np.eye(x.shape[1])
         penalty[0, 0] = 0.0
@@ -97,9 +97,7 @@ class RewardController:
         return x @ self._prior_w
 
     def _prior_values(self, log_ratio: np.ndarray) -> np.ndarray:
-        if self._prior_w is None:
-            return np.zeros(len(np.asarray(log_ratio).reshape(-1, self.n_budgets)))
-        return self._prior(log_ratio) @ self._prior_w
+        return np.zeros(1) if self._prior_w is None else self._prior(log_ratio) @ self._prior_w
 
     # ------------------------------------------------------------------ features
     def _tensors(self, archs: Sequence[Architecture], best: Sequence[Architecture], log_ratio: np.ndarray):  # noqa: ANN202

@@ -16,7 +16,7 @@ import json
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,11 +129,9 @@ class SearchRun:
                 raise SearchError(f"cannot resume {self.dir}: {CONFIG_FILE} is not valid YAML") from None
             # settings of a strategy this run does not use (the controller of a random search) cannot matter;
             # FINAL_STAGE_SETTINGS only say how many finished candidates get the full distillation
+            old_search, new_search = old.get("search", {}), doc["search"]
             skip = (*UNUSED_SETTINGS.get(self.cfg.strategy, ()), *FINAL_STAGE_SETTINGS)
-            diffs = config_diff(
-                {k: v for k, v in old.get("search", {}).items() if k not in skip},
-                {k: v for k, v in doc["search"].items() if k not in skip},
-            )
+            diffs = config_diff(_without(old_search, skip), _without(new_search, skip))
             if old.get("space", {}).get("choices") != _yaml_round(doc["space"]).get("choices"):
                 diffs.append("space choices differ")
             if diffs:
@@ -142,14 +140,11 @@ class SearchRun:
                     f" ({'; '.join(diffs[:6])}"
                     f"{'; ...' if len(diffs) > 6 else ''}); use a new --out"
                 )
-            changed = config_diff(
-                {k: v for k, v in old.get("search", {}).items() if k in FINAL_STAGE_SETTINGS},
-                {k: v for k, v in doc["search"].items() if k in FINAL_STAGE_SETTINGS},
-            )
+            final = {k: new_search[k] for k in FINAL_STAGE_SETTINGS if k in new_search}
+            changed = config_diff({k: old_search.get(k) for k in final}, final)
             if changed:  # the stored configuration says what the folder now holds
                 self.echo(f"resume: {'; '.join(changed)} (the search itself is unchanged)")
-                final = {k: doc["search"][k] for k in FINAL_STAGE_SETTINGS if k in doc["search"]}
-                atomic_write_yaml(cfg_path, {**old, "search": {**old.get("search", {}), **final}})
+                atomic_write_yaml(cfg_path, {**old, "search": {**old_search, **final}})
         else:
             atomic_write_yaml(cfg_path, doc)
         self.records = self._load_records()
@@ -438,6 +433,10 @@ def _peak_rss_mb() -> float:
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(self_kb, child_kb) / 1024.0, 1)
+
+
+def _without(settings: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in keys}
 
 
 def _yaml_round(doc: dict[str, Any]) -> dict[str, Any]:
