@@ -77,7 +77,8 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
     assert summary["student"]["predicted_ms"] is not None
     budget = summary["budgets_ms"]["cpu"]  # the report checks the budget; the search fitted 90% of it
     search_cfg = yaml.safe_load((out / "search" / "config.yaml").read_text())
-    assert search_cfg["search"]["budgets"][0]["budget_ms"] == pytest.approx(0.9 * budget, rel=1e-3)
+    # the search target is rounded to 4 decimals (0.1 us), which is ~1e-3 relative for these tiny models
+    assert search_cfg["search"]["budgets"][0]["budget_ms"] == pytest.approx(0.9 * budget, abs=5.1e-5)
     for name in ("report.md", "report.html", "latency_check.png", "bench.json", "config.yaml",
                  "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
         assert (out / name).exists(), name
