@@ -149,11 +149,14 @@ def export_onnx(model: Any, out_dir: str | Path, tokenizer: Any = None, opset: i
     return path
 
 
-def optimize_onnx(onnx_dir: str | Path, out_dir: str | Path, config: DeployConfig) -> Path:
-    """Apply ORT transformer fusions with ``ORTOptimizer`` at ``config.optimize``; returns the optimized path.
+def optimize_onnx(onnx_dir: str | Path, out_dir: str | Path, config: DeployConfig, lean: bool = True) -> Path:
+    """Apply ORT transformer fusions at ``config.optimize`` as optimum's ``ORTOptimizer`` does; returns the
+    optimized path.
 
     ``onnx_dir`` must hold ``model.onnx`` and ``config.json`` (what :func:`export_onnx` writes). The
-    optimizer's ``ort_config.json`` is written beside the model.
+    optimizer's ``ort_config.json`` is written beside the model. ``lean`` (fp32, single-file models) runs
+    the same passes with the weights on disk (:mod:`kdnas_deploy.export.lean_fusion`): the same graph, a
+    third of the memory; fp16 conversion and ``lean=False`` call ``ORTOptimizer.optimize`` itself.
     """
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
@@ -170,13 +173,43 @@ def optimize_onnx(onnx_dir: str | Path, out_dir: str | Path, config: DeployConfi
     opt_config = getattr(AutoOptimizationConfig, level)(**kwargs)
     try:
         optimizer = ORTOptimizer.from_pretrained(onnx_dir, file_names=[ONNX_FILE])
-        optimizer.optimize(opt_config, save_dir=out_dir, file_suffix="")
+        if lean and config.precision != "fp16" and not _uses_external_data(Path(onnx_dir) / ONNX_FILE):
+            _optimize_lean(optimizer, Path(onnx_dir), out_dir, opt_config)
+        else:
+            optimizer.optimize(opt_config, save_dir=out_dir, file_suffix="")
     except Exception as exc:
         raise ExportError(f"ORT graph optimization ({level}) failed: {type(exc).__name__}: {exc}") from exc
     path = out_dir / ONNX_FILE
     if not path.is_file():
         raise ExportError(f"ORTOptimizer wrote no {ONNX_FILE} in {out_dir}")
     return path
+
+
+def _uses_external_data(onnx_path: Path) -> bool:
+    """Whether an exported model keeps its weights in external data files (optimum writes ``*.onnx_data``
+    beside models over 2 GB); read from the folder, since loading a single-file model costs its size."""
+    folder = onnx_path.parent
+    return any(folder.glob("*.onnx_data")) or any(folder.glob("*.onnx.data")) or any(folder.glob("*.data"))
+
+
+def _optimize_lean(optimizer: Any, onnx_dir: Path, out_dir: Path, opt_config: Any) -> None:
+    """What ``ORTOptimizer.optimize`` writes (model, config, ``ort_config.json``, preprocessors), through
+    :func:`lean_fusion.fuse_lean`."""
+    from optimum.onnxruntime.configuration import ORTConfig
+    from optimum.onnxruntime.utils import ORTConfigManager
+    from optimum.utils.save_utils import maybe_save_preprocessors
+
+    from kdnas_deploy.export.lean_fusion import fuse_lean
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ORTConfigManager.check_optimization_supported_model(optimizer.model_type, opt_config)
+    model_type = ORTConfigManager.get_model_ort_type(optimizer.config.model_type)
+    norm = optimizer.normalized_config
+    fuse_lean(onnx_dir / ONNX_FILE, out_dir / ONNX_FILE, opt_config, model_type,
+              norm.num_attention_heads, norm.hidden_size)  # fmt: skip
+    optimizer.config.save_pretrained(out_dir)
+    ORTConfig(optimization=opt_config, use_external_data_format=False, one_external_file=True).save_pretrained(out_dir)
+    maybe_save_preprocessors(onnx_dir, out_dir)
 
 
 def quantize_int8(src: str | Path, dst: str | Path, scheme: str = DEFAULT_INT8_SCHEME) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import DeviceError, TableError
+from kdnas_deploy.memory import release_memory
 from kdnas_deploy.timing import Timing, time_callable
 
 DEFAULT_DEVICE_BACKEND = {"cpu": "cpu-ort", "cuda": "cuda-ort"}
@@ -101,15 +102,16 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
         model = build_student(arch, seed=seed)
         export_onnx(model, Path(tmp) / "raw", opset=deploy_config.opset)
         del model
-        gc.collect()
+        release_memory()
         optimized = optimize_onnx(Path(tmp) / "raw", Path(tmp) / "optimized", deploy_config)
         if deploy_config.precision == "int8":
             quantize_int8(optimized, final, scheme=deploy_config.int8_scheme)
         else:
             shutil.copy2(optimized, final)
-    gc.collect()
+    release_memory()
     done.write_text("ok\n")
     return final
+
 
 
 @contextmanager
