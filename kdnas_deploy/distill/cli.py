@@ -133,6 +133,14 @@ def finetune(
 @click.option("--epochs", type=float, default=None)
 @click.option("--max-train-samples", type=int, default=None, help="Seeded random subset of the train split.")
 @click.option("--init", "init", type=click.Choice(["teacher", "random"]), default=None)
+@click.option(
+    "--init-from",
+    "init_from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Copy the student's initial weights from this BERT classifier instead of the teacher (e.g. a wider"
+    " student distilled before: progressive shrinking). Same vocabulary and labels as the teacher.",
+)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None)
 @click.option("--max-seq-len", type=int, default=None)
@@ -164,6 +172,7 @@ def distill(
     epochs,
     max_train_samples,
     init,
+    init_from,
     batch_size,
     learning_rate,
     max_seq_len,
@@ -191,6 +200,7 @@ def distill(
     config = DISTILL_PRESETS[preset]().with_overrides(
         epochs=epochs,
         init=init,
+        init_from=str(init_from) if init_from else None,
         batch_size=batch_size,
         learning_rate=learning_rate,
         max_seq_len=max_seq_len,

@@ -21,6 +21,7 @@ class DistillConfig:
     max_seq_len: int = 128
     temperature: float = 2.0
     init: str = "teacher"
+    init_from: str | None = None  # with init "teacher": copy weights from this BERT instead (progressive shrinking)
     seed: int = 42
     kd_weight: float = 1.0  # soft-label KL on logits (MSE for regression)
     hard_weight: float = 0.0  # cross-entropy / MSE on gold labels
@@ -38,6 +39,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init_from is not None and self.init != "teacher":
+            raise ConfigError("init_from (--init-from) needs init 'teacher': it replaces the teacher as weight source")
         if self.layer_mapping not in LAYER_MAPPINGS:
             raise ConfigError(f"layer_mapping must be one of {LAYER_MAPPINGS}, got {self.layer_mapping!r}")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.max_seq_len < 8:

@@ -19,6 +19,7 @@ from kdnas_deploy.distill.init import importance_scores, init_from_teacher
 from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.losses import LOSSES, LossInputs
 from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
+from kdnas_deploy.errors import ModelError
 from kdnas_deploy.io import atomic_directory, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,17 @@ def _needed_teacher_layers(
     return tuple(sorted(layers))
 
 
+def _init_source(path: str | Path, task: Task, t_model: Any) -> Any:
+    """The model a student copies its weights from under ``init_from`` (e.g. a wider distilled student)."""
+    model = load_classifier(resolve_model(path), task)
+    if model.config.vocab_size != t_model.config.vocab_size:
+        raise ModelError(
+            f"--init-from {path}: vocabulary of {model.config.vocab_size} tokens, but the teacher's tokenizer has"
+            f" {t_model.config.vocab_size}: it must share the teacher's vocabulary"
+        )
+    return model
+
+
 def distill(
     teacher: str | Path,
     arch: Architecture,
@@ -126,10 +138,14 @@ def distill(
         student.config.label2id = dict(t_model.config.label2id)
     init_info: dict[str, Any] = {"init": config.init}
     if config.init == "teacher":
+        source_model = t_model if config.init_from is None else _init_source(config.init_from, task, t_model)
         sample = np.arange(min(IMPORTANCE_SAMPLES, len(train_enc)))
         batches = [collate(train_enc, sample[i : i + 64]) for i in range(0, len(sample), 64)]
-        scores = importance_scores(t_model, batches)
-        init_info.update(init_from_teacher(student, t_model, arch, config.layer_mapping, scores))
+        scores = importance_scores(source_model, batches)
+        init_info.update(init_from_teacher(student, source_model, arch, config.layer_mapping, scores))
+        if config.init_from is not None:
+            init_info["init_from"] = resolve_model(config.init_from)
+            del source_model
 
     t_layers = t_model.config.num_hidden_layers
     t_hidden = t_model.config.hidden_size

@@ -156,3 +156,26 @@ def test_fractional_epochs_evaluate_at_the_end(tiny_teacher, builtin_small):
     cfg = DistillConfig.proxy(epochs=0.5, batch_size=16)
     res = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, progress=False)
     assert [h["epoch"] for h in res.history] == [0.5] and res.history[0]["step"] == 3
+
+
+def test_init_from_copies_a_wider_student_progressive_shrinking(tiny_teacher, builtin_small, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    task, train, dev = builtin_small
+    wide_dir = tmp_path / "wide"
+    wide_cfg = DistillConfig.full(epochs=1, batch_size=16)
+    distill(tiny_teacher, Architecture(1, 32, 2, 64), task, config=wide_cfg, train=train, eval=dev,
+            out_dir=wide_dir, progress=False)  # fmt: skip
+    # a learning rate of ~0 leaves the narrow student at its initial weights: copied from the wide one
+    cfg = DistillConfig.full(epochs=0.5, batch_size=16, learning_rate=1e-12, init_from=str(wide_dir))
+    res = distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, out_dir=tmp_path / "narrow",
+                  progress=False)  # fmt: skip
+    record = json.loads((tmp_path / "narrow" / "distill_record.json").read_text())
+    assert record["init"]["init_from"] == str(wide_dir) and record["config"]["init_from"] == str(wide_dir)
+    wide = AutoModelForSequenceClassification.from_pretrained(wide_dir).bert.embeddings.word_embeddings.weight
+    narrow = AutoModelForSequenceClassification.from_pretrained(res.model_dir).bert.embeddings.word_embeddings.weight
+    wide, narrow = wide.detach(), narrow.detach()
+    for j in range(narrow.shape[1]):  # every kept hidden dimension is one of the wide student's, unchanged
+        assert any(torch.allclose(narrow[:, j], wide[:, i], atol=1e-6) for i in range(wide.shape[1]))
+    with pytest.raises(ConfigError, match="init_from"):
+        DistillConfig(init="random", init_from=str(wide_dir))
