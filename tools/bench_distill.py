@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -41,8 +42,11 @@ ARCH_3 = "L=3,H=384,A=12,F=1536"
 ARCH_2 = "L=2,H=256,A=4,F=1152"
 
 
-def _merge(path: Path, key: str, value: Any) -> dict[str, Any]:
+def _merge(path: Path, key: str, value: Any, keep_old: bool = False) -> dict[str, Any]:
+    """Set ``doc[key] = value``; with ``keep_old`` the value it replaces moves to ``earlier_runs``."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
+    if keep_old and key in doc:
+        doc.setdefault("earlier_runs", []).append({"key": key, **doc[key]})
     doc[key] = value
     doc["schema_version"] = SCHEMA_VERSION
     doc["updated_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -212,6 +216,7 @@ def stage_full(args: argparse.Namespace, arch: str, ratio: float, teacher_acc: f
         "64",
         "--no-progress",
         "--force",
+        *shlex.split(args.distill_args),
     ]
     if args.full_max_train_samples:
         cmd += ["--max-train-samples", str(args.full_max_train_samples)]
@@ -229,6 +234,7 @@ def stage_full(args: argparse.Namespace, arch: str, ratio: float, teacher_acc: f
         "train_examples": record["data"]["train_examples"],
         "eval_during_training": "SST-2 dev",
         "dev_accuracy": dev["accuracy"],
+        "teacher": str(args.teacher),
         "teacher_dev_accuracy": teacher_acc,
         "kept_fraction": round(kept, 4),
         "target_fraction": ratio,
@@ -324,20 +330,23 @@ def main() -> None:
     ap.add_argument("--full-epochs", type=float, default=1.0)
     ap.add_argument("--proxy-repeats", type=int, default=2, help="warm runs per proxy architecture")
     ap.add_argument("--full-max-train-samples", type=int, default=None)
+    ap.add_argument("--arch3", default=ARCH_3, help="the 3-layer hidden-384 student of stage full3")
+    ap.add_argument("--arch2", default=ARCH_2, help="the 2-layer hidden-256 student of stage full2")
+    ap.add_argument("--distill-args", default="", help="extra `kdnas-deploy distill` options for full3/full2")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.data_dir = args.data_dir.resolve()
     _merge(args.out, "machine", _machine())
     stages = args.stages.split(",")
     if "teacher" in stages:
-        doc = _merge(args.out, "teacher", stage_teacher(args))
+        doc = _merge(args.out, "teacher", stage_teacher(args), keep_old=True)
         print(json.dumps(doc["teacher"]), flush=True)
     if "proxy" in stages:
         _merge(args.out, "proxy", stage_proxy(args))
     teacher_acc = json.loads(args.out.read_text())["teacher"]["dev_accuracy"]
-    for key, arch, ratio in (("full3", ARCH_3, 0.97), ("full2", ARCH_2, 0.95)):
+    for key, arch, ratio in (("full3", args.arch3, 0.97), ("full2", args.arch2, 0.95)):
         if key in stages:
-            doc = _merge(args.out, key, stage_full(args, arch, ratio, teacher_acc))
+            doc = _merge(args.out, key, stage_full(args, arch, ratio, teacher_acc), keep_old=True)
             print(json.dumps({k: v for k, v in doc[key].items() if k != "history"}), flush=True)
     if "builtin" in stages:
         _merge(args.out, "builtin", stage_builtin(args))

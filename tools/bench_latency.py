@@ -130,7 +130,7 @@ def step_throughput(tables: Path, n: int = 1_000_000) -> dict[str, Any]:
     }
 
 
-def step_memory_bert_base() -> dict[str, Any]:
+def step_memory_bert_base(precision: str) -> dict[str, Any]:
     space = {
         "name": "bert-base-largest",
         "description": "The largest layer variant of the bert-base space, 1-12 layers (memory check).",
@@ -141,7 +141,7 @@ def step_memory_bert_base() -> dict[str, Any]:
         path.write_text(json.dumps(space))  # YAML is a superset of JSON
         out = Path(tmp) / "t.json"
         cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "build", "--space", str(path), "--rounds", "1",
-               "--out", str(out), "--quiet"]  # fmt: skip
+               "--precision", precision, "--out", str(out), "--quiet"]  # fmt: skip
         res = run_tracked(cmd)
         res["anchor_depths"] = json.loads(out.read_text())["scheme"]["anchor_depths"]
     res["meets_memory"] = res["peak_rss_gb"] < TARGETS["peak_rss_gb_max"]
@@ -214,8 +214,14 @@ def main() -> None:
         results["throughput"] = step_throughput(tables)
         save()
     if "memory-bert-base" in steps:
-        results["memory_bert_base"] = step_memory_bert_base()
-        save()
+        old = results.get("memory_bert_base", {})
+        if "peak_rss_gb" in old:  # the single-precision layout of earlier runs
+            results.setdefault("earlier_runs", []).append({"memory_bert_base_before_lean_fusion": old})
+            old = {}
+        for prec in precisions:
+            old[prec] = step_memory_bert_base(prec)
+            results["memory_bert_base"] = old
+            save()
     plot(results, results_path.with_suffix(".png"))
     print(json.dumps({k: v for k, v in results.items() if k != "targets"}, indent=1)[:4000])
 
