@@ -9,6 +9,8 @@ Steps (each result is merged into the results JSON as soon as it is measured, so
                  within +-10%, MAPE <= 5%), raw accuracy and the noise floor, report JSON + PNG beside the table.
 * ``throughput`` ``LatencyTable.predict`` on 1,000,000 architectures (target >= 100,000 / s).
 * ``memory-bert-base`` peak RSS of a build whose models are up to BERT-base size (L=1..12, H=768, A=12, F=3072).
+* ``memory-stages`` each step of the deployed path on one L=12,H=768 model in its own fresh process, peak RSS
+                 from the kernel (``ru_maxrss``): export, fusions (lean and ORTOptimizer's own), int8.
 
 Run timing steps under the machine's CPU lock:
     flock /tmp/kdnas-cpu.lock python tools/bench_latency.py --steps build,validate --precision fp32
@@ -148,6 +150,36 @@ def step_memory_bert_base(precision: str) -> dict[str, Any]:
     return res
 
 
+STAGE_CODE = {
+    "export": "m = build_student(Architecture(12, 768, 12, 3072), seed=0); export_onnx(m, work / 'raw')",
+    "fusion_lean": "optimize_onnx(work / 'raw', work / 'lean', DeployConfig.cpu_fp32(), lean=True)",
+    "fusion_ortoptimizer": "optimize_onnx(work / 'raw', work / 'ort', DeployConfig.cpu_fp32(), lean=False)",
+    "int8_quantize": "quantize_int8(work / 'lean' / 'model.onnx', work / 'q.onnx')",
+}
+STAGE_PRELUDE = (
+    "import json, resource, sys; from pathlib import Path; sys.path.insert(0, {root!r}); work = Path({work!r})\n"
+    "from kdnas_deploy.arch import Architecture\nfrom kdnas_deploy.student import build_student\n"
+    "from kdnas_deploy.export.deploy_path import DeployConfig, export_onnx, optimize_onnx, quantize_int8\n"
+    "from kdnas_deploy.latency.backends import quiet_loggers\n"
+    "with quiet_loggers():\n    {code}\n"
+    "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))\n"
+)
+
+
+def step_memory_stages() -> dict[str, Any]:
+    """Peak RSS of each deployed-path step for one BERT-base-size model, each in a fresh process."""
+    out: dict[str, Any] = {"model": "L=12,H=768,A=12,F=3072 (440 MB of fp32 weights)", "unit": "GB, ru_maxrss"}
+    with tempfile.TemporaryDirectory(prefix="kdnas-stages-") as work:
+        for name, code in STAGE_CODE.items():
+            script = STAGE_PRELUDE.format(root=str(ROOT), work=work, code=code)
+            proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                raise SystemExit(f"stage {name} failed:\n{proc.stderr[-2000:]}")
+            out[name] = round(float(proc.stdout.strip().splitlines()[-1]), 2)
+            print(name, out[name], flush=True)
+    return out
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -195,7 +227,7 @@ def main() -> None:
     tables = Path(args.tables)
     precisions = [p for p in args.precision.split(",") if p]
     steps = [s for s in args.steps.split(",") if s]
-    unknown = set(steps) - {"build", "validate", "throughput", "memory-bert-base"}
+    unknown = set(steps) - {"build", "validate", "throughput", "memory-bert-base", "memory-stages"}
     if unknown:
         raise SystemExit(f"unknown step(s): {', '.join(sorted(unknown))}")
 
@@ -222,6 +254,9 @@ def main() -> None:
             old[prec] = step_memory_bert_base(prec)
             results["memory_bert_base"] = old
             save()
+    if "memory-stages" in steps:
+        results["memory_stages_bert_base"] = step_memory_stages()
+        save()
     plot(results, results_path.with_suffix(".png"))
     print(json.dumps({k: v for k, v in results.items() if k != "targets"}, indent=1)[:4000])
 
