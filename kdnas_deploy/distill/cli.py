@@ -152,6 +152,13 @@ def finetune(
 @click.option("--relation-weight", type=float, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option(
+    "--augment",
+    "augment_copies",
+    type=int,
+    default=None,
+    help="Add N copies of every training example with 15%% of its tokens masked; the teacher labels them.",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -183,6 +190,7 @@ def distill(
     hidden_weight,
     relation_weight,
     seed,
+    augment_copies,
     cache_dir,
     threads,
     force,
@@ -211,6 +219,7 @@ def distill(
         hidden_weight=hidden_weight,
         relation_weight=relation_weight,
         seed=seed,
+        augment_copies=augment_copies,
     )
     train = subsample(task.load_split("train"), max_train_samples, config.seed) if max_train_samples else None
     result = run_distill(

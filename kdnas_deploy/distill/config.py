@@ -30,6 +30,8 @@ class DistillConfig:
     layer_mapping: str = "uniform+last"
     relation_layer: int = -1  # teacher layer whose relations are transferred (to the student's last layer)
     relation_heads: int = 8  # relation heads (reduced to a divisor of both widths)
+    augment_copies: int = 0  # masked copies of every training example, labelled by the teacher (0: off)
+    augment_mask_rate: float = 0.15
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     eval_batch_size: int = 128
@@ -45,6 +47,8 @@ class DistillConfig:
             raise ConfigError(f"layer_mapping must be one of {LAYER_MAPPINGS}, got {self.layer_mapping!r}")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.max_seq_len < 8:
             raise ConfigError("epochs, batch_size, learning_rate must be positive and max_seq_len >= 8")
+        if self.augment_copies < 0 or not 0 < self.augment_mask_rate < 1:
+            raise ConfigError("augment_copies must be >= 0 and augment_mask_rate in (0, 1)")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         weights = (self.kd_weight, self.hard_weight, self.hidden_weight, self.relation_weight)

@@ -65,6 +65,32 @@ def encode(ds: datasets.Dataset, task: Task, tokenizer: Any, max_seq_len: int) -
     return Encoded(list(enc["input_ids"]), list(token_types), labels, dataset_fingerprint(ds, task))
 
 
+def augment_masked(enc: Encoded, copies: int, rate: float, mask_id: int, special_ids: set[int], seed: int) -> Encoded:
+    """``enc`` plus ``copies`` perturbed copies of every example: each non-special token replaced by
+    ``mask_id`` with probability ``rate`` (at least one per example with such tokens). The teacher labels the
+    copies during distillation, so the student sees it on more inputs than the training set has (a cheap
+    stand-in for TinyBERT's data augmentation); gold labels are kept for the hard-label loss."""
+    if copies <= 0:
+        return enc
+    if not 0 < rate < 1:
+        raise DataError(f"augmentation mask rate must be in (0, 1), got {rate}")
+    rng = np.random.default_rng([seed, 104729])
+    ids, types, labels = list(enc.input_ids), list(enc.token_type_ids), [enc.labels]
+    for _ in range(copies):
+        for row, tt in zip(enc.input_ids, enc.token_type_ids, strict=True):
+            arr = np.asarray(row)
+            free = np.flatnonzero(~np.isin(arr, list(special_ids)))
+            new = arr.copy()
+            if len(free):
+                hit = free[rng.random(len(free)) < rate]
+                new[hit if len(hit) else rng.choice(free, 1)] = mask_id
+            ids.append(new.tolist())
+            types.append(tt)
+        labels.append(enc.labels)
+    digest = hashlib.sha256(f"{enc.fingerprint}|mask|{copies}|{rate}|{mask_id}|{seed}".encode()).hexdigest()
+    return Encoded(ids, types, np.concatenate(labels), digest)
+
+
 def bucket_batches(
     lengths: np.ndarray, batch_size: int, seed: int, epoch: int, shuffle: bool = True
 ) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.distill.cache import CachedTeacher, LiveTeacher, build_or_load_cache
 from kdnas_deploy.distill.config import DistillConfig, student_layer_pairs
-from kdnas_deploy.distill.data import collate, encode, evaluate_logits, predict, publishable
+from kdnas_deploy.distill.data import augment_masked, collate, encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.init import importance_scores, init_from_teacher
 from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.losses import LOSSES, LossInputs
@@ -121,6 +121,11 @@ def distill(
     train_ds = train if train is not None else task.load_split("train")
     eval_ds = eval if eval is not None else task.load_split("dev")
     train_enc = encode(train_ds, task, tokenizer, config.max_seq_len)
+    if config.augment_copies:
+        if tokenizer.mask_token_id is None:
+            raise ModelError(f"the teacher's tokenizer ({teacher_dir}) has no mask token: augmentation needs one")
+        train_enc = augment_masked(train_enc, config.augment_copies, config.augment_mask_rate,
+                                   tokenizer.mask_token_id, set(tokenizer.all_special_ids), config.seed)  # fmt: skip
     eval_enc = encode(eval_ds, task, tokenizer, config.max_seq_len)
 
     torch.manual_seed(config.seed)

@@ -179,3 +179,27 @@ def test_init_from_copies_a_wider_student_progressive_shrinking(tiny_teacher, bu
         assert any(torch.allclose(narrow[:, j], wide[:, i], atol=1e-6) for i in range(wide.shape[1]))
     with pytest.raises(ConfigError, match="init_from"):
         DistillConfig(init="random", init_from=str(wide_dir))
+
+
+def test_masked_augmentation_adds_teacher_labelled_copies(tiny_teacher, builtin_small, tmp_path):
+    from kdnas_deploy.distill.data import Encoded, augment_masked
+
+    enc = Encoded([[101, 5, 6, 7, 102], [101, 8, 102]], [[0] * 5, [0] * 3], np.array([1, 0]), "f")
+    out = augment_masked(enc, copies=2, rate=0.3, mask_id=103, special_ids={101, 102}, seed=0)
+    assert len(out) == 6 and out.labels.tolist() == [1, 0, 1, 0, 1, 0] and out.fingerprint != "f"
+    assert out.input_ids[:2] == enc.input_ids  # originals first, unchanged
+    for row, orig in zip(out.input_ids[2:], enc.input_ids * 2, strict=True):
+        assert len(row) == len(orig) and row[0] == 101 and row[-1] == 102  # specials kept
+        changed = [i for i, (a, b) in enumerate(zip(row, orig, strict=True)) if a != b]
+        assert changed and all(row[i] == 103 for i in changed)  # at least one token masked, only masks
+    again = augment_masked(enc, copies=2, rate=0.3, mask_id=103, special_ids={101, 102}, seed=0)
+    assert again.input_ids == out.input_ids and again.fingerprint == out.fingerprint
+    assert augment_masked(enc, 0, 0.3, 103, {101, 102}, 0) is enc
+
+    task, train, dev = builtin_small
+    cfg = DistillConfig.full(epochs=1, batch_size=16, augment_copies=1)
+    distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, out_dir=tmp_path / "aug", progress=False)
+    record = json.loads((tmp_path / "aug" / "distill_record.json").read_text())
+    assert record["data"]["train_examples"] == 2 * len(train) and record["config"]["augment_copies"] == 1
+    with pytest.raises(ConfigError):
+        DistillConfig(augment_mask_rate=1.5)
