@@ -136,6 +136,10 @@ class DistillEvaluator:
         Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
         self._load()
 
+    def warm_up(self) -> None:
+        """A worker's one-time work before its first candidate: load and split the data."""
+        self._load()
+
     def evaluate(self, request: EvalRequest) -> EvalResult:
         distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()

@@ -8,8 +8,9 @@
 - An :class:`Executor` runs a batch and yields results *as they finish*, in any order. The search logs each
   result the moment it arrives, so a killed search loses no finished evaluation. Register new executors
   (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one. An executor may also have a
-  ``start()`` method: the search calls it before the evaluator's ``prepare()``, so that workers start up
-  while the driver prepares.
+  ``start(evaluator)`` method: the search calls it before the evaluator's ``prepare()``, so that workers start
+  up while the driver prepares. An evaluator may have a ``warm_up()`` method: one-time work a worker can do
+  before its first request (loading data), which the Ray executor runs in that start-up window.
 """
 
 from __future__ import annotations

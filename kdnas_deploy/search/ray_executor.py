@@ -116,12 +116,22 @@ def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, t
     return result
 
 
-def warm_worker(threads: int) -> int:
-    """Warm-up task: import what a candidate needs (torch, the distillation engine) in a worker process, so
-    that the first candidate does not pay for it. Returns the worker's pid."""
+def warm_worker(threads: int, token: str | None = None, evaluator: Evaluator | None = None) -> int:
+    """Warm-up task: pay a worker's one-time costs before its first candidate: imports (torch, the
+    distillation engine), torch's first optimizer step (which imports ``torch._dynamo``, ~0.9 s here) and,
+    given the run's evaluator, its ``warm_up()`` (loading the data) on the copy later candidates use.
+    Returns the worker's pid."""
     _pin_threads(threads)
     import kdnas_deploy.distill.engine  # noqa: F401
+    from kdnas_deploy.search.controller import warm_up_training
 
+    warm_up_training()
+    if token is not None and evaluator is not None:
+        _WORKER_EVALUATORS.clear()
+        _WORKER_EVALUATORS[token] = evaluator
+        warm_up = getattr(evaluator, "warm_up", None)
+        if callable(warm_up):
+            warm_up()
     return os.getpid()
 
 
@@ -316,11 +326,12 @@ class RayExecutor:
         return self._refs[key]
 
     # ------------------------------------------------------------------ the executor interface
-    def start(self) -> None:
+    def start(self, evaluator: Evaluator | None = None) -> None:
         """Connect to (or start) Ray and warm one worker per candidate slot without waiting for them.
 
         The search calls this before its driver-side preparation (data, teacher-output cache), so Ray's
-        start-up and the workers' imports overlap with it instead of delaying the first candidate.
+        start-up and the workers' one-time costs (imports, the evaluator's data: :func:`warm_worker`) overlap
+        with it instead of delaying the first candidate.
         """
         import ray
 
@@ -329,7 +340,8 @@ class RayExecutor:
             warm = ray.remote(warm_worker).options(
                 num_cpus=self.options.cpus_per_candidate, num_gpus=self.options.gpus_per_candidate
             )
-            self._warm_refs = [warm.remote(self.options.threads) for _ in range(self._slots)]
+            token, ev_ref = self._evaluator_ref(evaluator) if evaluator is not None else (None, None)
+            self._warm_refs = [warm.remote(self.options.threads, token, ev_ref) for _ in range(self._slots)]
 
     def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
         import ray

@@ -254,7 +254,7 @@ class SearchRun:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdnas-prepare") as pool:
             prepared = pool.submit(prepare)
             try:
-                start()
+                start(self.evaluator)
             finally:
                 prepared.result()  # waits; its error (bad data) comes first, as in an in-process run
 

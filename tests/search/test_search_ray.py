@@ -355,3 +355,36 @@ print("ray still up:", ray.is_initialized())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "monitor exited before shutdown: True" in r.stdout
     assert "ray still up: False" in r.stdout
+
+
+class WarmUpEvaluator(SyntheticEvaluator):
+    """Records in each result whether ``warm_up()`` ran on the worker copy that evaluated it."""
+
+    warmed = False
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def evaluate(self, request):
+        res = super().evaluate(request)
+        return res.__class__(res.request, res.score, res.final_loss, res.seconds, res.metrics,
+                             {"warmed": self.warmed, "pid": os.getpid()})  # fmt: skip
+
+
+def test_start_warms_every_slot_with_the_run_evaluator(ray_cluster):
+    from search_doubles import TINY_SPACE
+
+    from kdnas_deploy.search.executor import EvalRequest
+
+    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
+    ev = WarmUpEvaluator()
+    ex.start(ev)
+    warmed_pids = set(ray.get(ex._warm_refs))
+    assert len(ex._warm_refs) == 2 and len(warmed_pids) >= 1
+    requests = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
+    results = list(ex.run(ev, requests))
+    ex.close()
+    assert len(results) == 4
+    for r in results:  # a worker that ran a warm-up task evaluates with the warmed copy of the evaluator
+        assert r.info["warmed"] is (r.info["pid"] in warmed_pids)
+    assert any(r.info["warmed"] for r in results)

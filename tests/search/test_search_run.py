@@ -163,7 +163,8 @@ class StartingExecutor(ReversedExecutor):
         self.prepared_event, self.fail = prepared_event, fail
         self.saw_prepare_during_start = False
 
-    def start(self) -> None:
+    def start(self, evaluator=None) -> None:
+        self.started_with = evaluator
         self.saw_prepare_during_start = self.prepared_event.wait(timeout=10)
         if self.fail:
             raise SearchError("cannot start the executor")
@@ -192,6 +193,7 @@ def test_executor_start_overlaps_the_evaluator_preparation(tmp_path, monkeypatch
     ev, ex = SignallingEvaluator(event), StartingExecutor(event)
     make_run(tmp_path / "r", evaluator=ev, executor=ex, finalize=False).run()
     assert ex.saw_prepare_during_start  # prepare ran while start() was still waiting
+    assert ex.started_with is ev  # start() gets the evaluator, to warm workers with it
     assert ev.prepared == 1
     assert len(warmed) == 1 and warmed[0].startswith("kdnas-prepare")  # the strategy warmed up in that thread
 
