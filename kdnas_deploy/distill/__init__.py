@@ -6,6 +6,6 @@ Public API (heavy libraries are imported only when a function runs)::
 """
 
 from kdnas_deploy.distill.config import DISTILL_PRESETS, DistillConfig
-from kdnas_deploy.distill.engine import DistillResult, distill
+from kdnas_deploy.distill.engine import DistillResult, distill, prepare_teacher_cache
 
-__all__ = ["DISTILL_PRESETS", "DistillConfig", "DistillResult", "distill"]
+__all__ = ["DISTILL_PRESETS", "DistillConfig", "DistillResult", "distill", "prepare_teacher_cache"]

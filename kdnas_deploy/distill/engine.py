@@ -76,6 +76,60 @@ def _needed_teacher_layers(
     return tuple(sorted(layers))
 
 
+def _train_encoding(train_ds: Any, task: Task, tokenizer: Any, config: DistillConfig, teacher_dir: str) -> Any:
+    """The training examples as the student sees them: tokenised, plus masked copies under ``augment``."""
+    enc = encode(train_ds, task, tokenizer, config.max_seq_len)
+    if config.augment_copies:
+        if tokenizer.mask_token_id is None:
+            raise ModelError(f"the teacher's tokenizer ({teacher_dir}) has no mask token: augmentation needs one")
+        enc = augment_masked(enc, config.augment_copies, config.augment_mask_rate, tokenizer.mask_token_id,
+                             set(tokenizer.all_special_ids), config.seed)  # fmt: skip
+    return enc
+
+
+def _teacher_plan(
+    config: DistillConfig, student_layers: int, teacher_layers: int
+) -> tuple[list[tuple[int, int]], int, tuple[int, ...]]:
+    """Hidden-state layer pairs, the relation layer and the teacher layers whose outputs a run needs."""
+    pairs = (
+        student_layer_pairs(student_layers, teacher_layers, config.layer_mapping) if config.hidden_weight > 0 else []
+    )
+    rel_layer = config.relation_layer if config.relation_layer > 0 else teacher_layers + 1 + config.relation_layer
+    rel_layer = min(max(rel_layer, 1), teacher_layers)
+    return pairs, rel_layer, _needed_teacher_layers(config, pairs, rel_layer)
+
+
+def _cache_mb(enc: Any, teacher_hidden: int, layers: tuple[int, ...]) -> float:
+    """Estimated size of a teacher-output cache (fp16 hidden states of the needed layers, unpadded)."""
+    return int(enc.lengths.sum()) * teacher_hidden * 2 * len(layers) / 2**20
+
+
+def prepare_teacher_cache(
+    teacher: str | Path,
+    task: Task,
+    *,
+    config: DistillConfig,
+    train: datasets.Dataset,
+    cache_dir: str | Path,
+    progress: bool = False,
+) -> bool:
+    """Fill ``cache_dir`` with the teacher outputs that :func:`distill` with ``config`` on ``train`` reads, for
+    any student, so that the first of many distillations does not pay for them (a search's preparation
+    calls this; its workers then only read the cache). False, and nothing built, where the needed layers
+    depend on the student's depth (hidden-state loss) or the cache would exceed ``cache_max_mb``."""
+    if config.hidden_weight > 0:
+        return False
+    teacher_dir = resolve_model(teacher)
+    t_model = load_classifier(teacher_dir, task)
+    enc = _train_encoding(train, task, load_tokenizer(teacher_dir), config, teacher_dir)
+    _, _, layers = _teacher_plan(config, 1, t_model.config.num_hidden_layers)
+    if _cache_mb(enc, t_model.config.hidden_size, layers) > config.cache_max_mb:
+        return False
+    build_or_load_cache(t_model, teacher_dir, enc, config.max_seq_len, layers, cache_dir, config.eval_batch_size,
+                        progress)  # fmt: skip
+    return True
+
+
 def _init_source(path: str | Path, task: Task, t_model: Any) -> Any:
     """The model a student copies its weights from under ``init_from`` (e.g. a wider distilled student)."""
     model = load_classifier(resolve_model(path), task)
@@ -120,12 +174,7 @@ def distill(
     tokenizer = load_tokenizer(teacher_dir)
     train_ds = train if train is not None else task.load_split("train")
     eval_ds = eval if eval is not None else task.load_split("dev")
-    train_enc = encode(train_ds, task, tokenizer, config.max_seq_len)
-    if config.augment_copies:
-        if tokenizer.mask_token_id is None:
-            raise ModelError(f"the teacher's tokenizer ({teacher_dir}) has no mask token: augmentation needs one")
-        train_enc = augment_masked(train_enc, config.augment_copies, config.augment_mask_rate,
-                                   tokenizer.mask_token_id, set(tokenizer.all_special_ids), config.seed)  # fmt: skip
+    train_enc = _train_encoding(train_ds, task, tokenizer, config, teacher_dir)
     eval_enc = encode(eval_ds, task, tokenizer, config.max_seq_len)
 
     torch.manual_seed(config.seed)
@@ -152,17 +201,9 @@ def distill(
             init_info["init_from"] = resolve_model(config.init_from)
             del source_model
 
-    t_layers = t_model.config.num_hidden_layers
     t_hidden = t_model.config.hidden_size
-    pairs = (
-        student_layer_pairs(arch.num_layers, t_layers, config.layer_mapping)
-        if config.hidden_weight > 0
-        else []
-    )
-    rel_layer = config.relation_layer if config.relation_layer > 0 else t_layers + 1 + config.relation_layer
-    rel_layer = min(max(rel_layer, 1), t_layers)
-    layers = _needed_teacher_layers(config, pairs, rel_layer)
-    cache_mb = int(train_enc.lengths.sum()) * t_hidden * 2 * len(layers) / 2**20
+    pairs, rel_layer, layers = _teacher_plan(config, arch.num_layers, t_model.config.num_hidden_layers)
+    cache_mb = _cache_mb(train_enc, t_hidden, layers)
     if cache_dir is not None and cache_mb <= config.cache_max_mb:
         source: Any = build_or_load_cache(
             t_model,

@@ -137,14 +137,22 @@ class DistillEvaluator:
         self._load()
 
     def warm_up(self) -> None:
-        """A worker's one-time work before its first candidate: load and split the data."""
-        self._load()
+        """One-time work before the first candidate, which a remote executor runs on one worker while the
+        driver prepares: load the data and fill the proxy set's teacher-output cache, which every candidate
+        (on any worker) then only reads. In-process, the first candidate does the same."""
+        st = self._load()
+        _lib("kdnas_deploy.distill").prepare_teacher_cache(
+            self.teacher, st["task"], config=self._proxy_config(0), train=st["proxy"], cache_dir=self.cache_dir
+        )
+
+    def _proxy_config(self, seed: int) -> Any:
+        cfg = _lib("kdnas_deploy.distill").DistillConfig.proxy()
+        return replace(cfg, seed=seed, **({"epochs": self.proxy_epochs} if self.proxy_epochs else {}))
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
         distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()
-        cfg = distill_mod.DistillConfig.proxy()
-        cfg = replace(cfg, seed=request.seed, **({"epochs": self.proxy_epochs} if self.proxy_epochs else {}))
+        cfg = self._proxy_config(request.seed)
         t0 = time.perf_counter()
         res = distill_mod.distill(
             self.teacher,

@@ -119,8 +119,8 @@ def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, t
 def warm_worker(threads: int, token: str | None = None, evaluator: Evaluator | None = None) -> int:
     """Warm-up task: pay a worker's one-time costs before its first candidate: imports (torch, the
     distillation engine), torch's first optimizer step (which imports ``torch._dynamo``, ~0.9 s here) and,
-    given the run's evaluator, its ``warm_up()`` (loading the data) on the copy later candidates use.
-    Returns the worker's pid."""
+    given the run's evaluator, its ``warm_up()`` (data, teacher-output cache) on the copy that later
+    candidates in this worker use. Returns the worker's pid."""
     _pin_threads(threads)
     import kdnas_deploy.distill.engine  # noqa: F401
     from kdnas_deploy.search.controller import warm_up_training
@@ -210,6 +210,7 @@ class RayExecutor:
         self._remote: Any = None
         self._slots = 1
         self._warm_refs: list[Any] = []
+        self._shared_warm: Any = None
 
     # ------------------------------------------------------------------ connection and preflight
     def _connect(self) -> None:
@@ -340,8 +341,15 @@ class RayExecutor:
             warm = ray.remote(warm_worker).options(
                 num_cpus=self.options.cpus_per_candidate, num_gpus=self.options.gpus_per_candidate
             )
-            token, ev_ref = self._evaluator_ref(evaluator) if evaluator is not None else (None, None)
-            self._warm_refs = [warm.remote(self.options.threads, token, ev_ref) for _ in range(self._slots)]
+            threads = self.options.threads
+            if evaluator is None:
+                self._warm_refs = [warm.remote(threads) for _ in range(self._slots)]
+                return
+            # the evaluator's warm-up (shared work such as the teacher-output cache) on one worker, which the
+            # first candidates wait for; imports only on the other slots
+            token, ev_ref = self._evaluator_ref(evaluator)
+            self._shared_warm = warm.remote(threads, token, ev_ref)
+            self._warm_refs = [self._shared_warm] + [warm.remote(threads) for _ in range(self._slots - 1)]
 
     def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
         import ray
@@ -350,6 +358,7 @@ class RayExecutor:
             return
         self._connect()
         self._preflight(evaluator)
+        self._wait_for_shared_warm_up()
         token, ev_ref = self._evaluator_ref(evaluator)
         threads = self.options.threads
         retries = self.options.max_retries
@@ -396,6 +405,21 @@ class RayExecutor:
                 f" {'; '.join(failed)}. Finished candidates are logged: fix the cause and rerun with --resume"
             )
 
+    def _wait_for_shared_warm_up(self) -> None:
+        """Candidates start once the evaluator's warm-up has run, so that none of them repeats its work."""
+        import ray
+
+        ref, self._shared_warm = self._shared_warm, None
+        if ref is None:
+            return
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, KdnasError):
+                raise cause from None
+            raise SearchError(f"ray: warming up the workers failed: {_first_line(cause)}") from None
+
     def close(self) -> None:
         import ray
 
@@ -403,6 +427,7 @@ class RayExecutor:
         # in the middle of ``import torch`` would break its worker for later tasks (ray.shutdown below
         # ends them anyway when this executor started Ray).
         self._warm_refs = []
+        self._shared_warm = None
         self._refs.clear()
         self._checked.clear()
         if self._owns_ray and ray.is_initialized():

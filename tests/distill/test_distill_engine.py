@@ -203,3 +203,18 @@ def test_masked_augmentation_adds_teacher_labelled_copies(tiny_teacher, builtin_
     assert record["data"]["train_examples"] == 2 * len(train) and record["config"]["augment_copies"] == 1
     with pytest.raises(ConfigError):
         DistillConfig(augment_mask_rate=1.5)
+
+
+def test_prepared_teacher_cache_is_the_one_distill_reads(tiny_teacher, builtin_small, tmp_path):
+    from kdnas_deploy.distill import prepare_teacher_cache
+
+    task, train, dev = builtin_small
+    cfg = DistillConfig.proxy(batch_size=16)
+    assert prepare_teacher_cache(tiny_teacher, task, config=cfg, train=train, cache_dir=tmp_path) is True
+    res = distill(tiny_teacher, ARCH, task, config=cfg.with_overrides(seed=7), train=train, eval=dev,
+                  cache_dir=tmp_path, progress=False)  # fmt: skip
+    assert res.cache_hit is True  # any student, any seed: the first distillation already reads the cache
+    # the hidden-state loss needs layers that depend on the student's depth: nothing is prepared
+    other = tmp_path / "other"
+    assert prepare_teacher_cache(tiny_teacher, task, config=DistillConfig.full(), train=train, cache_dir=other) is False
+    assert not other.exists() or not any(other.iterdir())

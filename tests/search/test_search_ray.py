@@ -371,7 +371,7 @@ class WarmUpEvaluator(SyntheticEvaluator):
                              {"warmed": self.warmed, "pid": os.getpid()})  # fmt: skip
 
 
-def test_start_warms_every_slot_with_the_run_evaluator(ray_cluster):
+def test_start_warms_the_workers_and_candidates_wait_for_the_evaluator_warm_up(ray_cluster):
     from search_doubles import TINY_SPACE
 
     from kdnas_deploy.search.executor import EvalRequest
@@ -379,12 +379,31 @@ def test_start_warms_every_slot_with_the_run_evaluator(ray_cluster):
     ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
     ev = WarmUpEvaluator()
     ex.start(ev)
-    warmed_pids = set(ray.get(ex._warm_refs))
-    assert len(ex._warm_refs) == 2 and len(warmed_pids) >= 1
+    assert len(ex._warm_refs) == 2 and ex._shared_warm is ex._warm_refs[0]  # one slot runs ev.warm_up()
+    warmed_pid = ray.get(ex._warm_refs[0])
     requests = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
     results = list(ex.run(ev, requests))
+    assert ex._shared_warm is None  # run() waited for it before submitting
     ex.close()
     assert len(results) == 4
-    for r in results:  # a worker that ran a warm-up task evaluates with the warmed copy of the evaluator
-        assert r.info["warmed"] is (r.info["pid"] in warmed_pids)
-    assert any(r.info["warmed"] for r in results)
+    for r in results:  # the worker that ran the warm-up evaluates with its warmed copy of the evaluator
+        assert r.info["warmed"] is (r.info["pid"] == warmed_pid)
+
+
+class FailingWarmUpEvaluator(SyntheticEvaluator):
+    def warm_up(self) -> None:
+        raise RuntimeError("teacher folder vanished")
+
+
+def test_a_failed_warm_up_is_a_clear_error_before_any_candidate(ray_cluster):
+    from search_doubles import TINY_SPACE
+
+    from kdnas_deploy.search.executor import EvalRequest
+
+    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
+    ev = FailingWarmUpEvaluator()
+    ex.start(ev)
+    requests = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(2, rng=0))]
+    with pytest.raises(SearchError, match="warming up the workers failed: RuntimeError: teacher folder vanished"):
+        list(ex.run(ev, requests))
+    ex.close()
