@@ -245,3 +245,39 @@ def test_resume_may_distill_more_finalists_without_searching_again(tmp_path):
     assert stored["search"]["final_top"] == 2
     held = json.loads((tmp_path / "run" / "student" / "kdnas_student.json").read_text())
     assert held["arch_str"] == summary["final"]["winner"]["arch_str"]  # the student folder follows the winner
+
+
+class ClosingExecutor(ReversedExecutor):
+    """Records where ``close()`` ran; optionally fails there."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.closed_in = fail, []
+
+    def close(self) -> None:
+        import threading
+
+        self.closed_in.append(threading.current_thread().name)
+        if self.fail:
+            raise SearchError("ray did not stop")
+
+
+def test_the_executor_closes_while_results_are_written_and_its_error_surfaces(tmp_path):
+    ex = ClosingExecutor()
+    make_run(tmp_path / "ok", executor=ex, finalize=False).run()
+    assert ex.closed_in == ["kdnas-executor-close"] and (tmp_path / "ok" / "best_arch.json").is_file()
+    failing = ClosingExecutor(fail=True)
+    with pytest.raises(SearchError, match="ray did not stop"):
+        make_run(tmp_path / "bad", executor=failing, finalize=False).run()
+    assert (tmp_path / "bad" / "best_arch.json").is_file()  # the results were still written
+
+
+class InterruptedEvaluator(SyntheticEvaluator):
+    def evaluate(self, request):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_search_closes_its_executor_at_once(tmp_path):
+    ex = ClosingExecutor()
+    with pytest.raises(KeyboardInterrupt):
+        make_run(tmp_path / "r", evaluator=InterruptedEvaluator(), executor=ex, finalize=False).run()
+    assert len(ex.closed_in) == 1 and ex.closed_in[0] != "kdnas-executor-close"
