@@ -48,7 +48,7 @@ class DistillConfig:
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.max_seq_len < 8:
             raise ConfigError("epochs, batch_size, learning_rate must be positive and max_seq_len >= 8")
         if self.augment_copies < 0 or not 0 < self.augment_mask_rate < 1:
-            raise ConfigError("augment_copies must be >= 0 and augment_mask_rate in (0, 1)")
+            raise ConfigError("augment_copies (--augment) must be >= 0 and augment_mask_rate in (0, 1)")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         weights = (self.kd_weight, self.hard_weight, self.hidden_weight, self.relation_weight)
