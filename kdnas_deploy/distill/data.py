@@ -75,11 +75,12 @@ def augment_masked(enc: Encoded, copies: int, rate: float, mask_id: int, special
     if not 0 < rate < 1:
         raise DataError(f"augmentation mask rate must be in (0, 1), got {rate}")
     rng = np.random.default_rng([seed, 104729])
+    specials = np.fromiter(special_ids, dtype=np.int64, count=len(special_ids))
     ids, types, labels = list(enc.input_ids), list(enc.token_type_ids), [enc.labels]
     for _ in range(copies):
         for row, tt in zip(enc.input_ids, enc.token_type_ids, strict=True):
             arr = np.asarray(row)
-            free = np.flatnonzero(~np.isin(arr, list(special_ids)))
+            free = np.flatnonzero(~np.isin(arr, specials))
             new = arr.copy()
             if len(free):
                 hit = free[rng.random(len(free)) < rate]

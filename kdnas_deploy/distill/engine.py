@@ -130,9 +130,9 @@ def prepare_teacher_cache(
     return True
 
 
-def _init_source(path: str | Path, task: Task, t_model: Any) -> Any:
+def _init_source(path: str, task: Task, t_model: Any) -> Any:
     """The model a student copies its weights from under ``init_from`` (e.g. a wider distilled student)."""
-    model = load_classifier(resolve_model(path), task)
+    model = load_classifier(path, task)
     if model.config.vocab_size != t_model.config.vocab_size:
         raise ModelError(
             f"--init-from {path}: vocabulary of {model.config.vocab_size} tokens, but the teacher's tokenizer has"
@@ -192,14 +192,15 @@ def distill(
         student.config.label2id = dict(t_model.config.label2id)
     init_info: dict[str, Any] = {"init": config.init}
     if config.init == "teacher":
-        source_model = t_model if config.init_from is None else _init_source(config.init_from, task, t_model)
+        init_dir = None if config.init_from is None else resolve_model(config.init_from)
+        source_model = t_model if init_dir is None else _init_source(init_dir, task, t_model)
         sample = np.arange(min(IMPORTANCE_SAMPLES, len(train_enc)))
         batches = [collate(train_enc, sample[i : i + 64]) for i in range(0, len(sample), 64)]
         scores = importance_scores(source_model, batches)
         init_info.update(init_from_teacher(student, source_model, arch, config.layer_mapping, scores))
-        if config.init_from is not None:
-            init_info["init_from"] = resolve_model(config.init_from)
-            del source_model
+        if init_dir is not None:
+            init_info["init_from"] = init_dir
+        del source_model
 
     t_hidden = t_model.config.hidden_size
     pairs, rel_layer, layers = _teacher_plan(config, arch.num_layers, t_model.config.num_hidden_layers)

@@ -189,7 +189,7 @@ def _uses_external_data(onnx_path: Path) -> bool:
     """Whether an exported model keeps its weights in external data files (optimum writes ``*.onnx_data``
     beside models over 2 GB); read from the folder, since loading a single-file model costs its size."""
     folder = onnx_path.parent
-    return any(folder.glob("*.onnx_data")) or any(folder.glob("*.onnx.data")) or any(folder.glob("*.data"))
+    return any(folder.glob("*.onnx_data")) or any(folder.glob("*.data"))
 
 
 def _optimize_lean(optimizer: Any, onnx_dir: Path, out_dir: Path, opt_config: Any) -> None:

@@ -3,17 +3,16 @@ writes, byte for byte, in a fraction of its memory.
 
 ``ORTOptimizer.optimize`` calls ``onnxruntime.transformers.optimizer.optimize_model``, which holds the whole
 model in memory several times over: ONNX Runtime's session pass (level 1/2) serialises the optimized model
-from memory, then the Python fusion pass loads it and copies it in every symbolic shape inference. Measured
-here on a BERT-base-size model (440 MB of weights), each in a fresh process: 1.83 GB for the session pass,
-2.55 GB for the fusion pass, 2.78 GB with its save.
+from memory, then the Python fusion pass loads it and copies it in every symbolic shape inference: 3.45 GB
+peak for a BERT-base-size model (440 MB of weights) in a fresh process (kernel ``ru_maxrss``).
 
 :func:`fuse_lean` runs the same two passes with the same settings (``optimize_by_onnxruntime`` with the
 optimizers ``optimize_model`` disables, then ``optimize_by_fusion`` with the ``FusionOptions`` of the same
 optimum ``OptimizationConfig``) on a copy of the model whose tensors live in an external-data file. The
-fusion pass then reads a weight only where a fusion needs its values (the Q/K/V matrices it concatenates);
-the model is brought into memory once, at the end, to write the usual single-file ``model.onnx``. Same
-model, per step: 0.85 GB (to external data), 0.69 GB (session pass), 0.57 GB (fusions), 0.87 GB (single
-file). ``tests/export/test_lean_fusion.py`` checks the result against ``ORTOptimizer``'s, byte for byte.
+fusion pass then reads a weight only where a fusion needs its values (the Q/K/V matrices it concatenates),
+and :mod:`onnx_stream` converts to and from the single-file ``model.onnx`` one tensor at a time: 1.08 GB
+peak for the same model (``tools/bench_latency.py --steps memory-stages``).
+``tests/export/test_lean_fusion.py`` checks the result against ``ORTOptimizer``'s, byte for byte.
 """
 
 from __future__ import annotations

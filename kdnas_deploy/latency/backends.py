@@ -113,7 +113,6 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
     return final
 
 
-
 @contextmanager
 def quiet_loggers(level: int = logging.WARNING) -> Iterator[None]:
     """Silence the exporter's and quantizer's per-model chatter (the same warnings for every model).

@@ -10,7 +10,8 @@
   (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one. An executor may also have a
   ``start(evaluator)`` method: the search calls it before the evaluator's ``prepare()``, so that workers start
   up while the driver prepares. An evaluator may have a ``warm_up()`` method: one-time work a worker can do
-  before its first request (loading data), which the Ray executor runs in that start-up window.
+  before the first requests (loading data, filling shared caches), which the Ray executor runs on one worker
+  in that start-up window.
 """
 
 from __future__ import annotations

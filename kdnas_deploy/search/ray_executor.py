@@ -102,13 +102,20 @@ def _pin_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _worker_evaluator(token: str, evaluator: Evaluator) -> Evaluator:
+    """This worker's copy of the run's evaluator: the first one it received for ``token`` (kept with its loaded
+    data for the later candidates of the run)."""
+    ev = _WORKER_EVALUATORS.get(token)
+    if ev is None:
+        _WORKER_EVALUATORS.clear()
+        _WORKER_EVALUATORS[token] = ev = evaluator
+    return ev
+
+
 def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, threads: int) -> EvalResult:
     """The body of a Ray task: evaluate one request with the worker's cached copy of the evaluator."""
     _pin_threads(threads)
-    ev = _WORKER_EVALUATORS.get(token)
-    if ev is None:  # first candidate of this run in this worker process: keep it (and its loaded data)
-        _WORKER_EVALUATORS.clear()
-        _WORKER_EVALUATORS[token] = ev = evaluator
+    ev = _worker_evaluator(token, evaluator)
     start = time.perf_counter()
     result = ev.evaluate(request)
     if result.seconds <= 0:  # evaluators that do not time themselves (as in LocalExecutor)
@@ -127,9 +134,7 @@ def warm_worker(threads: int, token: str | None = None, evaluator: Evaluator | N
 
     warm_up_training()
     if token is not None and evaluator is not None:
-        _WORKER_EVALUATORS.clear()
-        _WORKER_EVALUATORS[token] = evaluator
-        warm_up = getattr(evaluator, "warm_up", None)
+        warm_up = getattr(_worker_evaluator(token, evaluator), "warm_up", None)
         if callable(warm_up):
             warm_up()
     return os.getpid()
