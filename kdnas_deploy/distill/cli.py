@@ -156,7 +156,7 @@ def finetune(
     "augment_copies",
     type=int,
     default=None,
-    help="Add N copies of every training example with 15%% of its tokens masked; the teacher labels them.",
+    help="Add N copies of every training example with 15% of its tokens masked; the teacher labels them.",
 )
 @click.option(
     "--cache-dir",
