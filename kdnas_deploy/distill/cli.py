@@ -159,6 +159,13 @@ def finetune(
     help="Add N copies of every training example with 15% of its tokens masked; the teacher labels them.",
 )
 @click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Also evaluate on the dev split every N training steps (default: at epoch ends only); the best"
+    " evaluation's student is kept.",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -191,6 +198,7 @@ def distill(
     relation_weight,
     seed,
     augment_copies,
+    eval_every,
     cache_dir,
     threads,
     force,
@@ -220,6 +228,7 @@ def distill(
         relation_weight=relation_weight,
         seed=seed,
         augment_copies=augment_copies,
+        eval_every=eval_every,
     )
     train = subsample(task.load_split("train"), max_train_samples, config.seed) if max_train_samples else None
     result = run_distill(

@@ -36,6 +36,7 @@ class DistillConfig:
     weight_decay: float = 0.01
     eval_batch_size: int = 128
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: epoch ends only)
+    eval_every: int = 0  # steps between mid-epoch evaluations on the dev split (0: epoch ends only)
     cache_max_mb: int = 1024  # a teacher-output cache larger than this is not built: the teacher runs live
 
     def __post_init__(self) -> None:
@@ -49,6 +50,8 @@ class DistillConfig:
             raise ConfigError("epochs, batch_size, learning_rate must be positive and max_seq_len >= 8")
         if self.augment_copies < 0 or not 0 < self.augment_mask_rate < 1:
             raise ConfigError("augment_copies (--augment) must be >= 0 and augment_mask_rate in (0, 1)")
+        if self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ConfigError("checkpoint_every and eval_every (--eval-every) must be >= 0")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         weights = (self.kd_weight, self.hard_weight, self.hidden_weight, self.relation_weight)

@@ -287,6 +287,7 @@ def distill(
         warmup_ratio=config.warmup_ratio,
         weight_decay=config.weight_decay,
         checkpoint_every=config.checkpoint_every if persistent else 0,
+        eval_every=config.eval_every,
     )
     try:
         result = run_loop(

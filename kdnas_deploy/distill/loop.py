@@ -1,5 +1,6 @@
 """A small resumable training loop: AdamW + linear warmup/decay, length-bucketed batches, checkpoint
-every ``checkpoint_every`` steps and at each epoch end, evaluation each epoch, best model kept."""
+every ``checkpoint_every`` steps and at each epoch end, evaluation each epoch (and every ``eval_every`` steps),
+best model kept."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class LoopConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     checkpoint_every: int = 200  # steps; 0 = epoch ends only
+    eval_every: int = 0  # steps between mid-epoch evaluations; 0 = epoch ends only
 
 
 @dataclass
@@ -91,6 +93,33 @@ def _save_checkpoint(
     os.replace(tmp, path)
 
 
+def _evaluate_now(
+    state: LoopState,
+    n_batches: int,
+    evaluate: Callable[[], tuple[dict[str, float], float]],
+    on_best: Callable[[], None],
+    write: Callable[[str], None],
+) -> None:
+    """Evaluate, append a row to ``state.history`` and call ``on_best`` when the score improves."""
+    metrics, score = evaluate()
+    epoch_done = round(state.epoch + state.step_in_epoch / n_batches, 4)
+    state.history.append(
+        {
+            "epoch": epoch_done,
+            "train_loss": state.loss_sum / max(1, state.loss_count),
+            "step": state.global_step,
+            **metrics,
+        }
+    )
+    if score > state.best_score:
+        state.best_score, state.best_epoch, state.best_index = score, epoch_done, len(state.history) - 1
+        on_best()
+    write(
+        f"epoch {epoch_done:.2f}: loss {state.history[-1]['train_loss']:.4f} "
+        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+
+
 def run_loop(
     *,
     config: LoopConfig,
@@ -105,7 +134,8 @@ def run_loop(
     signature: dict[str, Any] | None = None,
 ) -> LoopResult:
     """Train ``modules`` by minimising ``loss_fn(batch_indices)``; resume from ``work_dir`` if it holds a
-    checkpoint. ``evaluate`` runs after each epoch (and at the end of a fractional one)."""
+    checkpoint. ``evaluate`` runs after each epoch (and at the end of a fractional one) and, with
+    ``config.eval_every``, every that many steps within an epoch."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -165,27 +195,16 @@ def run_loop(
             state.train_seconds += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(epoch=state.epoch, loss=f"{state.loss_sum / state.loss_count:.4f}")
+            last_of_epoch = state.step_in_epoch == len(batches)
+            if config.eval_every and state.global_step % config.eval_every == 0 and not last_of_epoch:
+                _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
+                for m in modules.values():
+                    m.train()
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
                 _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
         # epoch (or the fractional tail) done
         state.last_epoch_loss = state.loss_sum / max(1, state.loss_count)
-        metrics, score = evaluate()
-        epoch_done = round(state.epoch + state.step_in_epoch / n_batches, 4)
-        state.history.append(
-            {
-                "epoch": epoch_done,
-                "train_loss": state.last_epoch_loss,
-                "step": state.global_step,
-                **metrics,
-            }
-        )
-        if score > state.best_score:
-            state.best_score, state.best_epoch, state.best_index = score, epoch_done, len(state.history) - 1
-            on_best()
-        bar.write(
-            f"epoch {epoch_done:.2f}: loss {state.last_epoch_loss:.4f} "
-            + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        )
+        _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
         for m in modules.values():
             m.train()
         state.epoch += 1

@@ -117,20 +117,34 @@ class DeployedModel:
     fused_ops: dict[str, int]
 
 
-def export_onnx(model: Any, out_dir: str | Path, tokenizer: Any = None, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    model: Any,
+    out_dir: str | Path,
+    tokenizer: Any = None,
+    opset: int = DEFAULT_OPSET,
+    stream_weights: bool = True,
+    consume_model: bool = False,
+) -> Path:
     """Export a PyTorch sequence classifier with optimum's (TorchScript-based) exporter; eager attention.
 
-    Returns the path of ``model.onnx`` inside ``out_dir`` (which also gets ``config.json``).
+    Returns the path of ``model.onnx`` inside ``out_dir`` (which also gets ``config.json``). With
+    ``stream_weights`` the exporter writes the weights one tensor at a time
+    (:mod:`kdnas_deploy.export.streamed_weights`): the same file, without the 4x weight copies at its peak.
+    ``consume_model`` (with ``stream_weights``): the model's weights are dropped as soon as they are in the
+    file; for a model built only to be exported (the latency tables').
     """
     import warnings
+    from contextlib import nullcontext
 
     from optimum.exporters.onnx import onnx_export_from_model
+
+    from kdnas_deploy.export.streamed_weights import streamed_weights
 
     out_dir = Path(out_dir)
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.config._attn_implementation = "eager"
     model = model.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), streamed_weights(consume_model) if stream_weights else nullcontext():
         warnings.simplefilter("ignore")
         try:
             onnx_export_from_model(

@@ -9,12 +9,13 @@ initializer, then its later fields (``tests/export/test_onnx_stream.py`` checks 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 MODEL_GRAPH_FIELD = 7  # ModelProto.graph
 GRAPH_INITIALIZER_FIELD = 5  # GraphProto.initializer
+TENSOR_RAW_DATA_FIELD = 9  # TensorProto.raw_data
 LENGTH_DELIMITED = 2
 
 
@@ -144,14 +145,6 @@ def to_single_file(src: str | Path, dst: str | Path) -> Path:
 
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src), load_external_data=False)
-    graph = onnx.GraphProto()
-    graph.CopyFrom(model.graph)
-    graph.ClearField("initializer")
-    head, tail = _split(graph, GRAPH_INITIALIZER_FIELD)
-    model_graphless = onnx.ModelProto()
-    model_graphless.CopyFrom(model)
-    model_graphless.ClearField("graph")
-    before, after = _split(model_graphless, MODEL_GRAPH_FIELD)
 
     def tensors() -> Iterator[bytes]:
         for tensor in model.graph.initializer:
@@ -164,19 +157,54 @@ def to_single_file(src: str | Path, dst: str | Path) -> Path:
             else:
                 yield tensor.SerializeToString()
 
+    return write_with_initializers(model, lambda: ([blob] for blob in tensors()), dst)
+
+
+def write_with_initializers(
+    model: Any, initializers: Callable[[], Iterator[Sequence[bytes | memoryview]]], dst: str | Path
+) -> Path:
+    """Write ``model`` as the single file ``dst`` with, in place of its graph's initializers, the serialised
+    ``TensorProto`` messages ``initializers()`` yields (each as a list of byte chunks, so that a tensor's
+    data need not be copied). ``initializers`` is called twice: once to size the graph, once to write it.
+    Written to ``dst.partial`` first, then renamed."""
+    import onnx
+
+    dst = Path(dst)
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    graph.ClearField("initializer")
+    head, tail = _split(graph, GRAPH_INITIALIZER_FIELD)
+    model_graphless = onnx.ModelProto()
+    model_graphless.CopyFrom(model)
+    model_graphless.ClearField("graph")
+    before, after = _split(model_graphless, MODEL_GRAPH_FIELD)
+
     head_bytes, tail_bytes = head.SerializeToString(), tail.SerializeToString()
     init_key = _varint(GRAPH_INITIALIZER_FIELD << 3 | LENGTH_DELIMITED)
     graph_len = len(head_bytes) + len(tail_bytes)
-    for blob in tensors():  # first pass: the graph's length prefix comes before its tensors
-        graph_len += len(init_key) + len(_varint(len(blob))) + len(blob)
+    for chunks in initializers():  # first pass: the graph's length prefix comes before its tensors
+        size = sum(len(c) for c in chunks)
+        graph_len += len(init_key) + len(_varint(size)) + size
     tmp = dst.with_name(dst.name + ".partial")
     with open(tmp, "wb") as out:
         out.write(before.SerializeToString())
         out.write(_varint(MODEL_GRAPH_FIELD << 3 | LENGTH_DELIMITED) + _varint(graph_len))
         out.write(head_bytes)
-        for blob in tensors():
-            out.write(init_key + _varint(len(blob)) + blob)
+        for chunks in initializers():
+            out.write(init_key + _varint(sum(len(c) for c in chunks)))
+            for chunk in chunks:
+                out.write(chunk)
         out.write(tail_bytes)
         out.write(after.SerializeToString())
     tmp.replace(dst)
     return dst
+
+
+def raw_tensor_chunks(name: str, dims: Sequence[int], data_type: int, raw: memoryview) -> list[bytes | memoryview]:
+    """A ``TensorProto`` with ``dims``, ``data_type``, ``name`` and ``raw_data`` = ``raw``, serialised as two
+    chunks (the fields before ``raw_data``, then the data itself, uncopied): ``raw_data`` (9) is the last
+    field such a tensor sets."""
+    import onnx
+
+    header = onnx.TensorProto(dims=list(dims), data_type=data_type, name=name).SerializeToString()
+    return [header + _varint(TENSOR_RAW_DATA_FIELD << 3 | LENGTH_DELIMITED) + _varint(raw.nbytes), raw]

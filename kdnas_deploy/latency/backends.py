@@ -82,9 +82,9 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
     """Build a seeded student and send it through the deployed path into ``workdir``; returns the ONNX path.
 
     The steps are exactly those of :func:`kdnas_deploy.export.deploy_path.deploy` (``export_onnx`` ->
-    ``optimize_onnx`` -> ``quantize_int8`` or copy, same arguments), except that the PyTorch model is freed
-    right after the ONNX export instead of being held through optimization, which lowers the peak memory of
-    a build. ``tests/latency/test_latency_export.py`` checks that the graph is identical to ``deploy``'s.
+    ``optimize_onnx`` -> ``quantize_int8`` or copy, same arguments), except that the PyTorch model's weights
+    are dropped as soon as the exporter has written them (``consume_model``) instead of being held through
+    optimization, which lowers the peak memory of a build. ``tests/latency/test_latency_export.py`` checks that the graph is identical to ``deploy``'s.
     Idempotent: an existing complete export (``.done`` marker) is reused, so an interrupted build resumes.
     """
     import shutil
@@ -100,7 +100,7 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
     workdir.mkdir(parents=True, exist_ok=True)
     with quiet_loggers(), tempfile.TemporaryDirectory(prefix=".deploy-", dir=workdir) as tmp:
         model = build_student(arch, seed=seed)
-        export_onnx(model, Path(tmp) / "raw", opset=deploy_config.opset)
+        export_onnx(model, Path(tmp) / "raw", opset=deploy_config.opset, consume_model=True)
         del model
         release_memory()
         optimized = optimize_onnx(Path(tmp) / "raw", Path(tmp) / "optimized", deploy_config)

@@ -119,6 +119,38 @@ def test_loop_resumes_after_a_kill_to_the_same_weights(tmp_path):
     assert torch.allclose(resumed.weight, ref.weight, atol=1e-6)
 
 
+def test_eval_every_evaluates_mid_epoch_and_keeps_the_best_step(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    data_x = torch.ones(40, 1)
+    scores = iter([0.1, 0.9, 0.3, 0.2, 0.5, 0.4, 0.6, 0.7])  # the second evaluation (step 6) is the best
+    saved = []
+
+    def loss_fn(idx):
+        return ((model(data_x[torch.as_tensor(idx)]) - 1.0) ** 2).mean()
+
+    def evaluate():
+        s = next(scores)
+        return {"acc": s}, s
+
+    result = run_loop(
+        config=LoopConfig(epochs=2, batch_size=4, learning_rate=0.01, seed=0, checkpoint_every=0, eval_every=3),
+        lengths=np.full(40, 5),
+        modules={"m": model},
+        loss_fn=loss_fn,
+        evaluate=evaluate,
+        on_best=lambda: saved.append(1),
+        work_dir=tmp_path / "w",
+        progress=False,
+    )
+    state = result.state
+    # 10 steps per epoch: every 3rd step and at each epoch end (step 10 and 20)
+    assert [h["step"] for h in state.history] == [3, 6, 9, 10, 12, 15, 18, 20]
+    assert state.history[1]["epoch"] == 0.6
+    assert state.best_index == 1 and state.best_epoch == 0.6 and state.best_score == 0.9
+    assert len(saved) == 2  # published at the first evaluation and at the better second one
+
+
 def test_bad_inputs(tiny_teacher, builtin_small, tmp_path):
     from kdnas_deploy.tasks import get_task
 
