@@ -10,7 +10,8 @@ Steps (each result is merged into the results JSON as soon as it is measured, so
 * ``throughput`` ``LatencyTable.predict`` on 1,000,000 architectures (target >= 100,000 / s).
 * ``memory-bert-base`` peak RSS of a build whose models are up to BERT-base size (L=1..12, H=768, A=12, F=3072).
 * ``memory-stages`` each step of the deployed path on one L=12,H=768 model in its own fresh process, peak RSS
-                 from the kernel (``ru_maxrss``): export, fusions (lean and ORTOptimizer's own), int8.
+                 from the kernel (``ru_maxrss``): export (weights streamed or not, model kept or consumed as the
+                 latency build does), fusions (lean and ORTOptimizer's own), int8.
 
 Run timing steps under the machine's CPU lock:
     flock /tmp/kdnas-cpu.lock python tools/bench_latency.py --steps build,validate --precision fp32
@@ -151,7 +152,11 @@ def step_memory_bert_base(precision: str) -> dict[str, Any]:
 
 
 STAGE_CODE = {
+    "export_unstreamed": "m = build_student(Architecture(12, 768, 12, 3072), seed=0); "
+    "export_onnx(m, work / 'raw', stream_weights=False)",
     "export": "m = build_student(Architecture(12, 768, 12, 3072), seed=0); export_onnx(m, work / 'raw')",
+    "export_consumed": "m = build_student(Architecture(12, 768, 12, 3072), seed=0); "
+    "export_onnx(m, work / 'raw', consume_model=True)",
     "fusion_lean": "optimize_onnx(work / 'raw', work / 'lean', DeployConfig.cpu_fp32(), lean=True)",
     "fusion_ortoptimizer": "optimize_onnx(work / 'raw', work / 'ort', DeployConfig.cpu_fp32(), lean=False)",
     "int8_quantize": "quantize_int8(work / 'lean' / 'model.onnx', work / 'q.onnx')",

@@ -84,7 +84,8 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
     The steps are exactly those of :func:`kdnas_deploy.export.deploy_path.deploy` (``export_onnx`` ->
     ``optimize_onnx`` -> ``quantize_int8`` or copy, same arguments), except that the PyTorch model's weights
     are dropped as soon as the exporter has written them (``consume_model``) instead of being held through
-    optimization, which lowers the peak memory of a build. ``tests/latency/test_latency_export.py`` checks that the graph is identical to ``deploy``'s.
+    optimization, and memory is handed back to the OS between steps, which lowers the peak memory of a build.
+    ``tests/latency/test_latency_export.py`` checks that the graph is identical to ``deploy``'s.
     Idempotent: an existing complete export (``.done`` marker) is reused, so an interrupted build resumes.
     """
     import shutil
@@ -104,6 +105,7 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
         del model
         release_memory()
         optimized = optimize_onnx(Path(tmp) / "raw", Path(tmp) / "optimized", deploy_config)
+        release_memory()
         if deploy_config.precision == "int8":
             quantize_int8(optimized, final, scheme=deploy_config.int8_scheme)
         else:
