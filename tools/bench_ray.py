@@ -113,16 +113,16 @@ def run_search(out: Path, teacher: Path, executor: Any) -> dict[str, Any]:
 
 
 def run_child(mode: str, out: Path, teacher: Path, address: str | None, cpus: float) -> None:
-    """One measured search in this (fresh) process."""
-    import torch
-
+    """One measured search in this (fresh) process. As ``kdnas-deploy search`` does (``run_search``), the Ray
+    executor begins connecting before the heavy imports (torch) and the search's setup."""
     executor = None
     if mode != "local":
         from kdnas_deploy.search.ray_executor import RayExecutor
 
-        executor = RayExecutor(
-            address=address, cpus_per_candidate=cpus, torch_threads=torch.get_num_threads(), echo=print
-        )
+        executor = RayExecutor(address=address, cpus_per_candidate=cpus, echo=print)  # torch threads: cpus
+        executor.begin()
+    import torch  # noqa: F401 - imported before the clock starts in every mode
+
     t0 = time.perf_counter()
     summary = run_search(out, teacher, executor)
     print(json.dumps({"run_seconds": time.perf_counter() - t0, "evaluations": summary["evaluations"]}))

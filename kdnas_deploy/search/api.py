@@ -79,38 +79,48 @@ def run_search(
         [Budget(t, s.budget_ms, s.name, batch=cfg.batch, seq=cfg.seq) for t, s in zip(tables, specs, strict=True)],
         space=expected,
     )
-    task_obj = load_task(task, cfg.data_dir)
-    teacher_arch = teacher_architecture(teacher, task_obj)
-    sp = budget_set.space
-    if sp.teacher is not None and sp.teacher != teacher_arch:
-        raise SearchError(
-            f"the latency tables were built on space {sp.name!r} for a teacher {sp.teacher}, but the teacher"
-            f" {teacher} is {teacher_arch}: build a table on that teacher's space"
+    # the inputs read so far are valid: start the executor (Ray: connect in the background) while the
+    # task, the teacher and the rest of the setup load
+    engine = make_executor(executor, **(executor_options or {}))
+    begin = getattr(engine, "begin", None)
+    if callable(begin):
+        begin()
+    try:
+        task_obj = load_task(task, cfg.data_dir)
+        teacher_arch = teacher_architecture(teacher, task_obj)
+        sp = budget_set.space
+        if sp.teacher is not None and sp.teacher != teacher_arch:
+            raise SearchError(
+                f"the latency tables were built on space {sp.name!r} for a teacher {sp.teacher}, but the teacher"
+                f" {teacher} is {teacher_arch}: build a table on that teacher's space"
+            )
+        out = Path(out)
+        evaluator = DistillEvaluator(
+            teacher=str(teacher),
+            task=task,
+            data_dir=cfg.data_dir,
+            proxy_fraction=cfg.proxy_fraction,
+            heldout_size=cfg.heldout_size,
+            split_seed=cfg.seed,
+            proxy_epochs=cfg.proxy_epochs,
+            final_epochs=cfg.final_epochs,
+            cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
+            final_progress=progress,
         )
-    out = Path(out)
-    evaluator = DistillEvaluator(
-        teacher=str(teacher),
-        task=task,
-        data_dir=cfg.data_dir,
-        proxy_fraction=cfg.proxy_fraction,
-        heldout_size=cfg.heldout_size,
-        split_seed=cfg.seed,
-        proxy_epochs=cfg.proxy_epochs,
-        final_epochs=cfg.final_epochs,
-        cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
-        final_progress=progress,
-    )
-    run = SearchRun(
-        out,
-        cfg,
-        budget_set,
-        evaluator,
-        executor=make_executor(executor, **(executor_options or {})),
-        finalizer=evaluator,
-        resume=resume,
-        teacher_arch=teacher_arch,
-        echo=echo,
-    )
+        run = SearchRun(
+            out,
+            cfg,
+            budget_set,
+            evaluator,
+            executor=engine,
+            finalizer=evaluator,
+            resume=resume,
+            teacher_arch=teacher_arch,
+            echo=echo,
+        )
+    except BaseException:
+        engine.close()
+        raise
     return run.run()
 
 

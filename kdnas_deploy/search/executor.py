@@ -8,6 +8,7 @@
 - An :class:`Executor` runs a batch and yields results *as they finish*, in any order. The search logs each
   result the moment it arrives, so a killed search loses no finished evaluation. Register new executors
   (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one. An executor may also have a
+  ``begin()`` method, called as soon as the search has it (connect to a cluster in the background), and a
   ``start(evaluator)`` method: the search calls it before the evaluator's ``prepare()``, so that workers start
   up while the driver prepares. An evaluator may have a ``warm_up()`` method: one-time work a worker can do
   before the first requests (loading data, filling shared caches), which the Ray executor runs on one worker

@@ -92,6 +92,9 @@ class SearchRun:
         self.space = budgets.space
         self.evaluator = evaluator
         self.executor = executor or LocalExecutor()
+        begin = getattr(self.executor, "begin", None)
+        if callable(begin):  # e.g. Ray: start connecting now, while the rest of the setup runs
+            begin()
         self.finalizer = finalizer
         self.resume = resume
         self.teacher_arch = teacher_arch

@@ -357,6 +357,47 @@ print("ray still up:", ray.is_initialized())
     assert "ray still up: False" in r.stdout
 
 
+def test_begin_starts_ray_in_the_background_and_the_instance_outlives_the_helper_call(tmp_path):
+    """``begin()`` runs ``ray.init`` in a helper thread; Ray's processes die with the thread that started
+    them, so the thread must live until ``close()``. Its errors surface in ``start()``. Private instances,
+    in a subprocess."""
+    script = """
+import threading, time, ray
+import search_doubles
+from search_doubles import SyntheticEvaluator, TINY_SPACE
+from kdnas_deploy.search.executor import EvalRequest
+from kdnas_deploy.search.ray_executor import RayExecutor
+ex = RayExecutor(address="local", cpus_per_candidate=1, echo=lambda s: None)
+ex.begin()
+ex.begin()  # idempotent
+names = [t.name for t in threading.enumerate()]
+assert names.count("kdnas-ray-connect") == 1, names
+ex.start()
+ray.cloudpickle.register_pickle_by_value(search_doubles)
+time.sleep(1.0)  # the instance must still be up once ray.init has returned in the helper thread
+reqs = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(2, rng=0))]
+print("results:", len(list(ex.run(SyntheticEvaluator(), reqs))))
+ex.close()
+print("ray still up:", ray.is_initialized())
+print("helper alive:", any(t.name == "kdnas-ray-connect" for t in threading.enumerate()))
+bad = RayExecutor(address="local", cpus_per_candidate=64, echo=lambda s: None)  # fails once connected
+bad.begin()
+try:
+    bad.start()
+except Exception as exc:
+    print("too many cpus:", type(exc).__name__)
+bad.close()
+print("after the error, ray still up:", ray.is_initialized())
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "results: 2" in r.stdout
+    assert "ray still up: False" in r.stdout and "helper alive: False" in r.stdout
+    assert "too many cpus: SearchError" in r.stdout and "after the error, ray still up: False" in r.stdout
+    assert "SIGTERM handler is not set" not in r.stderr
+
+
 class WarmUpEvaluator(SyntheticEvaluator):
     """Records in each result whether ``warm_up()`` ran on the worker copy that evaluated it."""
 
