@@ -166,6 +166,12 @@ def finetune(
     " evaluation's student is kept.",
 )
 @click.option(
+    "--ema-decay",
+    type=float,
+    default=None,
+    help="Evaluate and keep an exponential moving average of the student's weights (e.g. 0.999; default off).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -199,6 +205,7 @@ def distill(
     seed,
     augment_copies,
     eval_every,
+    ema_decay,
     cache_dir,
     threads,
     force,
@@ -229,6 +236,7 @@ def distill(
         seed=seed,
         augment_copies=augment_copies,
         eval_every=eval_every,
+        ema_decay=ema_decay,
     )
     train = subsample(task.load_split("train"), max_train_samples, config.seed) if max_train_samples else None
     result = run_distill(

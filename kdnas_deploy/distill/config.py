@@ -37,6 +37,7 @@ class DistillConfig:
     eval_batch_size: int = 128
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: epoch ends only)
     eval_every: int = 0  # steps between mid-epoch evaluations on the dev split (0: epoch ends only)
+    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the student's weights
     cache_max_mb: int = 1024  # a teacher-output cache larger than this is not built: the teacher runs live
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class DistillConfig:
             raise ConfigError("augment_copies (--augment) must be >= 0 and augment_mask_rate in (0, 1)")
         if self.checkpoint_every < 0 or self.eval_every < 0:
             raise ConfigError("checkpoint_every and eval_every (--eval-every) must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay (--ema-decay) must be in [0, 1), got {self.ema_decay}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         weights = (self.kd_weight, self.hard_weight, self.hidden_weight, self.relation_weight)

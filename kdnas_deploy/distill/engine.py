@@ -288,6 +288,7 @@ def distill(
         weight_decay=config.weight_decay,
         checkpoint_every=config.checkpoint_every if persistent else 0,
         eval_every=config.eval_every,
+        ema_decay=config.ema_decay,
     )
     try:
         result = run_loop(

@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ class LoopConfig:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 200  # steps; 0 = epoch ends only
     eval_every: int = 0  # steps between mid-epoch evaluations; 0 = epoch ends only
+    ema_decay: float = 0.0  # > 0: evaluate (and keep) an exponential moving average of the weights
 
 
 @dataclass
@@ -75,6 +77,7 @@ def _save_checkpoint(
     scheduler: Any,
     state: LoopState,
     signature: dict[str, Any] | None = None,
+    ema: WeightAverage | None = None,
 ) -> None:
     import torch
 
@@ -87,10 +90,55 @@ def _save_checkpoint(
             "state": asdict(state),
             "torch_rng": torch.get_rng_state(),
             "signature": signature,
+            "ema": ema.state_dict() if ema is not None else None,
         },
         tmp,
     )
     os.replace(tmp, path)
+
+
+class WeightAverage:
+    """An exponential moving average of ``params`` (decay ramped up as min(decay, (1 + t) / (10 + t)) so that
+    early evaluations are not dominated by the initial weights); :meth:`swapped` puts it into the model."""
+
+    def __init__(self, params: list[Any], decay: float) -> None:
+        self.params, self.decay, self.steps = params, decay, 0
+        self.shadow = [p.detach().clone() for p in params]
+
+    def update(self) -> None:
+        import torch
+
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - d)
+
+    def swapped(self) -> Any:
+        """Context: the model holds the averaged weights inside, its own weights again after."""
+        from contextlib import contextmanager
+
+        import torch
+
+        @contextmanager
+        def swap() -> Any:
+            with torch.no_grad():
+                backup = [p.detach().clone() for p in self.params]
+                torch._foreach_copy_([p.data for p in self.params], self.shadow)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    torch._foreach_copy_([p.data for p in self.params], backup)
+
+        return swap()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        for mine, saved in zip(self.shadow, state["shadow"], strict=True):
+            mine.copy_(saved)
 
 
 def _evaluate_now(
@@ -153,6 +201,7 @@ def run_loop(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
+    ema = WeightAverage(params, config.ema_decay) if config.ema_decay > 0 else None
     state = LoopState()
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / CHECKPOINT
@@ -168,6 +217,8 @@ def run_loop(
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState(**saved["state"])
         torch.set_rng_state(saved["torch_rng"])
+        if ema is not None and saved.get("ema") is not None:
+            ema.load_state_dict(saved["ema"])
     resumed_from = state.global_step
 
     bar = tqdm(
@@ -196,20 +247,24 @@ def run_loop(
             bar.update(1)
             bar.set_postfix(epoch=state.epoch, loss=f"{state.loss_sum / state.loss_count:.4f}")
             last_of_epoch = state.step_in_epoch == len(batches)
+            if ema is not None:
+                ema.update()
             if config.eval_every and state.global_step % config.eval_every == 0 and not last_of_epoch:
-                _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
+                with ema.swapped() if ema is not None else nullcontext():
+                    _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
                 for m in modules.values():
                     m.train()
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
-                _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
+                _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature, ema)
         # epoch (or the fractional tail) done
         state.last_epoch_loss = state.loss_sum / max(1, state.loss_count)
-        _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
+        with ema.swapped() if ema is not None else nullcontext():
+            _evaluate_now(state, n_batches, evaluate, on_best, bar.write)
         for m in modules.values():
             m.train()
         state.epoch += 1
         state.step_in_epoch = 0
         state.loss_sum, state.loss_count = 0.0, 0
-        _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature)
+        _save_checkpoint(ckpt, modules, optimizer, scheduler, state, signature, ema)
     bar.close()
     return LoopResult(state=state, resumed_from_step=resumed_from)

@@ -151,6 +151,55 @@ def test_eval_every_evaluates_mid_epoch_and_keeps_the_best_step(tmp_path):
     assert len(saved) == 2  # published at the first evaluation and at the better second one
 
 
+def test_weight_average_is_evaluated_kept_and_resumed(tmp_path):
+    from kdnas_deploy.distill.loop import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    avg = WeightAverage([p], decay=0.5)
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            p.fill_(value)
+        avg.update()  # decay ramps up: min(0.5, 2/11) then min(0.5, 3/12)
+    expected = 4.0 * (1 - 2 / 11) * 0.25 + 8.0 * 0.75
+    assert torch.allclose(avg.shadow[0], torch.full((2,), expected))
+    with avg.swapped():
+        assert torch.allclose(p.data, avg.shadow[0])
+    assert torch.equal(p.data, torch.full((2,), 8.0))
+
+    data_x = torch.randn(24, 3)
+    data_y = data_x @ torch.tensor([1.0, -2.0, 0.5])
+    cfg = LoopConfig(epochs=2, batch_size=4, learning_rate=0.05, seed=3, checkpoint_every=2, ema_decay=0.9)
+
+    def run(work, die_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        seen, calls = [], {"n": 0}
+
+        def loss_fn(idx):
+            calls["n"] += 1
+            if die_at is not None and calls["n"] == die_at:
+                raise KeyboardInterrupt
+            i = torch.as_tensor(idx)
+            return ((model(data_x[i]).squeeze(-1) - data_y[i]) ** 2).mean()
+
+        def evaluate():
+            seen.append(model.weight.detach().clone())
+            return {"w": float(model.weight.detach().sum())}, 0.0
+
+        run_loop(config=cfg, lengths=np.full(24, 3), modules={"m": model}, loss_fn=loss_fn, evaluate=evaluate,
+                 on_best=lambda: None, work_dir=work, progress=False)  # fmt: skip
+        return model, seen
+
+    model, seen = run(tmp_path / "a")
+    assert not torch.allclose(seen[-1], model.weight)  # evaluated on the average, trained weights restored
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", die_at=9)
+    _, resumed_seen = run(tmp_path / "b")
+    assert torch.allclose(resumed_seen[-1], seen[-1], atol=1e-6)  # the average survives the kill
+    with pytest.raises(ConfigError):
+        DistillConfig(ema_decay=1.0)
+
+
 def test_bad_inputs(tiny_teacher, builtin_small, tmp_path):
     from kdnas_deploy.tasks import get_task
 
