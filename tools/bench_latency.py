@@ -75,7 +75,7 @@ def step_build(precision: str, tables: Path) -> dict[str, Any]:
            "--batch", "1", "--seq", "128", "--precision", precision, "--out", str(out)]  # fmt: skip
     res = run_tracked(cmd)
     data = json.loads(out.read_text())
-    res.update(table=str(out.relative_to(ROOT)), entries=len(data["entries"]),
+    res.update(table=_shown(out), entries=len(data["entries"]),
                table_build_seconds=data["measurement"]["build_seconds"],
                unsettled_entries=data["measurement"]["unsettled_entries"],
                state_changes=data["measurement"]["state_changes"], probe=data["probe"]["latency_ms"])  # fmt: skip
@@ -95,7 +95,7 @@ def step_validate(precision: str, tables: Path, n: int, seed: int) -> dict[str, 
     keys = ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "max_abs_error_pct", "raw_mape_pct",
             "raw_within_5pct", "raw_within_10pct", "raw_spearman", "noise_floor_pct", "anchor_scale",
             "unsettled_models", "scheme_ablation")  # fmt: skip
-    res.update({k: rep[k] for k in keys}, report=str(report.relative_to(ROOT)), plot=str(plot.relative_to(ROOT)))
+    res.update({k: rep[k] for k in keys}, report=_shown(report), plot=_shown(plot))
     res["meets_accuracy"] = rep["within_10pct"] >= TARGETS["within_10pct_min"] and rep["mape_pct"] <= TARGETS[
         "mape_pct_max"
     ]
@@ -123,7 +123,7 @@ def step_throughput(tables: Path, n: int = 1_000_000) -> dict[str, Any]:
     table.predict_indices(rows, depths)
     core = n / (time.perf_counter() - t0)
     return {
-        "table": str(path.relative_to(ROOT)),
+        "table": _shown(path),
         "archs": n,
         "archs_per_s": round(float(np.median(rates)), 0),
         "archs_per_s_runs": [round(r, 0) for r in rates],
@@ -149,6 +149,11 @@ def step_memory_bert_base(precision: str) -> dict[str, Any]:
         res["anchor_depths"] = json.loads(out.read_text())["scheme"]["anchor_depths"]
     res["meets_memory"] = res["peak_rss_gb"] < TARGETS["peak_rss_gb_max"]
     return res
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (the shipped tables), else as given."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 STAGE_CODE = {

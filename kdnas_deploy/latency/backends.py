@@ -105,7 +105,8 @@ def export_deployed(arch: Architecture, workdir: Path, deploy_config: Any, seed:
         del model
         release_memory()
         optimized = optimize_onnx(Path(tmp) / "raw", Path(tmp) / "optimized", deploy_config)
-        release_memory()
+        # the fusion pass leaves its graph objects in reference cycles: a full collection before the quantizer
+        release_memory(full=deploy_config.precision == "int8")
         if deploy_config.precision == "int8":
             quantize_int8(optimized, final, scheme=deploy_config.int8_scheme)
         else:
