@@ -77,6 +77,20 @@ def test_full_run_writes_a_student_folder(tiny_teacher, builtin_small, tmp_path)
         distill(tiny_teacher, ARCH, task, config=cfg, train=train, eval=dev, out_dir=out, progress=False)
 
 
+def _regression_loss(model, data_x, data_y, die_at=None):
+    """MSE of ``model`` on a batch; the ``die_at``-th call raises KeyboardInterrupt (a kill)."""
+    calls = {"n": 0}
+
+    def loss_fn(idx):
+        calls["n"] += 1
+        if die_at is not None and calls["n"] == die_at:
+            raise KeyboardInterrupt
+        i = torch.as_tensor(idx)
+        return ((model(data_x[i]).squeeze(-1) - data_y[i]) ** 2).mean()
+
+    return loss_fn
+
+
 def test_loop_resumes_after_a_kill_to_the_same_weights(tmp_path):
     def make():
         torch.manual_seed(0)
@@ -88,15 +102,7 @@ def test_loop_resumes_after_a_kill_to_the_same_weights(tmp_path):
     cfg = LoopConfig(epochs=2, batch_size=4, learning_rate=0.05, seed=3, checkpoint_every=3)
 
     def run(model, work, die_at=None):
-        calls = {"n": 0}
-
-        def loss_fn(idx):
-            calls["n"] += 1
-            if die_at is not None and calls["n"] == die_at:
-                raise KeyboardInterrupt
-            i = torch.as_tensor(idx)
-            return ((model(data_x[i]).squeeze(-1) - data_y[i]) ** 2).mean()
-
+        loss_fn = _regression_loss(model, data_x, data_y, die_at)
         return run_loop(
             config=cfg,
             lengths=lengths,
@@ -173,14 +179,8 @@ def test_weight_average_is_evaluated_kept_and_resumed(tmp_path):
     def run(work, die_at=None):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 1)
-        seen, calls = [], {"n": 0}
-
-        def loss_fn(idx):
-            calls["n"] += 1
-            if die_at is not None and calls["n"] == die_at:
-                raise KeyboardInterrupt
-            i = torch.as_tensor(idx)
-            return ((model(data_x[i]).squeeze(-1) - data_y[i]) ** 2).mean()
+        seen = []
+        loss_fn = _regression_loss(model, data_x, data_y, die_at)
 
         def evaluate():
             seen.append(model.weight.detach().clone())
