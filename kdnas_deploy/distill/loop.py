@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,24 +113,19 @@ class WeightAverage:
         with torch.no_grad():
             torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - d)
 
-    def swapped(self) -> Any:
-        """Context: the model holds the averaged weights inside, its own weights again after."""
-        from contextlib import contextmanager
-
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own weights again after."""
         import torch
 
-        @contextmanager
-        def swap() -> Any:
+        with torch.no_grad():
+            backup = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.shadow)
+        try:
+            yield
+        finally:
             with torch.no_grad():
-                backup = [p.detach().clone() for p in self.params]
-                torch._foreach_copy_([p.data for p in self.params], self.shadow)
-            try:
-                yield
-            finally:
-                with torch.no_grad():
-                    torch._foreach_copy_([p.data for p in self.params], backup)
-
-        return swap()
+                torch._foreach_copy_([p.data for p in self.params], backup)
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "shadow": self.shadow}

@@ -21,7 +21,7 @@ from kdnas_deploy.search.budget import (
     parse_budget_option,
 )
 from kdnas_deploy.search.config import RewardConfig, SearchConfig, preset
-from kdnas_deploy.search.executor import make_executor
+from kdnas_deploy.search.executor import begin_executor, make_executor
 from kdnas_deploy.space import SearchSpace
 
 
@@ -82,9 +82,7 @@ def run_search(
     # the inputs read so far are valid: start the executor (Ray: connect in the background) while the
     # task, the teacher and the rest of the setup load
     engine = make_executor(executor, **(executor_options or {}))
-    begin = getattr(engine, "begin", None)
-    if callable(begin):
-        begin()
+    begin_executor(engine)
     try:
         task_obj = load_task(task, cfg.data_dir)
         teacher_arch = teacher_architecture(teacher, task_obj)

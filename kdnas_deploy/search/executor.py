@@ -110,6 +110,13 @@ EXECUTORS: dict[str, Callable[..., Executor] | str] = {
 }
 
 
+def begin_executor(executor: Any) -> None:
+    """Call the executor's optional ``begin()`` hook (start connecting to a cluster in the background)."""
+    begin = getattr(executor, "begin", None)
+    if callable(begin):
+        begin()
+
+
 def register_executor(name: str, factory: Callable[..., Executor] | str) -> None:
     EXECUTORS[name] = factory
 

@@ -15,6 +15,9 @@ candidates of the episode (they are logged), then raises a :class:`SearchError` 
 stays resumable (``--resume``). A killed driver loses only its unfinished candidates, which ``--resume``
 submits again.
 
+Layout: this module is the driver side; the task bodies that run in Ray workers are in :mod:`.ray_worker`, the
+workarounds that make a local instance start and stop faster in :mod:`.ray_startup`.
+
 Determinism: a candidate's result depends on its request only (its seed is derived from the search seed and
 the architecture), so the log equals the in-process one candidate for candidate. Workers pin torch to
 ``torch_threads`` threads (default: ``cpus_per_candidate``). The thread count changes float rounding in
@@ -26,19 +29,24 @@ in-process one. With fewer CPUs per candidate more run at once, at the price of 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.errors import ConfigError, KdnasError, SearchError
 from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator
+from kdnas_deploy.search.ray_startup import prompt_node_lookup, quiet_thread_warning, stop_autoscaler_monitor
+from kdnas_deploy.search.ray_worker import (  # noqa: F401 - BROKEN_WORKER_EXIT_CODE, _pin_threads: re-exported
+    BROKEN_WORKER_EXIT_CODE,
+    _pin_threads,
+    check_paths_on_node,
+    evaluate_on_worker,
+    warm_worker,
+)
 
 # Evaluator attributes holding paths every worker must read (checked on every node before the first task).
 SHARED_PATH_ATTRS = ("teacher", "data_dir", "cache_dir")
@@ -81,135 +89,7 @@ def in_process_threads() -> int:
     return torch.get_num_threads()
 
 
-# ---------------------------------------------------------------------------------------------- worker side
-_WORKER_EVALUATORS: dict[str, Any] = {}
-
-
-BROKEN_WORKER_EXIT_CODE = 75  # the worker exits with this when an earlier import of torch was interrupted
-
-
-def _pin_threads(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        import torch
-    except ImportError:
-        return
-    except Exception as exc:  # noqa: BLE001 - torch half-imported in this process (an interrupted import)
-        # A task interrupted while it imported torch leaves this worker process unable to import it again
-        # ("generic_type ... already defined"). Exit: Ray replaces the worker and retries the task.
-        print(f"kdnas-deploy: this Ray worker cannot import torch ({exc!r}); exiting so Ray replaces it",
-              file=sys.stderr, flush=True)
-        os._exit(BROKEN_WORKER_EXIT_CODE)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def _worker_evaluator(token: str, evaluator: Evaluator) -> Evaluator:
-    """This worker's copy of the run's evaluator: the first one it received for ``token`` (kept with its loaded
-    data for the later candidates of the run)."""
-    ev = _WORKER_EVALUATORS.get(token)
-    if ev is None:
-        _WORKER_EVALUATORS.clear()
-        _WORKER_EVALUATORS[token] = ev = evaluator
-    return ev
-
-
-def evaluate_on_worker(token: str, evaluator: Evaluator, request: EvalRequest, threads: int) -> EvalResult:
-    """The body of a Ray task: evaluate one request with the worker's cached copy of the evaluator."""
-    _pin_threads(threads)
-    ev = _worker_evaluator(token, evaluator)
-    start = time.perf_counter()
-    result = ev.evaluate(request)
-    if result.seconds <= 0:  # evaluators that do not time themselves (as in LocalExecutor)
-        result = replace(result, seconds=time.perf_counter() - start)
-    return result
-
-
-def warm_worker(threads: int, token: str | None = None, evaluator: Evaluator | None = None) -> int:
-    """Warm-up task: pay a worker's one-time costs before its first candidate: imports (torch, the
-    distillation engine), torch's first optimizer step (which imports ``torch._dynamo``, ~0.9 s here) and,
-    given the run's evaluator, its ``warm_up()`` (data, teacher-output cache) on the copy that later
-    candidates in this worker use. Returns the worker's pid."""
-    _pin_threads(threads)
-    import kdnas_deploy.distill.engine  # noqa: F401
-    from kdnas_deploy.search.controller import warm_up_training
-
-    warm_up_training()
-    if token is not None and evaluator is not None:
-        warm_up = getattr(_worker_evaluator(token, evaluator), "warm_up", None)
-        if callable(warm_up):
-            warm_up()
-    return os.getpid()
-
-
-def check_paths_on_node(paths: Sequence[str]) -> dict[str, Any]:
-    """Preflight on one node: which of ``paths`` it cannot see, and whether the package imports there."""
-    return {
-        "host": socket.gethostname(),
-        "missing": [p for p in paths if not os.path.exists(p)],
-        "python": sys.version.split()[0],
-    }
-
-
 # ---------------------------------------------------------------------------------------------- driver side
-NODE_POLL_SECONDS = 0.02
-
-
-@contextmanager
-def _prompt_node_lookup() -> Iterator[None]:
-    """While ``ray.init`` starts a local instance, find the new node in the GCS as soon as it registers.
-
-    ``ray.init`` waits for its raylet with ``ray._private.services.get_node``, whose lookup sleeps a whole
-    second after each miss; the raylet registers about 0.5 s after it is spawned (measured here with Ray
-    2.60), so ``ray.init`` took 2.1 or 3.2 s where 1.6-1.8 s would do. Within this block that lookup first
-    polls the GCS's node table every 20 ms (one RPC each) until the node is there. Uses Ray's private module;
-    if it is not there, or the poll fails, Ray's own lookup runs as before.
-    """
-    try:
-        from ray._private import services
-        from ray._raylet import GcsClient
-
-        original = services.get_node
-    except (ImportError, AttributeError):
-        yield
-        return
-
-    def get_node(gcs_address: str, node_id: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            client = GcsClient(address=gcs_address)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if any(key.hex() == node_id for key in client.get_all_node_info(timeout=5)):
-                    break
-                time.sleep(NODE_POLL_SECONDS)
-        except Exception:  # noqa: BLE001 - an optimisation only; Ray's lookup below decides
-            pass
-        return original(gcs_address, node_id, *args, **kwargs)
-
-    services.get_node = get_node
-    try:
-        yield
-    finally:
-        services.get_node = original
-
-
-@contextmanager
-def _quiet_thread_warning() -> Iterator[None]:
-    """Drop Ray's warning that ``ray.init`` outside the main thread sets no SIGTERM handler (the helper
-    thread of :meth:`RayExecutor.begin`; Ray's reaper process still stops the instance if the driver dies)."""
-    import logging
-
-    def drop(record: logging.LogRecord) -> bool:
-        return "SIGTERM handler is not set" not in record.getMessage()
-
-    ray_logger = logging.getLogger("ray._private.worker")
-    ray_logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        ray_logger.removeFilter(drop)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
@@ -217,25 +97,6 @@ def _first_line(exc: BaseException) -> str:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _stop_autoscaler_monitor() -> None:
-    """Kill the autoscaler monitor of the Ray instance this process started, before ``ray.shutdown()``.
-
-    ``ray.shutdown()`` sends each process it started SIGTERM and waits up to 1 s for it; the monitor (the
-    autoscaler, idle on a local instance) never exits within that second, which made every shutdown take
-    1.35 s instead of 0.35 s (measured here with Ray 2.60). Killing it first loses nothing: the instance is
-    about to go. Uses Ray's private node handle; if that changes, shutdown just takes its second again.
-    """
-    try:
-        from ray._private import ray_constants
-        from ray._private import worker as ray_worker
-
-        node = getattr(ray_worker, "_global_node", None)
-        if node is not None and node.is_head():
-            node._kill_process_type(ray_constants.PROCESS_TYPE_MONITOR, check_alive=False, allow_graceful=False)
-    except Exception:  # noqa: BLE001 - an optimisation only; ray.shutdown() still stops everything
-        pass
 
 
 class RayExecutor:
@@ -297,7 +158,7 @@ class RayExecutor:
 
         def connect() -> None:
             try:
-                with _quiet_thread_warning():
+                with quiet_thread_warning():
                     self._connect()
             except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for it
                 self._connect_error = exc
@@ -341,7 +202,7 @@ class RayExecutor:
             if opts.address:
                 kwargs["address"] = opts.address
             try:
-                with _prompt_node_lookup():
+                with prompt_node_lookup():
                     ray.init(**kwargs)
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
                 where = opts.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
@@ -550,7 +411,7 @@ class RayExecutor:
         self._refs.clear()
         self._checked.clear()
         if self._owns_ray and ray.is_initialized():
-            _stop_autoscaler_monitor()
+            stop_autoscaler_monitor()
             ray.shutdown()
         self._end_connect_thread()
         self._owns_ray = False

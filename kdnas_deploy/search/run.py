@@ -35,6 +35,7 @@ from kdnas_deploy.search.executor import (
     Evaluator,
     Executor,
     LocalExecutor,
+    begin_executor,
     candidate_seed,
 )
 from kdnas_deploy.search.pareto import pareto_mask
@@ -92,9 +93,7 @@ class SearchRun:
         self.space = budgets.space
         self.evaluator = evaluator
         self.executor = executor or LocalExecutor()
-        begin = getattr(self.executor, "begin", None)
-        if callable(begin):  # e.g. Ray: start connecting now, while the rest of the setup runs
-            begin()
+        begin_executor(self.executor)  # e.g. Ray: start connecting now, while the rest of the setup runs
         self.finalizer = finalizer
         self.resume = resume
         self.teacher_arch = teacher_arch
