@@ -17,6 +17,8 @@ The Python API mirrors the CLI, one name per command; heavy libraries load only 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
@@ -48,7 +50,31 @@ _LAZY = {
 __all__ = ["Architecture", "KdnasError", "SearchSpace", *_LAZY]
 
 
+# API names that are also the names of subpackages: ``kdnas_deploy.distill`` is the function the README documents,
+# not the package ``kdnas_deploy/distill/``. Importing a subpackage makes Python bind it on its parent
+# (``setattr(kdnas_deploy, "distill", <module>)``), which would replace the function; ``_Package`` refuses that
+# one binding. The package stays importable by its dotted name (``from kdnas_deploy.distill import engine``,
+# ``import kdnas_deploy.distill.engine``, ``sys.modules``); only attribute access through ``kdnas_deploy``
+# (``import kdnas_deploy.distill.engine as e``, string targets of ``mock.patch``) sees the function.
+_SHADOWED = frozenset(name for name, module in _LAZY.items() if module == f"{__name__}.{name}")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
     raise AttributeError(f"module 'kdnas_deploy' has no attribute {name!r}")
+
+
+sys.modules[__name__].__class__ = _Package
+for _name in _SHADOWED:  # a subpackage imported while this file ran was already bound
+    if isinstance(globals().get(_name), types.ModuleType):
+        del globals()[_name]
