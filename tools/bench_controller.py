@@ -5,8 +5,8 @@ metric of each architecture over the runs that measured it, then repeatedly fits
 random architectures and predicts the others: rank correlation (Spearman) of predictions and measurements,
 and the mean measured metric of the 3 architectures it would propose (its top 3) against a random pick.
 
-    python tools/bench_controller.py --budget-ms 2.422769 \\
-        /work/artifacts/search/bench-sst2-h15/{kdnas,random}-seed{0,1,2} \\
+    python -m tools.bench_controller --budget-ms 2.422769 \\
+        work_artifacts/search/bench-sst2-h15/{kdnas,random}-seed{0,1,2} \\
         --json tools/results/controller_prior.json
 
 The runs' proposals are not a uniform sample of the space (the searches chose them), so these figures say
@@ -15,7 +15,6 @@ how the two controllers rank *plausible* candidates, which is what the search as
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,8 @@ from typing import Any
 import click
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.arch import Architecture  # noqa: E402
-from kdnas_deploy.io import atomic_write_json, read_jsonl  # noqa: E402
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.io import atomic_write_json, read_jsonl
 
 SCHEMA_VERSION = 1
 PRIORS = ("none", "log-latency")
@@ -81,7 +77,7 @@ def evaluate(space: Any, archs: list[Architecture], y: np.ndarray, log_ratio: np
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--budget-ms", type=float, required=True, help="The budget the runs searched under (log ratios).")
-@click.option("--space", default=str(ROOT / "configs/spaces/minilm-l6.yaml"), show_default=True)
+@click.option("--space", default="minilm-l6", show_default=True, help="preset name or space YAML")
 @click.option("--train-sizes", default="4,6,9,12", show_default=True)
 @click.option("--trials", type=int, default=20, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Benchmark of the distill stage's targets on SST-2 (issue 3). Run under the CPU lock:
+"""Benchmark of the distill stage's targets on SST-2 (issue 3). Run from the repository root, alone on the machine:
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_distill.py --teacher /work/artifacts/distill/teacher-sst2 \
-        --data-dir ../shared/data/glue --work /work/artifacts/distill/bench
+    python -m tools.bench_distill --teacher TEACHER_DIR --data-dir ../shared/data/glue \
+        --work work_artifacts/distill/bench
 
 Stages (each result is merged into the JSON as soon as it is measured, so a killed run loses nothing):
   teacher  dev metrics of the teacher (target: accuracy >= 0.90)
@@ -25,18 +25,14 @@ import platform
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.io import atomic_write_json
+from tools._common import GLUE_DIR, RESULTS, WORK, run_tracked
 
 SCHEMA_VERSION = 1
 PROXY_FRACTION = 0.10
@@ -182,31 +178,8 @@ def stage_proxy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_with_peak_rss(cmd: list[str], log: Path) -> tuple[int, float, float]:
-    import psutil
-
-    peak = 0
-    t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-        ps = psutil.Process(proc.pid)
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                try:
-                    rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-                    peak = max(peak, rss)
-                except psutil.Error:
-                    pass
-                time.sleep(0.2)
-
-        t = threading.Thread(target=sample, daemon=True)
-        t.start()
-        code = proc.wait()
-        done.set()
-        t.join()
-    return code, peak / 2**30, time.perf_counter() - t0
+        return run_tracked(cmd, log=fh, interval_s=0.2)
 
 
 def stage_full(args: argparse.Namespace, arch: str, ratio: float, teacher_acc: float) -> dict[str, Any]:
@@ -341,11 +314,11 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", type=Path, default=Path("/work/artifacts/distill/teacher-sst2"))
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue")
-    ap.add_argument("--work", type=Path, default=Path("/work/artifacts/distill/bench"))
-    ap.add_argument("--out", type=Path, default=ROOT / "tools" / "results" / "distill_sst2.json")
-    ap.add_argument("--builtin-teacher", type=Path, default=Path("/work/artifacts/distill/teacher-builtin"))
+    ap.add_argument("--teacher", type=Path, default=WORK / "distill" / "teacher-sst2", help="SST-2 teacher folder")
+    ap.add_argument("--data-dir", type=Path, default=GLUE_DIR)
+    ap.add_argument("--work", type=Path, default=WORK / "distill" / "bench")
+    ap.add_argument("--out", type=Path, default=RESULTS / "distill_sst2.json")
+    ap.add_argument("--builtin-teacher", type=Path, default=WORK / "distill" / "teacher-builtin")
     ap.add_argument("--stages", default="teacher,proxy,full3,full2")
     ap.add_argument("--full-epochs", type=float, default=1.0)
     ap.add_argument("--proxy-repeats", type=int, default=2, help="warm runs per proxy architecture")

@@ -5,8 +5,7 @@ For a fine-tuned SST-2 model (and a smaller random student of the minilm-l6 spac
 ``optimum-cli export onnx --optimize O2`` (+ ``optimum-cli onnxruntime quantize --avx512_vnni``) folders of the
 same model, and times all of them interleaved in one process at batch 1, sequence 128, 2 threads.
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_export.py --model /work/artifacts/distill/teacher-sst2 \
-        --data-dir ../shared/data/glue
+    python -m tools.bench_export --model TEACHER_DIR --data-dir ../shared/data/glue   # from the repo root
 
 Writes tools/results/export_bench.json and export_bench.png.
 """
@@ -20,22 +19,17 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from kdnas_deploy.arch import Architecture  # noqa: E402
-from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench  # noqa: E402
-from kdnas_deploy.export.exporter import ExportOptions, export_model  # noqa: E402
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session  # noqa: E402
-from kdnas_deploy.export.validate import check_metric  # noqa: E402
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
+from kdnas_deploy.export.exporter import ExportOptions, export_model
+from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.validate import check_metric
+from kdnas_deploy.io import atomic_write_json
+from tools._common import GLUE_DIR, RESULTS, WORK
 
 STUDENT = Architecture(4, 256, 4, 768)
 TARGETS = {"o2_vs_pytorch_min": 2.0, "int8_vs_fp32_min": 1.4, "int8_drop_points_max": 1.0, "ours_vs_plain_max": 1.0}
@@ -85,62 +79,14 @@ def _rename_graph(d: Path) -> None:
 
 def our_exports(model_dir: Path, work: Path, task: str | None, data_dir: str | None) -> tuple[dict, dict]:
     """Our O2 fp32 and O2 int8 exports; the int8 one is validated on the task's dev set."""
-    tasks_available = _tasks_module_available()
     paths, reports = {}, {}
     for name, quant in (("ours_o2", "none"), ("ours_int8", "int8")):
         out = work / name.replace("_", "-")
-        in_export = quant == "int8" and tasks_available
-        opts = ExportOptions(quantize=quant, task=task if in_export else None, data_dir=data_dir,
+        opts = ExportOptions(quantize=quant, task=task if quant == "int8" else None, data_dir=data_dir,
                              bench_reps=0, force=True)
         reports[name] = export_model(model_dir, out, opts, log=lambda m: print("  " + m))
-        if quant == "int8" and not tasks_available:  # same check, with the local SST-2 reader
-            model, tok = load_hf_classifier(model_dir), load_tokenizer(model_dir)
-            reports[name]["metric_check"] = check_metric(model, tok, make_session(out / "model.onnx"),
-                                                         resolve_task(task, data_dir), force=True).to_dict()
         paths[name] = out
     return paths, reports
-
-
-def _tasks_module_available() -> bool:
-    try:
-        import kdnas_deploy.tasks  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class LocalSst2:
-    """SST-2 dev read straight from the GLUE TSV, with the ``kdnas_deploy.tasks`` Task interface (used only
-    where that module is not merged yet)."""
-
-    path: str
-    name: str = "sst2"
-    main_metric: str = "accuracy"
-    num_labels: int = 2
-    is_regression: bool = False
-    text_fields: tuple[str, ...] = ("sentence",)
-
-    def load_split(self, split: str):
-        import csv
-
-        import datasets
-
-        with open(self.path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-        return datasets.Dataset.from_dict({"sentence": [r["sentence"] for r in rows],
-                                           "label": [int(r["label"]) for r in rows]})
-
-    def compute_metrics(self, preds, labels) -> dict:
-        return {"accuracy": float((np.asarray(preds).argmax(-1) == np.asarray(labels)).mean())}
-
-
-def resolve_task(task: str, data_dir: str | None):
-    if _tasks_module_available():
-        return task
-    if task.lower() not in ("sst2", "sst-2"):
-        raise SystemExit(f"kdnas_deploy.tasks is not available and the local fallback reads SST-2 only, not {task}")
-    return LocalSst2(str(Path(data_dir or ROOT.parent / "shared" / "data" / "glue") / "SST-2" / "dev.tsv"))
 
 
 def make_student(teacher_dir: Path, out: Path) -> Path:
@@ -210,13 +156,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True, help="fine-tuned SST-2 classifier (HF folder)")
     ap.add_argument("--task", default="sst2")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
-    ap.add_argument("--work", type=Path, default=Path("/work/artifacts/export/bench"))
+    ap.add_argument("--data-dir", default=str(GLUE_DIR))
+    ap.add_argument("--work", type=Path, default=WORK / "export" / "bench")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--block", type=int, default=5)
     ap.add_argument("--reuse", action="store_true", help="time the exports already in --work (no re-export)")
-    ap.add_argument("--out", type=Path, default=ROOT / "tools" / "results" / "export_bench.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "export_bench.json")
     args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0 = time.time()
     cfg = BenchConfig(batch=1, seq=128, threads=2, rounds=args.rounds, block=args.block)
     models = {"main_model": args.model, "student_L4_H256": make_student(args.model, args.work / "student-hf")}
@@ -280,7 +228,7 @@ def export_all(hf: Path, work: Path, task: str | None, data_dir: str | None) -> 
     if task:
         model, tok = load_hf_classifier(hf), load_tokenizer(hf)
         plain_acc = check_metric(model, tok, make_session(plain["plain_int8"] / "model.onnx"),
-                                 resolve_task(task, data_dir), data_dir, force=True)
+                                 task, data_dir, force=True)
         out["plain"]["plain_int8"]["metric_check"] = plain_acc.to_dict()
     return out
 

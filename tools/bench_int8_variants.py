@@ -4,8 +4,7 @@ Quantizes the O2 fp32 graph of a fine-tuned SST-2 model (from ``tools/bench_expo
 several ``quantize_dynamic`` settings, evaluates each on SST-2 dev, and times each against the fp32 graph
 interleaved at batch 1, seq 128, 2 threads. Writes tools/results/export_int8_variants.json.
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_int8_variants.py --model /work/artifacts/distill/teacher-sst2 \
-        --fp32 /work/artifacts/export/bench/main_model/ours-o2
+    python -m tools.bench_int8_variants --model TEACHER_DIR --fp32 work_artifacts/export/bench/main_model/ours-o2
 """
 
 from __future__ import annotations
@@ -13,20 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from bench_export import resolve_task  # noqa: E402
-
-from kdnas_deploy.export.bench import BenchConfig, run_bench  # noqa: E402
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session  # noqa: E402
-from kdnas_deploy.export.validate import check_metric  # noqa: E402
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.export.bench import BenchConfig, run_bench
+from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.validate import check_metric
+from kdnas_deploy.io import atomic_write_json
+from tools._common import GLUE_DIR, RESULTS
 
 MA = ["MatMul", "Attention"]
 
@@ -66,15 +59,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--fp32", type=Path, required=True, help="our O2 fp32 export of --model")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "glue"))
+    ap.add_argument("--data-dir", default=str(GLUE_DIR))
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
-    ap.add_argument("--out", type=Path, default=ROOT / "tools" / "results" / "export_int8_variants.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "export_int8_variants.json")
     args = ap.parse_args()
     from kdnas_deploy.export.deploy_path import fused_operator_counts
 
     model, tok = load_hf_classifier(args.model), load_tokenizer(args.model)
-    task = resolve_task("sst2", args.data_dir)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="kdnas-int8-") as tmp:
         folders = {}
@@ -89,7 +81,7 @@ def main() -> int:
             d.mkdir()
             shutil.copy2(args.fp32 / "config.json", d / "config.json")
             quantize(args.fp32 / "model.onnx", d / "model.onnx", **kwargs)
-            m = check_metric(model, tok, make_session(d / "model.onnx"), task, force=True)
+            m = check_metric(model, tok, make_session(d / "model.onnx"), "sst2", args.data_dir, force=True)
             ops = {k: v for k, v in fused_operator_counts(d / "model.onnx").items() if v}
             rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "nodes_to_exclude"},
                           "excluded_nodes": kwargs.get("nodes_to_exclude", []),

@@ -2,7 +2,7 @@
 
 Steps (each result is merged into the results JSON as soon as it is measured, so steps can run separately):
 
-* ``build``      ``kdnas-deploy latency build`` of the default space (configs/spaces/minilm-l6.yaml) at batch 1,
+* ``build``      ``kdnas-deploy latency build`` of the default space (preset ``minilm-l6``) at batch 1,
                  seq 128 for each precision: wall time (target <= 300 s) and peak RSS of the process tree
                  (target < 2 GB). The tables are written to ``--tables`` (the shipped ones in latency_tables/).
 * ``validate``   ``kdnas-deploy latency validate --n 30`` of each table: re-anchored accuracy (targets >= 95%
@@ -13,8 +13,8 @@ Steps (each result is merged into the results JSON as soon as it is measured, so
                  from the kernel (``ru_maxrss``): export (weights streamed or not, model kept or consumed as the
                  latency build does), fusions (lean and ORTOptimizer's own), int8.
 
-Run timing steps under the machine's CPU lock:
-    flock /tmp/kdnas-cpu.lock python tools/bench_latency.py --steps build,validate --precision fp32
+Run from the repository root (timing steps alone on the machine: nothing else running):
+    python -m tools.bench_latency --steps build,validate --precision fp32
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from kdnas_deploy.io import atomic_write_json
+from tools._common import RESULTS, ROOT, run_tracked, shown
 
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
-
-RESULTS = ROOT / "tools" / "results" / "latency_bench.json"
-SPACE = "configs/spaces/minilm-l6.yaml"
+RESULT_FILE = RESULTS / "latency_bench.json"
+SPACE = "minilm-l6"  # the preset name: same space as configs/spaces/minilm-l6.yaml
 TARGETS = {
     "build_seconds_max": 300.0,
     "peak_rss_gb_max": 2.0,
@@ -49,33 +47,21 @@ def table_path(tables: Path, precision: str) -> Path:
     return tables / f"cpu-minilm-l6-{precision}-b1-s128.json"
 
 
-def run_tracked(cmd: list[str]) -> dict[str, Any]:
-    """Run ``cmd`` and sample the RSS of its process tree every 50 ms; wall time and peak RSS."""
-    import psutil
-
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    if proc.returncode:
-        raise SystemExit(f"command failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    return {"seconds": round(time.time() - t0, 2), "peak_rss_gb": round(peak / 2**30, 3), "command": " ".join(cmd)}
+def run_measured(cmd: list[str]) -> dict[str, Any]:
+    """Run ``cmd``: wall time and peak RSS of its process tree (sampled every 50 ms); exits if it fails."""
+    code, peak_gb, seconds = run_tracked(cmd)
+    if code:
+        raise SystemExit(f"command failed with exit code {code}: {' '.join(cmd)}")
+    return {"seconds": round(seconds, 2), "peak_rss_gb": round(peak_gb, 3), "command": " ".join(cmd)}
 
 
 def step_build(precision: str, tables: Path) -> dict[str, Any]:
     out = table_path(tables, precision)
     cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "build", "--space", SPACE, "--device", "cpu",
            "--batch", "1", "--seq", "128", "--precision", precision, "--out", str(out)]  # fmt: skip
-    res = run_tracked(cmd)
+    res = run_measured(cmd)
     data = json.loads(out.read_text())
-    res.update(table=_shown(out), entries=len(data["entries"]),
+    res.update(table=shown(out), entries=len(data["entries"]),
                table_build_seconds=data["measurement"]["build_seconds"],
                unsettled_entries=data["measurement"]["unsettled_entries"],
                state_changes=data["measurement"]["state_changes"], probe=data["probe"]["latency_ms"])  # fmt: skip
@@ -90,12 +76,12 @@ def step_validate(precision: str, tables: Path, n: int, seed: int) -> dict[str, 
     plot = table.with_name(table.stem + ".validation.png")
     cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "validate", str(table), "--n", str(n), "--seed",
            str(seed), "--report", str(report), "--plot", str(plot)]  # fmt: skip
-    res = run_tracked(cmd)
+    res = run_measured(cmd)
     rep = json.loads(report.read_text())
     keys = ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "max_abs_error_pct", "raw_mape_pct",
             "raw_within_5pct", "raw_within_10pct", "raw_spearman", "noise_floor_pct", "anchor_scale",
             "unsettled_models", "scheme_ablation")  # fmt: skip
-    res.update({k: rep[k] for k in keys}, report=_shown(report), plot=_shown(plot))
+    res.update({k: rep[k] for k in keys}, report=shown(report), plot=shown(plot))
     res["meets_accuracy"] = rep["within_10pct"] >= TARGETS["within_10pct_min"] and rep["mape_pct"] <= TARGETS[
         "mape_pct_max"
     ]
@@ -123,7 +109,7 @@ def step_throughput(tables: Path, n: int = 1_000_000) -> dict[str, Any]:
     table.predict_indices(rows, depths)
     core = n / (time.perf_counter() - t0)
     return {
-        "table": _shown(path),
+        "table": shown(path),
         "archs": n,
         "archs_per_s": round(float(np.median(rates)), 0),
         "archs_per_s_runs": [round(r, 0) for r in rates],
@@ -145,15 +131,10 @@ def step_memory_bert_base(precision: str) -> dict[str, Any]:
         out = Path(tmp) / "t.json"
         cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "build", "--space", str(path), "--rounds", "1",
                "--precision", precision, "--out", str(out), "--quiet"]  # fmt: skip
-        res = run_tracked(cmd)
+        res = run_measured(cmd)
         res["anchor_depths"] = json.loads(out.read_text())["scheme"]["anchor_depths"]
     res["meets_memory"] = res["peak_rss_gb"] < TARGETS["peak_rss_gb_max"]
     return res
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it (the shipped tables), else as given."""
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 STAGE_CODE = {
@@ -167,7 +148,7 @@ STAGE_CODE = {
     "int8_quantize": "quantize_int8(work / 'lean' / 'model.onnx', work / 'q.onnx')",
 }
 STAGE_PRELUDE = (
-    "import json, resource, sys; from pathlib import Path; sys.path.insert(0, {root!r}); work = Path({work!r})\n"
+    "import json, resource; from pathlib import Path; work = Path({work!r})\n"
     "from kdnas_deploy.arch import Architecture\nfrom kdnas_deploy.student import build_student\n"
     "from kdnas_deploy.export.deploy_path import DeployConfig, export_onnx, optimize_onnx, quantize_int8\n"
     "from kdnas_deploy.latency.backends import quiet_loggers\n"
@@ -181,7 +162,7 @@ def step_memory_stages() -> dict[str, Any]:
     out: dict[str, Any] = {"model": "L=12,H=768,A=12,F=3072 (440 MB of fp32 weights)", "unit": "GB, ru_maxrss"}
     with tempfile.TemporaryDirectory(prefix="kdnas-stages-") as work:
         for name, code in STAGE_CODE.items():
-            script = STAGE_PRELUDE.format(root=str(ROOT), work=work, code=code)
+            script = STAGE_PRELUDE.format(work=work, code=code)  # runs with cwd ROOT: `-c` puts it on sys.path
             proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 raise SystemExit(f"stage {name} failed:\n{proc.stderr[-2000:]}")
@@ -228,7 +209,7 @@ def main() -> None:
     ap.add_argument("--tables", default=str(ROOT / "latency_tables"))
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--results", default=str(RESULT_FILE))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results_path = Path(args.results)

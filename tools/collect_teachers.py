@@ -3,24 +3,20 @@
 Reads the ``teacher_record.json`` that ``kdnas-deploy teacher finetune`` writes into every teacher folder
 (recipe, per-epoch dev metrics, best epoch) and writes one JSON table, best first:
 
-    python tools/collect_teachers.py /work/artifacts/distill/teacher-sst2* \\
+    python -m tools.collect_teachers TEACHER_DIR... \\
         --target 0.90 --json tools/results/teacher_sst2_recipes.json
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "max_seq_len", "seed", "warmup_ratio", "weight_decay")
