@@ -129,7 +129,15 @@ def test_readme_test_command_is_the_one_ci_runs():
     assert "lint-imports" in shlex.split(block.code), "CI must check the import layers"
 
 
-def test_short_blocks_name_no_machine_paths():
-    text = README.read_text(encoding="utf-8")
-    for pattern in ("/work/", "/home/", "/tmp/"):
-        assert pattern not in text, f"machine path {pattern!r} in the README"
+MACHINE_PATHS = ("/work/", "/home/", "/tmp/")
+
+
+def test_docs_tools_and_configs_name_no_machine_paths():
+    files = [README, ROOT / "CHANGELOG.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "tools").rglob("*.py"),
+             *(ROOT / "tools" / "results").glob("*.json"), *(ROOT / "configs").rglob("*.yaml")]  # fmt: skip
+    for path in files:
+        if path.name == "test_readme.py" or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        for pattern in MACHINE_PATHS:
+            assert pattern not in text, f"machine path {pattern!r} in {path.relative_to(ROOT)}"
