@@ -107,6 +107,46 @@ def test_long_block_runs_as_written(block: Block):
     assert proc.returncode == 0, f"README line {block.line}:\n{block.code}\n--- stderr\n{proc.stderr[-5000:]}"
 
 
+# Names the other branches of this change add (cli: `latency list`, `export --metric-task`; config: `search
+# --headroom`): until they are merged, a missing one is an expected failure, not an error. Empty this set then.
+PENDING = {"latency list", "--metric-task", "--headroom"}
+GROUPS = {"latency", "teacher"}
+
+
+def _cli_calls(block: Block) -> list[list[str]]:
+    """The ``kdnas-deploy`` command lines of a bash block, as tokens (continuations joined, comments dropped)."""
+    calls = []
+    for line in block.code.replace("\\\n", " ").splitlines():
+        for part in line.split("&&"):
+            tokens = shlex.split(part, comments=True)
+            if tokens and tokens[0] == "kdnas-deploy":
+                calls.append(tokens[1:])
+    return calls
+
+
+def _long_cli_calls() -> list:
+    return [pytest.param(c, id=f"L{b.line}-{'-'.join(c[:2])}") for b in BLOCKS if b.kind != "fast" and b.lang == "bash"
+            for c in _cli_calls(b)]  # fmt: skip
+
+
+@pytest.mark.parametrize("call", _long_cli_calls())
+def test_long_block_commands_and_options_exist(call: list[str]):
+    """What CI cannot run it can still check: each command of a long block exists with every option it names."""
+    path = call[:2] if call and call[0] in GROUPS else call[:1]
+    proc = subprocess.run([sys.executable, "-m", "kdnas_deploy", *path, "--help"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    missing = [] if proc.returncode == 0 else [" ".join(path)]
+    missing += [t.split("=")[0] for t in call if t.startswith("--") and t.split("=")[0] not in proc.stdout]
+    if missing and set(missing) <= PENDING:
+        pytest.xfail(f"not merged yet: {missing}")
+    assert not missing, f"kdnas-deploy {' '.join(path)}: unknown {missing}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in BLOCKS if b.lang == "python"])
+def test_python_block_compiles(block: Block):
+    compile(block.code, f"README.md:{block.line}", "exec")
+
+
 def test_every_block_is_classified_and_skips_say_why():
     assert BLOCKS, "no bash/python blocks found in the README"
     assert sum(b.kind == "fast" for b in BLOCKS) >= 4, "the README should keep short examples that CI runs"
