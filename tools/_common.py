@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from kdnas_deploy.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "tools" / "results"
@@ -14,6 +18,11 @@ RESULTS = ROOT / "tools" / "results"
 WORK = ROOT / "work_artifacts"
 # The GLUE layout beside the checkout (../shared/data/glue), as the tests and the README use it.
 GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
+
+
+def kdnas_cli(*args: str) -> list[str]:
+    """The command line of ``kdnas-deploy ARGS`` with this interpreter (run it with cwd ROOT)."""
+    return [sys.executable, "-m", "kdnas_deploy", *args]
 
 
 def shown(path: Path) -> str:
@@ -52,3 +61,38 @@ def run_tracked(cmd: list[str], log: IO[str] | None = None, interval_s: float = 
     sampler.join()
     return code, peak / 2**30, time.perf_counter() - t0
 
+
+def _weights_sha256(model_dir: Path) -> dict[str, str]:
+    from kdnas_deploy.search.budget import file_sha256
+
+    return {f.name: file_sha256(f) for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))}
+
+
+def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int,
+                     rounds: int = 40) -> dict[str, Any]:
+    """Export every model the same way (O2) and benchmark them side by side with ``kdnas-deploy bench``."""
+    exported = {}
+    for name, path in models.items():
+        out = work / "onnx" / name
+        source = {"path": str(path), "weights_sha256": _weights_sha256(Path(path))}
+        marker = work / "onnx" / f"{name}.source.json"
+        same = marker.is_file() and json.loads(marker.read_text()) == source
+        if not same or not any(out.glob("*.onnx")):  # a new winner (e.g. more finalists) is exported again
+            r = subprocess.run(kdnas_cli("export", path, "--out", str(out), "--optimize", "O2", "--force"), cwd=ROOT)
+            if r.returncode != 0:
+                return {"error": f"export of {name} failed (exit {r.returncode})"}
+            atomic_write_json(marker, source)
+        exported[name] = str(out)
+    out_json = work / "bench.json"
+    bench = ["bench", *exported.values(), "--batch", str(batch), "--seq", str(seq), "--threads", str(threads),
+             "--rounds", str(rounds), "--json", str(out_json)]  # fmt: skip
+    r = subprocess.run(kdnas_cli(*bench), cwd=ROOT)
+    if r.returncode != 0:
+        return {"error": f"bench failed (exit {r.returncode})"}
+    rows = json.loads(out_json.read_text())
+    by_path = {str(Path(row["path"]).resolve()): row for row in rows}
+    result = {name: by_path.get(str(Path(p).resolve())) for name, p in exported.items()}
+    t, s = result.get("teacher"), result.get("student")
+    if t and s:
+        result["speedup"] = t["median_ms"] / s["median_ms"]
+    return result

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.io import atomic_write_json
-from tools._common import RESULTS, ROOT, run_tracked, shown
+from tools._common import RESULTS, ROOT, kdnas_cli, run_tracked, shown
 
 RESULT_FILE = RESULTS / "latency_bench.json"
 SPACE = "minilm-l6"  # the preset name: same space as configs/spaces/minilm-l6.yaml
@@ -57,8 +57,8 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
 
 def step_build(precision: str, tables: Path) -> dict[str, Any]:
     out = table_path(tables, precision)
-    cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "build", "--space", SPACE, "--device", "cpu",
-           "--batch", "1", "--seq", "128", "--precision", precision, "--out", str(out)]  # fmt: skip
+    cmd = kdnas_cli("latency", "build", "--space", SPACE, "--device", "cpu",
+           "--batch", "1", "--seq", "128", "--precision", precision, "--out", str(out))  # fmt: skip
     res = run_measured(cmd)
     data = json.loads(out.read_text())
     res.update(table=shown(out), entries=len(data["entries"]),
@@ -74,8 +74,8 @@ def step_validate(precision: str, tables: Path, n: int, seed: int) -> dict[str, 
     table = table_path(tables, precision)
     report = table.with_name(table.stem + ".validation.json")
     plot = table.with_name(table.stem + ".validation.png")
-    cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "validate", str(table), "--n", str(n), "--seed",
-           str(seed), "--report", str(report), "--plot", str(plot)]  # fmt: skip
+    cmd = kdnas_cli("latency", "validate", str(table), "--n", str(n), "--seed",
+           str(seed), "--report", str(report), "--plot", str(plot))  # fmt: skip
     res = run_measured(cmd)
     rep = json.loads(report.read_text())
     keys = ("n", "mape_pct", "within_5pct", "within_10pct", "spearman", "max_abs_error_pct", "raw_mape_pct",
@@ -129,8 +129,8 @@ def step_memory_bert_base(precision: str) -> dict[str, Any]:
         path = Path(tmp) / "space.json"
         path.write_text(json.dumps(space))  # YAML is a superset of JSON
         out = Path(tmp) / "t.json"
-        cmd = [sys.executable, "-m", "kdnas_deploy", "latency", "build", "--space", str(path), "--rounds", "1",
-               "--precision", precision, "--out", str(out), "--quiet"]  # fmt: skip
+        cmd = kdnas_cli("latency", "build", "--space", str(path), "--rounds", "1",
+               "--precision", precision, "--out", str(out), "--quiet")  # fmt: skip
         res = run_measured(cmd)
         res["anchor_depths"] = json.loads(out.read_text())["scheme"]["anchor_depths"]
     res["meets_memory"] = res["peak_rss_gb"] < TARGETS["peak_rss_gb_max"]

@@ -38,16 +38,12 @@ import click
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import KdnasError
 from kdnas_deploy.io import atomic_write_json, read_jsonl
-from tools._common import ROOT
+from tools._common import ROOT, export_and_bench, kdnas_cli
 
 SCHEMA_VERSION = 1
 # Options passed through to every `kdnas-deploy search` call when given (and recorded as overrides).
 SEARCH_OPTIONS = ("episodes", "top_k", "candidates", "proxy_fraction", "proxy_epochs", "final_epochs", "heldout_size",
                   "alpha", "beta")
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kdnas_deploy", *args]
 
 
 def _children_peak_mb() -> float:
@@ -103,7 +99,7 @@ def run_one(opts: dict[str, Any], strategy: str, seed: int, budget_ms: float, fi
         args.append("--resume")
     click.echo(f"== {strategy} seed {seed}: {' '.join(args[1:])}")
     t0 = time.perf_counter()
-    proc = subprocess.run(_cli(*args), cwd=ROOT)
+    proc = subprocess.run(kdnas_cli(*args), cwd=ROOT)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise click.ClickException(f"search {strategy} seed {seed} failed (exit {proc.returncode})")
@@ -153,56 +149,6 @@ def handcrafted_arch(table: Any, teacher: Architecture, target_ms: float, budget
     if not fits:
         return None
     return min(fits, key=lambda t: t[0])[1]
-
-
-def _weights_sha256(model_dir: Path) -> dict[str, str]:
-    from kdnas_deploy.search.budget import file_sha256
-
-    return {f.name: file_sha256(f) for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))}
-
-
-def export_and_bench(models: dict[str, str], work: Path, batch: int, seq: int, threads: int,
-                     rounds: int = 40) -> dict[str, Any]:
-    """Export every model the same way (O2) and benchmark them side by side with ``kdnas-deploy bench``."""
-    exported = {}
-    for name, path in models.items():
-        out = work / "onnx" / name
-        source = {"path": str(path), "weights_sha256": _weights_sha256(Path(path))}
-        marker = work / "onnx" / f"{name}.source.json"
-        same = marker.is_file() and json.loads(marker.read_text()) == source
-        if not same or not any(out.glob("*.onnx")):  # a new winner (e.g. more finalists) is exported again
-            r = subprocess.run(_cli("export", path, "--out", str(out), "--optimize", "O2", "--force"), cwd=ROOT)
-            if r.returncode != 0:
-                return {"error": f"export of {name} failed (exit {r.returncode})"}
-            atomic_write_json(marker, source)
-        exported[name] = str(out)
-    out_json = work / "bench.json"
-    r = subprocess.run(
-        _cli(
-            "bench",
-            *exported.values(),
-            "--batch",
-            str(batch),
-            "--seq",
-            str(seq),
-            "--threads",
-            str(threads),
-            "--rounds",
-            str(rounds),
-            "--json",
-            str(out_json),
-        ),
-        cwd=ROOT,
-    )
-    if r.returncode != 0:
-        return {"error": f"bench failed (exit {r.returncode})"}
-    rows = json.loads(out_json.read_text())
-    by_path = {str(Path(row["path"]).resolve()): row for row in rows}
-    result = {name: by_path.get(str(Path(p).resolve())) for name, p in exported.items()}
-    t, s = result.get("teacher"), result.get("student")
-    if t and s:
-        result["speedup"] = t["median_ms"] / s["median_ms"]
-    return result
 
 
 def plot(path: Path, runs: list[dict[str, Any]], title: str) -> None:
