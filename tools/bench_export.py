@@ -33,9 +33,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from kdnas_deploy.arch import Architecture  # noqa: E402
 from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench  # noqa: E402
 from kdnas_deploy.export.exporter import ExportOptions, export_model  # noqa: E402
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session  # noqa: E402
+from kdnas_deploy.export.folders import load_hf_classifier, load_tokenizer  # noqa: E402
 from kdnas_deploy.export.validate import check_metric  # noqa: E402
 from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.runtime.session import make_session  # noqa: E402
 
 STUDENT = Architecture(4, 256, 4, 768)
 TARGETS = {"o2_vs_pytorch_min": 2.0, "int8_vs_fp32_min": 1.4, "int8_drop_points_max": 1.0, "ours_vs_plain_max": 1.0}
@@ -297,7 +298,7 @@ def _untasked(hf: Path, work: Path) -> tuple[dict, dict]:
 
 
 def _fused(folder: Path) -> dict:
-    from kdnas_deploy.export.deploy_path import fused_operator_counts
+    from kdnas_deploy.runtime.deploy import fused_operator_counts
 
     return {"fused_ops": fused_operator_counts(folder / "model.onnx"),
             "model_onnx_bytes": (folder / "model.onnx").stat().st_size}

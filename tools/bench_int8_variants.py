@@ -24,9 +24,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 from bench_export import resolve_task  # noqa: E402
 
 from kdnas_deploy.export.bench import BenchConfig, run_bench  # noqa: E402
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session  # noqa: E402
+from kdnas_deploy.export.folders import load_hf_classifier, load_tokenizer  # noqa: E402
 from kdnas_deploy.export.validate import check_metric  # noqa: E402
 from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.runtime.session import make_session  # noqa: E402
 
 MA = ["MatMul", "Attention"]
 
@@ -71,7 +72,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "tools" / "results" / "export_int8_variants.json")
     args = ap.parse_args()
-    from kdnas_deploy.export.deploy_path import fused_operator_counts
+    from kdnas_deploy.runtime.deploy import fused_operator_counts
 
     model, tok = load_hf_classifier(args.model), load_tokenizer(args.model)
     task = resolve_task("sst2", args.data_dir)

@@ -12,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kdnas_deploy.export.deploy_path import DeployConfig  # noqa: E402
 from kdnas_deploy.export.fusion import check_space_fusion, fusion_report  # noqa: E402
 from kdnas_deploy.io import atomic_write_json  # noqa: E402
+from kdnas_deploy.runtime.deploy import DeployConfig  # noqa: E402
 from kdnas_deploy.space import SearchSpace  # noqa: E402
 
 

@@ -21,11 +21,12 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
-from kdnas_deploy.latency.backends import Backend, TimingPolicy, get_backend
+from kdnas_deploy.latency.backends import Backend, get_backend
 from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, anchor_scales
 from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
 from kdnas_deploy.latency.table import LatencyTable
+from kdnas_deploy.runtime.timing import TimingPolicy
 
 REPORT_SCHEMA_VERSION = 1
 
