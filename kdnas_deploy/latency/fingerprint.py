@@ -12,6 +12,8 @@ import platform
 from functools import lru_cache
 from typing import Any
 
+from kdnas_deploy.runtime.devices import available_providers
+
 ISA_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
     "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve",
@@ -67,7 +69,7 @@ def cpu_fingerprint() -> dict[str, Any]:
         "os": platform.system(),
         "python_version": platform.python_version(),
         "onnxruntime_version": ort.__version__,
-        "onnxruntime_providers": list(ort.get_available_providers()),
+        "onnxruntime_providers": available_providers(),
     }
 
 
