@@ -26,9 +26,10 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
 from kdnas_deploy.export.exporter import ExportOptions, export_model
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.folders import load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.validate import check_metric
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.runtime.session import make_session
 from tools._common import GLUE_DIR, RESULTS, WORK
 
 STUDENT = Architecture(4, 256, 4, 768)
@@ -245,7 +246,7 @@ def _untasked(hf: Path, work: Path) -> tuple[dict, dict]:
 
 
 def _fused(folder: Path) -> dict:
-    from kdnas_deploy.export.deploy_path import fused_operator_counts
+    from kdnas_deploy.runtime.deploy import fused_operator_counts
 
     return {"fused_ops": fused_operator_counts(folder / "model.onnx"),
             "model_onnx_bytes": (folder / "model.onnx").stat().st_size}

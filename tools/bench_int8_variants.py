@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 from kdnas_deploy.export.bench import BenchConfig, run_bench
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.folders import load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.validate import check_metric
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.runtime.session import make_session
 from tools._common import GLUE_DIR, RESULTS
 
 MA = ["MatMul", "Attention"]
@@ -64,7 +65,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
     ap.add_argument("--out", type=Path, default=RESULTS / "export_int8_variants.json")
     args = ap.parse_args()
-    from kdnas_deploy.export.deploy_path import fused_operator_counts
+    from kdnas_deploy.runtime.deploy import fused_operator_counts
 
     model, tok = load_hf_classifier(args.model), load_tokenizer(args.model)
     rows = {}

@@ -150,8 +150,8 @@ STAGE_CODE = {
 STAGE_PRELUDE = (
     "import json, resource; from pathlib import Path; work = Path({work!r})\n"
     "from kdnas_deploy.arch import Architecture\nfrom kdnas_deploy.student import build_student\n"
-    "from kdnas_deploy.export.deploy_path import DeployConfig, export_onnx, optimize_onnx, quantize_int8\n"
-    "from kdnas_deploy.latency.backends import quiet_loggers\n"
+    "from kdnas_deploy.runtime.deploy import DeployConfig, export_onnx, optimize_onnx, quantize_int8\n"
+    "from kdnas_deploy.runtime.deploy import quiet_loggers\n"
     "with quiet_loggers():\n    {code}\n"
     "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))\n"
 )

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kdnas_deploy.export.deploy_path import DeployConfig
 from kdnas_deploy.export.fusion import check_space_fusion, fusion_report
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.runtime.deploy import DeployConfig
 from kdnas_deploy.space import SearchSpace
 from tools._common import RESULTS
 

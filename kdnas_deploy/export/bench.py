@@ -3,7 +3,7 @@
 All models are loaded in one process and timed interleaved: in each round every model, after a short idle gap
 (so the previous model's spinning threads go to sleep), runs ``block_warmup`` untimed calls (waking its threads
 and bringing its weights back into cache) and then a block of timed calls, so slow drifts of the machine hit all
-models alike. Samples are summarised with :class:`kdnas_deploy.timing.Timing` (median, p10, p90).
+models alike. Samples are summarised with :class:`kdnas_deploy.runtime.timing.Timing` (median, p10, p90).
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from kdnas_deploy.errors import ExportError, ModelError, TableError
-from kdnas_deploy.export.runtime import ModelFolder, inspect_folder, make_session, require_device, session_runner
+from kdnas_deploy.errors import ExportError
+from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier
+from kdnas_deploy.latency.table import check_threads, load_table
+from kdnas_deploy.runtime.devices import require_device
+from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
+from kdnas_deploy.runtime.runners import Runner, ort_runner, torch_runner
+from kdnas_deploy.runtime.session import make_session
+from kdnas_deploy.runtime.timing import Timing, time_callable
 
 BENCH_SCHEMA_VERSION = 1
 
@@ -46,24 +52,17 @@ class BenchConfig:
 
 
 @dataclass
-class Runner:
-    """One model ready to run: ``fn()`` does one forward pass on fixed inputs."""
+class BenchModel:
+    """One model of a bench: its folder, precision, runner and the samples taken so far."""
 
     folder: ModelFolder
     precision: str
-    fn: Callable[[], Any]
+    runner: Runner
     samples_ms: list[float] = field(default_factory=list)
 
 
 def _inputs(folder: ModelFolder, cfg: BenchConfig) -> dict[str, np.ndarray]:
-    vocab = int(folder.config.get("vocab_size", 30522))
-    rng = np.random.default_rng(0)
-    ids = rng.integers(min(1000, vocab - 1), vocab, (cfg.batch, cfg.seq), dtype=np.int64)
-    return {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
-    }
+    return model_inputs(cfg.batch, cfg.seq, vocab_size=int(folder.config.get("vocab_size", DEFAULT_VOCAB)))
 
 
 def onnx_precision(folder: ModelFolder) -> str:
@@ -85,43 +84,27 @@ def onnx_precision(folder: ModelFolder) -> str:
     return "fp32"
 
 
-def _ort_runner(folder: ModelFolder, cfg: BenchConfig) -> Runner:
+def _ort_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
     sess = make_session(folder.onnx_path, cfg.device, cfg.threads)
-    names = [i.name for i in sess.get_inputs()]
-    data = _inputs(folder, cfg)
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise ModelError(f"{folder.path}: ONNX input(s) {', '.join(missing)} are not BERT classifier inputs")
-    feed = {n: data[n] for n in names}
-    return Runner(folder, onnx_precision(folder), session_runner(sess, feed, cfg.device))
+    runner = ort_runner(sess, _inputs(folder, cfg), cfg.device, where=f"{folder.path}: the ONNX graph")
+    return BenchModel(folder, onnx_precision(folder), runner)
 
 
-def _torch_runner(folder: ModelFolder, cfg: BenchConfig) -> Runner:
+def _torch_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
     import torch
 
-    from kdnas_deploy.export.runtime import load_hf_classifier
-
     torch.set_num_threads(cfg.threads)
-    model = load_hf_classifier(folder.path)
-    dev = torch.device("cuda" if cfg.device == "cuda" else "cpu")
-    model = model.to(dev)
-    data = {k: torch.as_tensor(v, device=dev) for k, v in _inputs(folder, cfg).items()}
+    model = load_hf_classifier(folder.path).to(torch.device("cuda" if cfg.device == "cuda" else "cpu"))
+    data = _inputs(folder, cfg)
     if model.config.type_vocab_size < 1 or getattr(model.config, "model_type", "") in ("distilbert", "roberta"):
         data.pop("token_type_ids")
-
-    def run() -> None:
-        with torch.inference_mode():
-            model(**data)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    return Runner(folder, "fp32", run)
+    return BenchModel(folder, "fp32", torch_runner(model, data, cfg.device))
 
 
-# runtime name -> builder of a Runner
-RUNNERS: dict[str, Callable[[ModelFolder, BenchConfig], Runner]] = {
-    "onnxruntime": _ort_runner,
-    "pytorch": _torch_runner,
+# runtime name -> builder of a BenchModel
+RUNTIMES: dict[str, Callable[[ModelFolder, BenchConfig], BenchModel]] = {
+    "onnxruntime": _ort_model,
+    "pytorch": _torch_model,
 }
 
 
@@ -146,15 +129,14 @@ class _Namespace:
         self.__dict__.update(data)
 
 
-def load_table(path: str | Path) -> Any:
-    if not Path(path).is_file():
-        raise TableError(f"latency table not found: {path}")
-    try:
-        from kdnas_deploy.latency.table import LatencyTable
-    except ImportError:
-        raise TableError("latency tables are not available in this build (kdnas_deploy.latency.table)") from None
-
-    return LatencyTable.load(path)
+def _open_table(table: str | Path | Any, cfg: BenchConfig) -> Any:
+    """A path, or an already loaded table (anything with ``predict(arch, batch=, seq=)``), checked to have
+    been measured at the bench's thread count; None without a table."""
+    if not table:
+        return None
+    lat_table = table if hasattr(table, "predict") else load_table(table)
+    check_threads(lat_table, cfg.threads)
+    return lat_table
 
 
 def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any = None,
@@ -166,54 +148,53 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
     block of ``cfg.block`` per round), for per-round comparisons."""
     from tqdm.auto import tqdm
 
-    from kdnas_deploy.timing import Timing, time_callable
-
     if not paths:
         raise ExportError("bench needs at least one model folder")
     require_device(cfg.device, need_torch=False)
     folders = [inspect_folder(p) for p in paths]
     if cfg.device == "cuda" and any(f.runtime == "pytorch" for f in folders):
         require_device("cuda", need_torch=True)
-    # a path, or an already loaded table (anything with ``predict(arch, batch=, seq=)``)
-    lat_table = table if hasattr(table, "predict") else (load_table(table) if table else None)
-    runners = [RUNNERS[f.runtime](f, cfg) for f in folders]
-    for r in runners:  # warm up each model once, alone
-        time_callable(r.fn, warmup=cfg.warmup, reps=1)
+    lat_table = _open_table(table, cfg)
+    models = [RUNTIMES[f.runtime](f, cfg) for f in folders]
+    for m in models:  # warm up each model once, alone
+        time_callable(m.runner.fn, warmup=cfg.warmup, reps=1)
     for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
-        for r in runners:
+        for m in models:
             time.sleep(cfg.pause_ms / 1000.0)
             for _ in range(cfg.block_warmup):
-                r.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
-            r.samples_ms.extend(time_callable(r.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
-    rows = []
-    for r in runners:
-        t = Timing.from_samples(r.samples_ms)
-        row: dict[str, Any] = {
-            "schema_version": BENCH_SCHEMA_VERSION,
-            "path": str(r.folder.path),
-            "runtime": r.folder.runtime,
-            "precision": r.precision,
-            "device": cfg.device,
-            "batch": cfg.batch,
-            "seq_len": cfg.seq,
-            "threads": cfg.threads,
-            "median_ms": round(t.median_ms, 4),
-            "p10_ms": round(t.p10_ms, 4),
-            "p90_ms": round(t.p90_ms, 4),
-            "spread_pct": round(t.spread_pct, 2),
-            "reps": t.reps,
-            "sequences_per_s": round(1000.0 * cfg.batch / t.median_ms, 3),
-        }
-        if keep_samples:
-            row["samples_ms"] = [round(x, 4) for x in r.samples_ms]
-        if lat_table is not None:
-            pred = _predict_ms(lat_table, r.folder, cfg, r.precision) if r.folder.runtime == "onnxruntime" else None
-            row["predicted_ms"] = round(pred, 4) if pred is not None else None
-        rows.append(row)
+                m.runner.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
+            m.samples_ms.extend(time_callable(m.runner.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
+    rows = [_row(m, cfg, lat_table, keep_samples) for m in models]
     base = rows[0]["median_ms"]
     for row in rows:
         row["speedup_vs_first"] = round(base / row["median_ms"], 3)
     return rows
+
+
+def _row(m: BenchModel, cfg: BenchConfig, lat_table: Any, keep_samples: bool) -> dict[str, Any]:
+    t = Timing.from_samples(m.samples_ms)
+    row: dict[str, Any] = {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "path": str(m.folder.path),
+        "runtime": m.folder.runtime,
+        "precision": m.precision,
+        "device": cfg.device,
+        "batch": cfg.batch,
+        "seq_len": cfg.seq,
+        "threads": cfg.threads,
+        "median_ms": round(t.median_ms, 4),
+        "p10_ms": round(t.p10_ms, 4),
+        "p90_ms": round(t.p90_ms, 4),
+        "spread_pct": round(t.spread_pct, 2),
+        "reps": t.reps,
+        "sequences_per_s": round(1000.0 * cfg.batch / t.median_ms, 3),
+    }
+    if keep_samples:
+        row["samples_ms"] = [round(x, 4) for x in m.samples_ms]
+    if lat_table is not None:
+        pred = _predict_ms(lat_table, m.folder, cfg, m.precision) if m.folder.runtime == "onnxruntime" else None
+        row["predicted_ms"] = round(pred, 4) if pred is not None else None
+    return row
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

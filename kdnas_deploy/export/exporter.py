@@ -14,23 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kdnas_deploy.errors import ExportError, ModelError
-from kdnas_deploy.export.deploy_path import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy
-from kdnas_deploy.export.runtime import (
-    inspect_folder,
-    load_hf_classifier,
-    load_tokenizer,
-    make_session,
-    require_device,
-    session_runner,
-)
-from kdnas_deploy.export.validate import (
-    ParityTolerance,
-    check_metric,
-    check_parity,
-    parity_to_dict,
-)
+from kdnas_deploy.errors import ExportError, ModelError, TableError
+from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier, load_tokenizer
+from kdnas_deploy.export.validate import ParityTolerance, check_metric, check_parity, parity_to_dict
 from kdnas_deploy.io import atomic_directory, atomic_write_json
+from kdnas_deploy.latency.table import check_threads, load_table
+from kdnas_deploy.runtime.deploy import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy, quiet_loggers
+from kdnas_deploy.runtime.devices import require_device
+from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
+from kdnas_deploy.runtime.runners import ort_runner
+from kdnas_deploy.runtime.session import make_session
+from kdnas_deploy.runtime.timing import time_callable
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_FILE = "export_report.json"
@@ -111,36 +105,26 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 
 
 def measure_onnx_latency(onnx_path: Path, device: str, threads: int, batch: int, seq: int, reps: int,
-                         vocab_size: int = 30522) -> dict[str, Any]:
+                         vocab_size: int = DEFAULT_VOCAB) -> dict[str, Any]:
     """Latency of one session at (batch, seq) with full-length random token ids (median and deciles, ms)."""
-    import numpy as np
-
-    from kdnas_deploy.timing import time_callable
-
     sess = make_session(onnx_path, device, threads)
-    rng = np.random.default_rng(0)
-    feed = {}
-    for inp in sess.get_inputs():
-        if inp.name == "input_ids":
-            feed[inp.name] = rng.integers(1000, max(1001, vocab_size - 1), (batch, seq), dtype=np.int64)
-        elif inp.name == "attention_mask":
-            feed[inp.name] = np.ones((batch, seq), dtype=np.int64)
-        else:
-            feed[inp.name] = np.zeros((batch, seq), dtype=np.int64)
-    t = time_callable(session_runner(sess, feed, device), warmup=5, reps=reps)
+    runner = ort_runner(sess, model_inputs(batch, seq, vocab_size), device)
+    t = time_callable(runner.fn, warmup=5, reps=reps)
+    runner.close()
     return {"batch": batch, "seq_len": seq, "threads": threads, "device": device, **t.to_dict(),
             "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
 
 
-def predict_latency(table_path: str, arch: Any, batch: int, seq: int, precision: str | None = None) -> dict[str, Any]:
-    """The latency table's prediction for ``arch`` (lazy import of the latency stage)."""
+def predict_latency(table_path: str, arch: Any, batch: int, seq: int, precision: str | None = None,
+                    threads: int | None = None) -> dict[str, Any]:
+    """The latency table's prediction for ``arch``; TableError when the table prices another precision or
+    was measured at another thread count than ``threads``."""
     import numpy as np
 
-    from kdnas_deploy.errors import TableError
-    from kdnas_deploy.export.bench import load_table
-
     table = load_table(table_path)
-    table_precision = getattr(table, "precision", None)
+    if threads is not None:
+        check_threads(table, threads)
+    table_precision = table.precision
     if precision and table_precision and table_precision != precision:
         raise TableError(f"table {table_path} prices {table_precision} graphs, this export is {precision}")
     ms = float(np.asarray(table.predict(arch, batch=batch, seq=seq), dtype=float).ravel()[0])
@@ -149,8 +133,9 @@ def predict_latency(table_path: str, arch: Any, batch: int, seq: int, precision:
 
 
 def _quiet_libraries() -> None:
-    for name in ("optimum", "transformers", "onnxruntime", "root"):
-        logging.getLogger(None if name == "root" else name).setLevel(logging.ERROR)
+    """Only the libraries' own loggers (never the root logger's level)."""
+    for name in ("optimum", "transformers", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -159,10 +144,8 @@ def _quiet_libraries() -> None:
         pass
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOptions,
-                 log: Any = print) -> dict[str, Any]:
-    """Export, validate, measure and publish; returns the report (also written as ``export_report.json``)."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+def _check_request(model_dir: Path, out_dir: Path, options: ExportOptions) -> tuple[DeployConfig, ModelFolder]:
+    """Every refusal that needs no model loaded: options, output folder, device, architecture."""
     config = options.deploy_config()  # validates optimize/precision/device combinations
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} is a file, not a folder")
@@ -173,50 +156,42 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     require_device(config.device)
     folder = inspect_folder(model_dir)
     check_exportable(folder.model_type)
-    _quiet_libraries()
-    model = load_hf_classifier(model_dir)
-    tokenizer = load_tokenizer(options.tokenizer or model_dir)
+    return config, folder
+
+
+def _architecture(model: Any) -> Any:
     from kdnas_deploy.arch import Architecture
 
     try:
-        arch = Architecture.from_config(model.config)
+        return Architecture.from_config(model.config)
     except Exception:  # noqa: BLE001 - non-BERT configs still export; they just have no table key
-        arch = None
-    num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        return None
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOptions,
+                 log: Any = print) -> dict[str, Any]:
+    """Export, validate, measure and publish; returns the report (also written as ``export_report.json``)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    config, folder = _check_request(model_dir, out_dir, options)
+    _quiet_libraries()
+    model = load_hf_classifier(model_dir)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir)
+    arch = _architecture(model)
     predicted = None
     if options.table:  # before the heavy work: a table that cannot price this model fails fast
         if arch is None:
             raise ExportError("--table needs a BERT-like model (layers/hidden/heads/ffn in its config)")
-        predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq, config.precision)
-
+        predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq, config.precision,
+                                    threads=options.threads)
     with atomic_directory(out_dir, force=options.force) as tmp:
         log(f"exporting {model_dir} ({folder.model_type}, {config.optimize}, {config.precision}, {config.device})")
-        deployed = deploy(model, tmp, config, tokenizer)
+        with quiet_loggers():
+            deployed = deploy(model, tmp, config, tokenizer)
         tokenizer.save_pretrained(str(tmp))
-        fused = deployed.fused_ops
-        fused_ok = attention_fused(fused, num_layers) if num_layers else None
-        if fused_ok is False:
-            log(f"warning: attention fused in {fused.get('Attention', 0) + fused.get('QAttention', 0)} of "
-                f"{num_layers} layers (the latency table prices this shape through the same path)")
-        log("checking parity against PyTorch")
-        session = make_session(deployed.onnx_path, config.device, options.threads)
-        tol = options.tolerance()
-        parity = parity_to_dict(check_parity(model, tokenizer, session, config.precision, tol), config.precision, tol)
-        metric = None
-        if options.task:
-            log(f"evaluating {options.task} dev before/after export")
-            metric = check_metric(model, tokenizer, session, options.task, options.data_dir,
-                                  options.max_metric_drop, options.force,
-                                  max_examples=options.max_eval_examples).to_dict()
-        del session
-        measured = None
-        if options.bench_reps:
-            log(f"measuring latency (batch {options.bench_batch}, seq {options.bench_seq}, {options.threads} threads)")
-            measured = measure_onnx_latency(deployed.onnx_path, config.device, options.threads, options.bench_batch,
-                                            options.bench_seq, options.bench_reps,
-                                            int(getattr(model.config, "vocab_size", 30522)))
-        if predicted and measured:
-            predicted["measured_over_predicted"] = round(measured["median_ms"] / predicted["predicted_ms"], 4)
+        report = _validate_and_measure(model, tokenizer, deployed, options, log)
+        if predicted and report["latency_measured"]:
+            predicted["measured_over_predicted"] = round(
+                report["latency_measured"]["median_ms"] / predicted["predicted_ms"], 4)
         atomic_write_json(tmp / CONFIG_FILE, {"schema_version": REPORT_SCHEMA_VERSION, "source": str(model_dir),
                                               **options.to_dict()})
         report = {
@@ -227,11 +202,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             "architecture": arch.to_dict() if arch else None,
             "deploy_config": config.to_dict(),
             "precision": config.precision,
-            "fused_ops": fused,
-            "attention_fused": fused_ok,
-            "parity": parity,
-            "metric_check": metric,
-            "latency_measured": measured,
+            **report,
             "latency_predicted": predicted,
             "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine()},
         }
@@ -239,3 +210,34 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
         atomic_write_json(tmp / REPORT_FILE, report)
     report["output_dir"] = str(out_dir)
     return report
+
+
+def _validate_and_measure(model: Any, tokenizer: Any, deployed: Any, options: ExportOptions,
+                          log: Any) -> dict[str, Any]:  # fmt: skip
+    """Fusion count, parity against PyTorch, the task metric (with ``--task``) and the measured latency."""
+    config = deployed.config
+    num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    fused = deployed.fused_ops
+    fused_ok = attention_fused(fused, num_layers) if num_layers else None
+    if fused_ok is False:
+        log(f"warning: attention fused in {fused.get('Attention', 0) + fused.get('QAttention', 0)} of "
+            f"{num_layers} layers (the latency table prices this shape through the same path)")
+    log("checking parity against PyTorch")
+    session = make_session(deployed.onnx_path, config.device, options.threads)
+    tol = options.tolerance()
+    parity = parity_to_dict(check_parity(model, tokenizer, session, config.precision, tol), config.precision, tol)
+    metric = None
+    if options.task:
+        log(f"evaluating {options.task} dev before/after export")
+        metric = check_metric(model, tokenizer, session, options.task, options.data_dir,
+                              options.max_metric_drop, options.force,
+                              max_examples=options.max_eval_examples).to_dict()
+    del session
+    measured = None
+    if options.bench_reps:
+        log(f"measuring latency (batch {options.bench_batch}, seq {options.bench_seq}, {options.threads} threads)")
+        measured = measure_onnx_latency(deployed.onnx_path, config.device, options.threads, options.bench_batch,
+                                        options.bench_seq, options.bench_reps,
+                                        int(getattr(model.config, "vocab_size", DEFAULT_VOCAB)))
+    return {"fused_ops": fused, "attention_fused": fused_ok, "parity": parity, "metric_check": metric,
+            "latency_measured": measured}

@@ -3,8 +3,9 @@
 ORT's BERT fusion recognises the attention subgraph from its reshape constants (heads, head size); whether it
 succeeds depends on the (hidden, heads) pair only, not on the depth or the FFN size. :func:`fusion_ok` answers
 for one architecture (exporting a 2-layer probe once per pair and deploy config, cached in memory and on disk,
-keyed by the onnxruntime/optimum versions); :func:`check_space_fusion` covers every pair of a search space.
-The search uses ``fusion_ok`` to know when a shape does not fuse.
+keyed by the onnxruntime/optimum versions); :func:`check_space_fusion` covers every pair of a search space
+(``tools/check_fusion.py`` records it for the shipped spaces). Nothing in the search calls these: the
+latency tables price every shape through the same path, fused or not.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import DeployConfig, attention_fused, deploy
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.runtime.deploy import DeployConfig, attention_fused, deploy
 
 FUSION_SCHEMA_VERSION = 1
 PROBE_LAYERS = 2

@@ -4,9 +4,10 @@ Public API (imported lazily so that the CLI's ``--help`` stays instant)::
 
     from kdnas_deploy.latency import LatencyTable, build_table, get_backend, validate_table
 
-Modules: ``backends`` (registry ``cpu-ort``/``cuda-ort``/``cuda-torch``), ``cuda``, ``fingerprint``,
-``scheme`` (in-context piecewise scheme), ``measure`` (probe, state detection), ``profiler`` (build),
-``table`` (file + predictor), ``validate`` (report, plot, recalibration), ``cli``.
+Modules: ``backends`` (package: the contract in ``base``, ``cpu-ort`` in ``cpu``, ``cuda-ort``/``cuda-torch``
+in ``cuda``, the registry in its ``__init__``), ``fingerprint``, ``scheme`` (in-context piecewise scheme),
+``measure`` (probe, state detection), ``profiler`` (build), ``table`` (file + predictor, ``load_table``),
+``validate`` (report, plot, recalibration), ``cli``. The deployed path itself is :mod:`kdnas_deploy.runtime`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The keys in :data:`MACHINE_KEYS` describe the machine and software stack; :func:`compare` lists every key
 whose value here differs from the table's. Keys absent from either side are skipped (a CPU table has no
-``gpu_name``); the CUDA fingerprint is built by :mod:`kdnas_deploy.latency.cuda`.
+``gpu_name``); :func:`gpu_fingerprint` adds the GPU stack to the CPU's.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import platform
 from functools import lru_cache
 from typing import Any
+
+from kdnas_deploy.runtime.devices import available_providers
 
 ISA_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -67,7 +69,7 @@ def cpu_fingerprint() -> dict[str, Any]:
         "os": platform.system(),
         "python_version": platform.python_version(),
         "onnxruntime_version": ort.__version__,
-        "onnxruntime_providers": list(ort.get_available_providers()),
+        "onnxruntime_providers": available_providers(),
     }
 
 
@@ -88,3 +90,38 @@ def compare(table_fp: dict[str, Any], here: dict[str, Any]) -> list[str]:
     if provider and isinstance(providers, list) and provider not in providers:
         issues.append(f"execution_provider: {provider} is not available in this onnxruntime")
     return issues
+
+
+def gpu_fingerprint() -> dict[str, Any]:
+    """The CPU fingerprint plus GPU name, driver, CUDA and cuDNN versions (each None where it cannot be read)."""
+    from kdnas_deploy.runtime.devices import nvidia_smi
+
+    fp = cpu_fingerprint()
+    fp.update({"gpu_name": None, "gpu_driver": None, "cuda_version": None, "cudnn_version": None})
+    fp.update(nvidia_smi())
+    try:
+        import torch
+
+        fp["torch_version"] = torch.__version__
+        if torch.cuda.is_available():
+            fp["gpu_name"] = fp["gpu_name"] or torch.cuda.get_device_name(0)
+            fp["cuda_version"] = torch.version.cuda
+            cudnn = torch.backends.cudnn.version()
+            fp["cudnn_version"] = str(cudnn) if cudnn else None
+    except Exception:  # pragma: no cover
+        pass
+    try:  # onnxruntime-gpu records the CUDA/cuDNN it was built against
+        from onnxruntime.capi import build_and_package_info as info
+
+        fp["onnxruntime_cuda_version"] = getattr(info, "cuda_version", None)
+        fp["onnxruntime_cudnn_version"] = getattr(info, "cudnn_version", None)
+        fp["cuda_version"] = fp["cuda_version"] or fp["onnxruntime_cuda_version"]
+        fp["cudnn_version"] = fp["cudnn_version"] or fp["onnxruntime_cudnn_version"]
+    except Exception:
+        pass
+    return fp
+
+
+def machine_fingerprint(device: str) -> dict[str, Any]:
+    """This machine's fingerprint as a table of ``device`` records it."""
+    return gpu_fingerprint() if device == "cuda" else cpu_fingerprint()

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.latency.backends import Backend, TimingPolicy
+from kdnas_deploy.latency.backends import Backend
+from kdnas_deploy.runtime.timing import TimingPolicy
 
 PROBE_ARCH = Architecture(2, 128, 4, 512)
 LARGE_PROBE_ARCH = Architecture(4, 384, 6, 1536)

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ def _build_identity(space: SearchSpace, backend: Backend, batches: Sequence[int]
     return {
         "space_fingerprint": space.fingerprint,
         "backend": backend.name,
-        "precision": backend.precision,  # type: ignore[attr-defined]
-        "threads": backend.threads,  # type: ignore[attr-defined]
+        "precision": backend.precision,
+        "threads": backend.threads,
         "path": backend.path_config(),
         "batch_sizes": list(batches),
         "seq_lens": list(seqs),
@@ -78,6 +79,45 @@ def validate_grid(batches: Sequence[int], seqs: Sequence[int]) -> tuple[tuple[in
     return b, s
 
 
+@dataclass
+class _Journal:
+    """What an earlier, interrupted run of the same build left in the work folder's journal."""
+
+    path: Path
+    readings: list[Reading] = field(default_factory=list)
+    probes: list[tuple[float, float]] = field(default_factory=list)
+    large: list[tuple[float, float, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @classmethod
+    def open(cls, work: Path, identity: dict[str, Any], log: Callable[[str], None]) -> _Journal:
+        path = work / JOURNAL
+        records = read_jsonl(path)
+        if records and records[0].get("identity") != identity:
+            log(f"work folder {work} belongs to a different build; starting afresh")
+            path.unlink()
+            records = []
+        if not records:
+            append_jsonl(path, {"type": "header", "identity": identity, "started_at": _now()})
+        probes = [r for r in records if r.get("type") == "probe"]
+        journal = cls(
+            path,
+            readings=[Reading.from_dict(r["reading"]) for r in records if r.get("type") == "reading"],
+            probes=[(r["t"], r["ms"]) for r in probes if r.get("which", "small") == "small"],
+            large=[(r["t"], r["ms"], r["small"]) for r in probes if r.get("which") == "large"],
+            seconds=sum(r.get("seconds", 0.0) for r in records if r.get("type") == "session"),
+        )
+        if journal.readings:
+            log(f"resuming: {len(journal.readings)} reading(s) already in {path}")
+        return journal
+
+    def reading(self, r: Reading) -> None:
+        append_jsonl(self.path, {"type": "reading", "reading": r.to_dict()})
+
+    def probe(self, t: float, ms: float, which: str, small: float | None) -> None:
+        append_jsonl(self.path, {"type": "probe", "which": which, "t": t, "ms": ms, "small": small})
+
+
 def build_table(
     space: SearchSpace,
     backend: Backend,
@@ -100,68 +140,55 @@ def build_table(
     identity = _build_identity(space, backend, batches, seqs, policy, seed)
     work = Path(workdir) if workdir else default_workdir(out, identity)
     work.mkdir(parents=True, exist_ok=True)
-    journal = work / JOURNAL
-    records = read_jsonl(journal)
-    if records and records[0].get("identity") != identity:
-        log(f"work folder {work} belongs to a different build; starting afresh")
-        journal.unlink()
-        records = []
-    if not records:
-        append_jsonl(journal, {"type": "header", "identity": identity, "started_at": _now()})
-    prior = [Reading.from_dict(r["reading"]) for r in records if r.get("type") == "reading"]
-    probes = [r for r in records if r.get("type") == "probe"]
-    prior_probes = [(r["t"], r["ms"]) for r in probes if r.get("which", "small") == "small"]
-    prior_large = [(r["t"], r["ms"], r["small"]) for r in probes if r.get("which") == "large"]
-    prior_seconds = sum(r.get("seconds", 0.0) for r in records if r.get("type") == "session")
-    if prior:
-        log(f"resuming: {len(prior)} reading(s) already in {journal}")
+    journal = _Journal.open(work, identity, log)
 
     anchors = anchor_depths(space.layers)
     models = [Architecture(d, h, a, f) for (h, a, f) in space.variants for d in anchors]
     todo = [(PROBE_ARCH, work / "models" / "probe"), (LARGE_PROBE_ARCH, work / "models" / "probe-large")]
     todo += [(a, work / "models" / model_dirname(a)) for a in models]
     paths = prepare_all(backend, todo, seed, export_workers, progress)
-    probe_artifact, large_probe_artifact = paths[:2]
     artifacts = {model_dirname(a): p for a, p in zip(models, paths[2:], strict=True)}
-
     jobs = [
         Job(entry_key(arch.variant, arch.num_layers, b, s), artifacts[model_dirname(arch)], b, s)
         for b in batches for s in seqs for arch in models
     ]  # fmt: skip
     wanted = {j.key for j in jobs}
-    prior = [r for r in prior if r.key in wanted]
+    prior = [r for r in journal.readings if r.key in wanted]
     done_readings = sum(min(len([r for r in prior if r.key == j.key]), policy.rounds) for j in jobs)
     mbar = _tqdm(total=len(jobs) * policy.rounds - done_readings, desc="measure", unit="reading", disable=not progress)
 
     def say(msg: str) -> None:
         mbar.write(msg) if progress else log(msg)
 
-    measurer = Measurer(
-        backend, probe_artifact, policy, log=say,
-        on_reading=lambda r: append_jsonl(journal, {"type": "reading", "reading": r.to_dict()}),
-        on_probe=lambda t, ms, which, small: append_jsonl(
-            journal, {"type": "probe", "which": which, "t": t, "ms": ms, "small": small}
-        ),
-        progress=mbar, large_probe_artifact=large_probe_artifact,
-    )  # fmt: skip
-    measurer.add_prior(prior, prior_probes, prior_large)
+    measurer = Measurer(backend, paths[0], policy, log=say, on_reading=journal.reading, on_probe=journal.probe,
+                        progress=mbar, large_probe_artifact=paths[1])  # fmt: skip
+    measurer.add_prior(prior, journal.probes, journal.large)
     results = measurer.run(jobs)
     mbar.close()
     seconds = time.time() - t_start
-    append_jsonl(journal, {"type": "session", "seconds": seconds})
-
-    entries = []
-    for arch in models:
-        for b in batches:
-            for s in seqs:
-                m = results[entry_key(arch.variant, arch.num_layers, b, s)]
-                entries.append({**arch.to_dict(), "batch": b, "seq": s, **m.to_dict()})
+    append_jsonl(journal.path, {"type": "session", "seconds": seconds})
+    entries = [
+        {**arch.to_dict(), "batch": b, "seq": s, **results[entry_key(arch.variant, arch.num_layers, b, s)].to_dict()}
+        for arch in models for b in batches for s in seqs
+    ]  # fmt: skip
     unsettled = sum(e["state"] != "fast" for e in entries)
     if unsettled:
         log(f"warning: {unsettled} entr{'y' if unsettled == 1 else 'ies'} never got a fast, quiet reading "
             "(kept the best reading; consider rebuilding on a quieter machine)")  # fmt: skip
-    probe = measurer.probe_summary()
-    data = {
+    measurement = {"policy": policy.to_dict(), "seed": seed, "build_seconds": round(seconds + journal.seconds, 2),
+                   "resumed": bool(prior), "unsettled_entries": unsettled, "state_changes": measurer.state_changes}
+    data = _table_data(space, backend, batches, seqs, anchors, entries, measurement, measurer.probe_summary())
+    table = LatencyTable.from_dict(data, source=str(out))
+    table.save(out)
+    if not keep_models:
+        shutil.rmtree(work, ignore_errors=True)
+    return table
+
+
+def _table_data(space: SearchSpace, backend: Backend, batches: Sequence[int], seqs: Sequence[int],
+                anchors: Sequence[int], entries: list[dict[str, Any]], measurement: dict[str, Any],
+                probe: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    return {
         "schema_version": TABLE_SCHEMA_VERSION,
         "kind": TABLE_KIND,
         "created_at": _now(),
@@ -169,7 +196,7 @@ def build_table(
         "space_fingerprint": space.fingerprint,
         "device": backend.device,
         "backend": backend.name,
-        "precision": backend.precision,  # type: ignore[attr-defined]
+        "precision": backend.precision,
         "batch_sizes": list(batches),
         "seq_lens": list(seqs),
         "units": {"latency": "ms", "spread": "percent of median (p90 - p10)"},
@@ -179,23 +206,11 @@ def build_table(
             "anchor_depths": list(anchors),
             "description": "whole deployed models at the anchor depths; piecewise-linear in depth between them",
         },
-        "measurement": {
-            "policy": policy.to_dict(),
-            "seed": seed,
-            "build_seconds": round(seconds + prior_seconds, 2),
-            "resumed": bool(prior),
-            "unsettled_entries": unsettled,
-            "state_changes": measurer.state_changes,
-        },
+        "measurement": measurement,
         "probe": probe,
         "calibration": {"scale": 1.0, "probe_ms": None, "history": []},
         "entries": entries,
     }
-    table = LatencyTable.from_dict(data, source=str(out))
-    table.save(out)
-    if not keep_models:
-        shutil.rmtree(work, ignore_errors=True)
-    return table
 
 
 def _prepare_one(backend_args: tuple[str, str, int, str], arch: dict[str, int], workdir: str, seed: int) -> str:
@@ -225,7 +240,7 @@ def prepare_all(backend: Backend, todo: Sequence[tuple[Architecture, Path]], see
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        args = (backend.device, backend.precision, backend.threads, backend.name)  # type: ignore[attr-defined]
+        args = (backend.device, backend.precision, backend.threads, backend.name)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_prepare_one, args, a.to_dict(), str(p), seed) for a, p in todo]
             for fut in futures:

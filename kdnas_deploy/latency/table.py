@@ -225,15 +225,9 @@ class LatencyTable:
     # ------------------------------------------------------------------ machine check / summary
     def check_machine(self, strict: bool = False) -> list[str]:
         """Differences between the table's fingerprint and this machine; ``strict`` raises TableError."""
-        from kdnas_deploy.latency.fingerprint import compare, cpu_fingerprint
+        from kdnas_deploy.latency.fingerprint import compare, machine_fingerprint
 
-        if self.device == "cuda":
-            from kdnas_deploy.latency.cuda import gpu_fingerprint
-
-            here = gpu_fingerprint()
-        else:
-            here = cpu_fingerprint()
-        issues = compare(self.fingerprint, here)
+        issues = compare(self.fingerprint, machine_fingerprint(self.device))
         if strict and issues:
             raise TableError(f"table {self.source} was measured on a different machine: " + "; ".join(issues))
         return issues
@@ -273,3 +267,18 @@ class LatencyTable:
             "created_at": self.data.get("created_at"),
             "build_seconds": self.data.get("measurement", {}).get("build_seconds"),
         }
+
+
+def load_table(path: str | Path) -> LatencyTable:
+    """The latency table at ``path`` (TableError, one line, when it is missing or not a table)."""
+    return LatencyTable.load(path)
+
+
+def check_threads(table: Any, threads: int, what: str = "--threads") -> None:
+    """Refuse to compare a table's predictions with a measurement at another thread count (TableError).
+    Tables that do not record their threads (and table-like objects without ``threads``) pass."""
+    have = getattr(table, "threads", None)
+    if have is not None and int(threads) != int(have):
+        source = getattr(table, "source", "the latency table")
+        raise TableError(f"table {source} was measured with {have} threads, {what} is {threads}: "
+                         f"pass {what} {have} (or a table built with {threads} threads)")

@@ -21,11 +21,12 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
-from kdnas_deploy.latency.backends import Backend, TimingPolicy, get_backend
+from kdnas_deploy.latency.backends import Backend, get_backend
 from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, anchor_scales
 from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
 from kdnas_deploy.latency.table import LatencyTable
+from kdnas_deploy.runtime.timing import TimingPolicy
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -200,46 +201,50 @@ def ablation(table: LatencyTable, archs: Sequence[Architecture], batch: int, seq
     return out
 
 
-def plot_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Predicted (re-anchored) vs measured, with the +-10% band."""
-    import matplotlib
+def plot_report(report: dict[str, Any], path: str | Path, budget_ms: float | None = None) -> Path:
+    """Measured against predicted (raw, and re-anchored to the probe measured in the same window), with the
+    +-10% band;
+    ``budget_ms`` draws a latency budget as a horizontal line on the measured axis.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a :class:`matplotlib.figure.Figure` (the object API): matplotlib's global backend is left alone.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     pts = report["points"]
     meas = np.array([p["measured_ms"] for p in pts])
     pred = np.array([p["predicted_ms"] for p in pts])
     raw = np.array([p["raw_predicted_ms"] for p in pts])
-    lo, hi = float(min(meas.min(), pred.min(), raw.min())) * 0.85, float(max(meas.max(), pred.max(), raw.max())) * 1.15
+    values = [meas, pred, raw] + ([np.array([budget_ms])] if budget_ms else [])
+    lo, hi = min(float(v.min()) for v in values) * 0.85, max(float(v.max()) for v in values) * 1.15
     xs = np.linspace(lo, hi, 50)
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6))
+    ax = fig.add_subplot()
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
     ax.plot(xs, xs, color="k", lw=0.8)
-    ax.scatter(meas, raw, s=14, marker="x", color="tab:gray", label=f"raw (MAPE {report['raw_mape_pct']:.1f}%)")
+    ax.scatter(raw, meas, s=14, marker="x", color="tab:gray", label=f"raw table (MAPE {report['raw_mape_pct']:.1f}%)")
     within = 100 * report["within_10pct"]
     label = f"re-anchored (MAPE {report['mape_pct']:.1f}%, {within:.0f}% in ±10%)"
-    ax.scatter(meas, pred, s=18, color="tab:blue", label=label)
+    ax.scatter(pred, meas, s=18, color="tab:blue", label=label)
+    if budget_ms:
+        ax.axhline(budget_ms, color="tab:red", ls="--", lw=1.0, label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
+    ax.set_xlabel(f"predicted latency (ms); dots re-anchored to the probe ({report.get('anchoring', 'one-probe')})")
+    ax.set_ylabel("measured latency (ms)")
     ax.set_title(f"{report['device']} {report['precision']} b{report['batch']} s{report['seq']}: "
                  f"n={report['n']}, noise floor {report['noise_floor_pct']:.1f}%", fontsize=10)  # fmt: skip
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return Path(path)
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from kdnas_deploy.errors import DeviceError, ExportError, ModelError
+from kdnas_deploy.errors import ExportError, ModelError
 from kdnas_deploy.export.bench import BenchConfig, format_rows, onnx_precision, run_bench
-from kdnas_deploy.export.runtime import inspect_folder, providers_for
+from kdnas_deploy.export.folders import inspect_folder
 
 REQUIRED = {"path", "runtime", "median_ms", "p10_ms", "p90_ms", "sequences_per_s"}
 
@@ -50,7 +50,7 @@ def test_bench_with_table_adds_predicted_for_onnx_rows(tiny_hf, tiny_onnx):
 def test_precision_detection(tiny_onnx, tmp_path):
     assert onnx_precision(inspect_folder(tiny_onnx)) == "fp32"
     # without the export report, precision is read off the graph
-    from kdnas_deploy.export.deploy_path import quantize_int8
+    from kdnas_deploy.runtime.deploy import quantize_int8
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -69,16 +69,6 @@ def test_bench_bad_inputs(tmp_path, tiny_onnx, cli, cuda_available):
     if not cuda_available:
         r = cli("bench", str(tiny_onnx), "--device", "cuda")
         assert r.returncode == 2 and "CUDAExecutionProvider" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_provider_selection():
-    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert providers_for("cuda", available=both) == both
-    assert providers_for("cpu", available=both) == ["CPUExecutionProvider"]
-    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
-        providers_for("cuda", available=["CPUExecutionProvider"])
-    with pytest.raises(DeviceError, match="unknown device"):
-        providers_for("tpu", available=both)
 
 
 def test_format_rows_lists_teacher_first():

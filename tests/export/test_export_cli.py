@@ -105,8 +105,8 @@ def test_bad_export_options(kwargs, needle):
 
 
 def test_options_resolve_to_deploy_config():
-    from kdnas_deploy.export.deploy_path import DeployConfig
     from kdnas_deploy.export.exporter import ExportOptions
+    from kdnas_deploy.runtime.deploy import DeployConfig
 
     assert ExportOptions(quantize="int8").deploy_config() == DeployConfig.cpu_int8()
     assert ExportOptions(device="cuda", fp16=True).deploy_config() == DeployConfig.cuda_fp16()

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import DeployConfig
 from kdnas_deploy.export.fusion import _fusion_ok_cached, check_space_fusion, fusion_ok, probe_fusion
+from kdnas_deploy.runtime.deploy import DeployConfig
 from kdnas_deploy.space import SearchSpace
 
 

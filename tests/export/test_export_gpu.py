@@ -8,9 +8,10 @@ import onnx
 import pytest
 
 from kdnas_deploy.export.bench import onnx_precision
-from kdnas_deploy.export.deploy_path import DeployConfig, attention_fused, deploy
-from kdnas_deploy.export.runtime import inspect_folder, load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.folders import inspect_folder, load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.validate import check_parity
+from kdnas_deploy.runtime.deploy import DeployConfig, attention_fused, deploy
+from kdnas_deploy.runtime.session import make_session
 
 
 def test_cuda_fp16_graph_is_fused_fp16_with_fp32_io(tiny_hf, tmp_path):

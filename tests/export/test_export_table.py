@@ -66,3 +66,30 @@ def test_table_refuses_other_precision_and_shapes(repo_root, tiny_hf, space_onnx
             "--bench-reps", "0")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_table_refuses_other_thread_count(space_onnx, table_path, tmp_path, cli):
+    hf, out = space_onnx
+    r = cli("bench", str(out), "--threads", "1", "--table", str(table_path), "--rounds", "1", "--block", "1")
+    assert r.returncode == 2 and "measured with 2 threads, --threads is 1" in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1].startswith("Error: ")
+    r = cli("export", str(hf), "--out", str(tmp_path / "t"), "--threads", "1", "--table", str(table_path),
+            "--bench-reps", "0")
+    assert r.returncode == 2 and "measured with 2 threads" in r.stderr and not (tmp_path / "t").exists()
+
+
+def test_check_threads_passes_tables_without_threads():
+    from kdnas_deploy.errors import TableError
+    from kdnas_deploy.latency.table import check_threads
+
+    class NoThreads:
+        threads = None
+
+    class Two:
+        threads, source = 2, "t.json"
+
+    check_threads(NoThreads(), 1)
+    check_threads(object(), 1)
+    check_threads(Two(), 2)
+    with pytest.raises(TableError, match="t.json was measured with 2 threads"):
+        check_threads(Two(), 4)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from kdnas_deploy.errors import ExportError, ParityError
-from kdnas_deploy.export.runtime import load_hf_classifier, load_tokenizer, make_session
+from kdnas_deploy.export.folders import load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.validate import PARITY_CASES, ParityTolerance, check_metric, check_parity
+from kdnas_deploy.runtime.session import make_session
 
 
 def test_parity_passes_on_own_export(tiny_hf, tiny_onnx):
@@ -58,7 +59,7 @@ class LocalSst2:
 
 
 def _export(src, out):
-    from kdnas_deploy.export.deploy_path import DeployConfig, deploy
+    from kdnas_deploy.runtime.deploy import DeployConfig, deploy
 
     return deploy(load_hf_classifier(src), out, DeployConfig.cpu_int8()).onnx_path
 

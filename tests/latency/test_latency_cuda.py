@@ -3,8 +3,9 @@
 import pytest
 
 from kdnas_deploy.errors import DeviceError
-from kdnas_deploy.latency.backends import get_backend, resolve_backend_name
-from kdnas_deploy.latency.cuda import gpu_fingerprint, gpu_present, select_providers
+from kdnas_deploy.latency.backends import BACKENDS, get_backend, resolve_backend_name
+from kdnas_deploy.latency.fingerprint import gpu_fingerprint
+from kdnas_deploy.runtime.devices import gpu_present
 
 
 def _has_cuda() -> bool:
@@ -16,16 +17,6 @@ def _has_cuda() -> bool:
         return False
 
 
-def test_select_providers():
-    assert select_providers("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert select_providers("cuda", both) == both
-    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
-        select_providers("cuda", ["CPUExecutionProvider"])
-    with pytest.raises(DeviceError, match="unknown device"):
-        select_providers("tpu", both)
-
-
 def test_backend_registry_resolution():
     assert resolve_backend_name("cpu") == "cpu-ort"
     assert resolve_backend_name("cuda") == "cuda-ort"
@@ -34,6 +25,7 @@ def test_backend_registry_resolution():
         resolve_backend_name("cpu", "cuda-torch")
     with pytest.raises(DeviceError, match="unknown backend"):
         resolve_backend_name("cpu", "tvm")
+    assert {name: cls.name for name, cls in BACKENDS.items()} == {n: n for n in ("cpu-ort", "cuda-ort", "cuda-torch")}
 
 
 def test_gpu_fingerprint_names_the_stack():

@@ -1,37 +1,35 @@
-"""The table's exports are the deployed path: the graph equals `deploy_path.deploy`'s, node for node."""
+"""The table's exports are the deployed path: the same `runtime.deploy.deploy` that `export` ships through,
+with the same DeployConfig, reused when a build resumes."""
 
-import numpy as np
-import onnx
-import onnxruntime as ort
+import json
+
 import pytest
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import DeployConfig, deploy, fused_operator_counts
-from kdnas_deploy.latency.backends import export_deployed, make_inputs
-from kdnas_deploy.student import build_student
+from kdnas_deploy.export.exporter import ExportOptions
+from kdnas_deploy.latency.backends import CpuOrtBackend, CudaOrtBackend, deploy_student
+from kdnas_deploy.runtime.deploy import DeployConfig, fused_operator_counts
 
 
-def _graph(path):
-    g = onnx.load(str(path)).graph
-    nodes = [(n.op_type, tuple(n.input), tuple(n.output), n.domain) for n in g.node]
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
-    return nodes, inits
+@pytest.mark.parametrize("backend,options", [
+    (CpuOrtBackend("fp32"), ExportOptions()),
+    (CpuOrtBackend("int8"), ExportOptions(quantize="int8")),
+    (CudaOrtBackend("fp32"), ExportOptions(device="cuda")),
+    (CudaOrtBackend("fp16"), ExportOptions(device="cuda", fp16=True)),
+], ids=["cpu-fp32", "cpu-int8", "cuda-fp32", "cuda-fp16"])  # fmt: skip
+def test_table_deploy_config_is_what_export_ships(backend, options):
+    assert backend.deploy_config == options.deploy_config()
+    assert backend.path_config()["deploy_config"] == options.deploy_config().to_dict()
+    assert backend.fingerprint()["deploy_config"] == options.deploy_config().to_dict()
 
 
-@pytest.mark.parametrize("config", [DeployConfig.cpu_fp32(), DeployConfig.cpu_int8()], ids=["fp32", "int8"])
-def test_export_deployed_equals_deploy(tmp_path, config):
+def test_deploy_student_writes_the_deployed_graph_and_resumes(tmp_path):
     arch = Architecture(2, 64, 4, 128)
-    ref = deploy(build_student(arch, seed=3), tmp_path / "ref", config)
-    ours = export_deployed(arch, tmp_path / "ours", config, seed=3)
-    (n_ref, i_ref), (n_ours, i_ours) = _graph(ref.onnx_path), _graph(ours)
-    assert n_ours == n_ref
-    assert i_ours.keys() == i_ref.keys()
-    for k in i_ref:
-        np.testing.assert_array_equal(i_ours[k], i_ref[k])
-    assert fused_operator_counts(ours) == ref.fused_ops
-    assert fused_operator_counts(ours)["Attention" if config.precision == "fp32" else "QAttention"] == 2
-    feed = make_inputs(2, 16)
-    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-            for p in (ref.onnx_path, ours)]  # fmt: skip
-    np.testing.assert_array_equal(outs[0], outs[1])
-    assert export_deployed(arch, tmp_path / "ours", config, seed=3) == ours  # reused (resume)
+    path = deploy_student(arch, tmp_path / "m", DeployConfig.cpu_int8(), seed=3)
+    assert fused_operator_counts(path)["QAttention"] == 2
+    quant = json.loads((tmp_path / "m" / "ort_config.json").read_text())["quantization"]
+    assert quant["per_channel"] is True and quant["operators_to_quantize"] == ["MatMul", "Attention"]
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".deploy-")]
+    mtime = path.stat().st_mtime_ns
+    assert deploy_student(arch, tmp_path / "m", DeployConfig.cpu_int8(), seed=3) == path  # reused (resume)
+    assert path.stat().st_mtime_ns == mtime

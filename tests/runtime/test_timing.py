@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from kdnas_deploy.timing import Timing, time_callable
+from kdnas_deploy.runtime.timing import Timing, time_callable
 
 
 def test_from_samples_percentiles():

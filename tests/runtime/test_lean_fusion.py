@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import ONNX_FILE, DeployConfig, export_onnx, optimize_onnx
+from kdnas_deploy.runtime.deploy import ONNX_FILE, DeployConfig, export_onnx, optimize_onnx
 from kdnas_deploy.student import build_student
 
 
@@ -30,7 +30,7 @@ def test_lean_fusion_is_byte_identical_to_ortoptimizer(raw_export, tmp_path, lev
 def test_lean_fusion_leaves_no_work_files_and_refuses_fp16(raw_export, tmp_path):
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    from kdnas_deploy.export.lean_fusion import fuse_lean
+    from kdnas_deploy.runtime.lowmem.lean_fusion import fuse_lean
 
     out = tmp_path / "one"
     out.mkdir()

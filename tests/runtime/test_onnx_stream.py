@@ -4,8 +4,8 @@ import onnx
 import pytest
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import ONNX_FILE, export_onnx
-from kdnas_deploy.export.onnx_stream import to_external_data, to_single_file
+from kdnas_deploy.runtime.deploy import ONNX_FILE, export_onnx
+from kdnas_deploy.runtime.lowmem.onnx_stream import to_external_data, to_single_file
 from kdnas_deploy.student import build_student
 
 

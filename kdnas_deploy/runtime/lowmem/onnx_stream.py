@@ -4,7 +4,7 @@
 message, the serialised copy): 1.3 GB for a BERT-base-size model. These functions walk the protobuf wire
 format instead. The output is what ``onnx.save_model`` writes for the same message, byte for byte: protobuf
 serialises known fields in field-number order, so a graph is its fields before ``initializer`` (5), then each
-initializer, then its later fields (``tests/export/test_onnx_stream.py`` checks the round trip).
+initializer, then its later fields (``tests/runtime/test_onnx_stream.py`` checks the round trip).
 """
 
 from __future__ import annotations

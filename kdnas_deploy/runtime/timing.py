@@ -1,11 +1,13 @@
-"""Timing primitives shared by the profiler, validation and ``bench``: warm up, repeat, keep the median and
-the spread. Callers interleave what they compare and time one session at a time."""
+"""Timing primitives shared by the latency tables, validation, ``export`` and ``bench``: warm up, repeat, keep
+the median and the spread (wall clock, or CUDA events for PyTorch on a GPU). Callers interleave what they
+compare and time one session at a time."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,4 +59,39 @@ def time_callable(
         t0 = clock()
         fn()
         samples.append((clock() - t0) * 1000.0)
+    return Timing.from_samples(samples)
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """Warm-up and repetitions of one reading (one fresh session)."""
+
+    warmup: int = 5
+    reps: int = 20
+    min_seconds: float = 0.15
+    max_reps: int = 400
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "reps": self.reps, "min_seconds": self.min_seconds, "max_reps": self.max_reps}
+
+
+def time_cuda_events(fn: Callable[[], object], warmup: int = 10, reps: int = 20, min_seconds: float = 0.0,
+                     max_reps: int = 1000) -> Timing:  # fmt: skip
+    """Like :func:`time_callable`, each call timed on the GPU with a pair of CUDA events (inside one
+    ``torch.inference_mode``): what PyTorch-served models are timed with."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        while len(samples) < reps or (time.perf_counter() - t0 < min_seconds and len(samples) < max_reps):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(float(start.elapsed_time(end)))
     return Timing.from_samples(samples)

@@ -8,7 +8,7 @@ a BERT-base-size model). Inside :func:`streamed_weights`, an export whose ``f`` 
 data, and the weights (the exporter's own, after constant folding and de-duplication) are then written into
 the file from the tensors the exporter computed, one at a time, where its C++ encoder would have put them:
 as initializers in the order of those inputs. The file is byte-identical to the ordinary export's
-(``tests/export/test_streamed_weights.py``).
+(``tests/runtime/test_streamed_weights.py``).
 
 This reaches into two of the exporter's internals (``torch._C._jit_pass_onnx_deduplicate_initializers``
 for the weights, the weightless input order for their places). Where either is not there, the export runs
@@ -55,7 +55,7 @@ def add_weights(onnx_path: Path, params: dict[str, Any]) -> None:
     import onnx
     import torch
 
-    from kdnas_deploy.export.onnx_stream import raw_tensor_chunks, write_with_initializers
+    from kdnas_deploy.runtime.lowmem.onnx_stream import raw_tensor_chunks, write_with_initializers
 
     model = onnx.load(str(onnx_path))
     inputs = list(model.graph.input)

@@ -7,7 +7,7 @@ import torch
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import ExportError
-from kdnas_deploy.export.deploy_path import DeployConfig, attention_fused, deploy
+from kdnas_deploy.runtime.deploy import DeployConfig, attention_fused, deploy
 from kdnas_deploy.student import build_student
 
 

@@ -12,7 +12,7 @@ optimum ``OptimizationConfig``) on a copy of the model whose tensors live in an 
 fusion pass then reads a weight only where a fusion needs its values (the Q/K/V matrices it concatenates),
 and :mod:`onnx_stream` converts to and from the single-file ``model.onnx`` one tensor at a time: 1.08 GB
 peak for the same model (``tools/bench_latency.py --steps memory-stages``).
-``tests/export/test_lean_fusion.py`` checks the result against ``ORTOptimizer``'s, byte for byte.
+``tests/runtime/test_lean_fusion.py`` checks the result against ``ORTOptimizer``'s, byte for byte.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kdnas_deploy.export.onnx_stream import to_external_data, to_single_file
-from kdnas_deploy.memory import release_memory
+from kdnas_deploy.runtime.lowmem.memory import release_memory
+from kdnas_deploy.runtime.lowmem.onnx_stream import to_external_data, to_single_file
 
 EXTERNAL_DATA_THRESHOLD = 1024  # bytes: smaller tensors (shapes, scalars) stay inside the graph
 

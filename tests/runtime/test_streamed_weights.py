@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.export.deploy_path import export_onnx
-from kdnas_deploy.export.streamed_weights import streamed_weights
+from kdnas_deploy.runtime.deploy import export_onnx
+from kdnas_deploy.runtime.lowmem.streamed_weights import streamed_weights
 from kdnas_deploy.student import build_student
 
 ARCH = Architecture(2, 64, 4, 128)

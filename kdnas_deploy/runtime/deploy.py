@@ -1,17 +1,22 @@
 """The deployed path, in one place: PyTorch -> ONNX (optimum exporter) -> ORT transformer fusions
 (``ORTOptimizer``, O1/O2/O3) -> optionally dynamic int8 (``onnxruntime.quantization``).
 
-Latency tables are measured through exactly this path and ``export`` writes models through it, so a table's
-prediction is a prediction of what ``export`` ships. :class:`DeployConfig` names the path; its
-``to_dict()`` is recorded in table fingerprints and export reports.
+Latency tables are measured through exactly this function and ``export`` writes models through it, so a
+table's prediction is a prediction of what ``export`` ships. :class:`DeployConfig` names the path; its
+``to_dict()`` is recorded in table fingerprints and export reports. :func:`deploy` with ``consume=True``
+(a model built only to be deployed, as the tables' are) drops the weights as soon as they are in the file
+and hands memory back to the OS between steps: the same graph, a lower peak.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ OPT_LEVELS = ("none", "O1", "O2", "O3")
 PRECISIONS = ("fp32", "int8", "fp16")
 DEVICES = ("cpu", "cuda")
 ONNX_FILE = "model.onnx"
+ORT_CONFIG_FILE = "ort_config.json"
 DEFAULT_OPSET = 18
 # Dynamic int8 schemes: name -> quantize_dynamic keyword arguments (weights always s8, activations u8).
 # "per_channel_matmul" keeps SST-2 accuracy within a point of fp32 at the same speed as per-tensor
@@ -90,9 +96,6 @@ class DeployConfig:
     def cuda_fp16(cls) -> DeployConfig:
         return cls("O2", "fp16", "cuda")
 
-    def with_(self, **changes: Any) -> DeployConfig:
-        return replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if self.precision != "int8":
@@ -129,7 +132,7 @@ def export_onnx(
 
     Returns the path of ``model.onnx`` inside ``out_dir`` (which also gets ``config.json``). With
     ``stream_weights`` the exporter writes the weights one tensor at a time
-    (:mod:`kdnas_deploy.export.streamed_weights`): the same file, without the 4x weight copies at its peak.
+    (:mod:`kdnas_deploy.runtime.lowmem.streamed_weights`): the same file, without the 4x weight copies at its peak.
     ``consume_model`` (with ``stream_weights``): the model's weights are dropped as soon as they are in the
     file; for a model built only to be exported (the latency tables').
     """
@@ -138,7 +141,7 @@ def export_onnx(
 
     from optimum.exporters.onnx import onnx_export_from_model
 
-    from kdnas_deploy.export.streamed_weights import streamed_weights
+    from kdnas_deploy.runtime.lowmem.streamed_weights import streamed_weights
 
     out_dir = Path(out_dir)
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
@@ -169,7 +172,7 @@ def optimize_onnx(onnx_dir: str | Path, out_dir: str | Path, config: DeployConfi
 
     ``onnx_dir`` must hold ``model.onnx`` and ``config.json`` (what :func:`export_onnx` writes). The
     optimizer's ``ort_config.json`` is written beside the model. ``lean`` (fp32, single-file models) runs
-    the same passes with the weights on disk (:mod:`kdnas_deploy.export.lean_fusion`): the same graph, a
+    the same passes with the weights on disk (:mod:`kdnas_deploy.runtime.lowmem.lean_fusion`): the same graph, a
     third of the memory; fp16 conversion and ``lean=False`` call ``ORTOptimizer.optimize`` itself.
     """
     from optimum.onnxruntime import ORTOptimizer
@@ -213,7 +216,7 @@ def _optimize_lean(optimizer: Any, onnx_dir: Path, out_dir: Path, opt_config: An
     from optimum.onnxruntime.utils import ORTConfigManager
     from optimum.utils.save_utils import maybe_save_preprocessors
 
-    from kdnas_deploy.export.lean_fusion import fuse_lean
+    from kdnas_deploy.runtime.lowmem.lean_fusion import fuse_lean
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ORTConfigManager.check_optimization_supported_model(optimizer.model_type, opt_config)
@@ -259,20 +262,60 @@ def attention_fused(fused_ops: dict[str, int], num_layers: int) -> bool:
     return n == num_layers
 
 
-def deploy(model: Any, out_dir: str | Path, config: DeployConfig, tokenizer: Any = None) -> DeployedModel:
-    """Run the whole path; ``out_dir`` ends up with ``model.onnx`` (final graph), ``config.json``,
-    ``ort_config.json`` (when optimized) and the tokenizer files when a tokenizer is given.
+def quantization_config(scheme: str = DEFAULT_INT8_SCHEME) -> Any:
+    """The settings :func:`quantize_int8` runs ``quantize_dynamic`` with, as optimum's ``QuantizationConfig``
+    (the format ``ORTQuantizer`` records in ``ort_config.json``): dynamic, QOperator, IntegerOps, u8
+    activations (asymmetric), s8 weights (symmetric, ORT's default for s8), no reduced range."""
+    from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
+    from optimum.onnxruntime.configuration import QuantizationConfig
 
+    options = INT8_SCHEMES[scheme]
+    return QuantizationConfig(
+        is_static=False,
+        format=QuantFormat.QOperator,
+        mode=QuantizationMode.IntegerOps,
+        activations_dtype=QuantType.QUInt8,
+        activations_symmetric=False,
+        weights_dtype=QuantType.QInt8,
+        weights_symmetric=True,
+        per_channel=bool(options.get("per_channel", False)),
+        reduce_range=False,
+        operators_to_quantize=list(options.get("op_types_to_quantize", [])),  # empty: every supported op
+    )
+
+
+def record_quantization(folder: Path, scheme: str) -> None:
+    """Write the int8 scheme into the folder's ``ort_config.json`` (created when the graph was not optimized)."""
+    from optimum.onnxruntime.configuration import ORTConfig
+
+    config = ORTConfig.from_pretrained(folder) if (folder / ORT_CONFIG_FILE).is_file() else ORTConfig()
+    config.quantization = quantization_config(scheme)
+    config.save_pretrained(folder)
+
+
+def deploy(model: Any, out_dir: str | Path, config: DeployConfig, tokenizer: Any = None,
+           consume: bool = False) -> DeployedModel:  # fmt: skip
+    """Run the whole path; ``out_dir`` ends up with ``model.onnx`` (final graph), ``config.json``,
+    ``ort_config.json`` (when optimized or quantized) and the tokenizer files when a tokenizer is given.
+
+    ``consume``: the model was built only to be deployed; its weights are dropped as soon as the exporter
+    has written them and memory is handed back to the OS between steps (the latency tables' builds).
     ``out_dir`` is written in place (callers wanting atomicity pass a temporary folder).
     """
+    from kdnas_deploy.runtime.lowmem.memory import release_memory
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kdnas-deploy-") as tmp:
-        raw_dir = Path(tmp) / "raw"
-        export_onnx(model, raw_dir, tokenizer=tokenizer, opset=config.opset)
-        opt_dir = Path(tmp) / "optimized"
+    final = out_dir / ONNX_FILE
+    with tempfile.TemporaryDirectory(prefix=".deploy-", dir=out_dir) as tmp:
+        raw_dir, opt_dir = Path(tmp) / "raw", Path(tmp) / "optimized"
+        export_onnx(model, raw_dir, tokenizer=tokenizer, opset=config.opset, consume_model=consume)
+        if consume:
+            del model
+            release_memory()
         optimized = optimize_onnx(raw_dir, opt_dir, config)
-        final = out_dir / ONNX_FILE
+        if consume:  # the fusion pass leaves its graph objects in reference cycles: collect before quantizing
+            release_memory(full=config.precision == "int8")
         if config.precision == "int8":
             quantize_int8(optimized, final, config.int8_scheme)
         else:
@@ -281,4 +324,23 @@ def deploy(model: Any, out_dir: str | Path, config: DeployConfig, tokenizer: Any
             for f in src_dir.iterdir():
                 if f.suffix != ".onnx" and f.is_file():
                     shutil.copy2(f, out_dir / f.name)
+    if config.precision == "int8":
+        record_quantization(out_dir, config.int8_scheme)
+    if consume:
+        release_memory()
     return DeployedModel(out_dir, final, config, fused_operator_counts(final))
+
+
+@contextmanager
+def quiet_loggers(level: int = logging.WARNING) -> Iterator[None]:
+    """Silence the exporter's and quantizer's per-model chatter (the same warnings for every model).
+
+    optimum re-configures its loggers whenever one of its modules is imported, so levels do not stick:
+    ``logging.disable`` does, and is restored afterwards.
+    """
+    old = logging.root.manager.disable
+    logging.disable(level)
+    try:
+        yield
+    finally:
+        logging.disable(old)
