@@ -18,6 +18,7 @@ Every error is a :class:`~kdnas_deploy.errors.ConfigError` unless the caller nam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -210,6 +211,12 @@ class Presets(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
+
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        """The factory of one preset: ``PRESETS["quick"](**overrides)`` is ``PRESETS.get("quick", ...)``."""
+        if name not in self:
+            raise KeyError(name)
+        return functools.partial(self.get, name)
 
     def data(self, name: str) -> dict[str, Any]:
         """The preset's mapping (a copy)."""
