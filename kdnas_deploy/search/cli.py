@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from kdnas_deploy.search.config import REWARD_METRICS
+from kdnas_deploy.errors import SearchError
+from kdnas_deploy.search.config import PRESETS, REWARD_METRICS, ExecutorConfig, SearchSettings
+from kdnas_deploy.search.executor import EXECUTORS
 from kdnas_deploy.search.strategies import STRATEGIES
 
 
@@ -24,8 +27,10 @@ from kdnas_deploy.search.strategies import STRATEGIES
     help="A budget on another table (repeatable): a candidate must meet every budget.",
 )
 @click.option("--space", default=None, help="Expected search space (preset or YAML); must match the tables'.")
-@click.option("--preset", default="default", show_default=True, help="Named preset of the search settings.")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="kdnas", show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+              help="Named preset of the search settings (options below override it).")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=None,
+              help="Search strategy (default: the preset's, kdnas).")
 @click.option("--episodes", type=int, default=None, help="Episodes (preset: 8).")
 @click.option("--candidates", type=int, default=None, help="Members the controller scores per episode (200).")
 @click.option("--top-k", type=int, default=None, help="Candidates distilled per episode (4).")
@@ -46,16 +51,20 @@ from kdnas_deploy.search.strategies import STRATEGIES
 @click.option("--final-top", type=int, default=None, help="Best architectures distilled fully (1; 0 skips).")
 @click.option("--batch", type=int, default=None, help="Batch size the tables predict at (table default).")
 @click.option("--seq", type=int, default=None, help="Sequence length the tables predict at (table default).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--executor", default="local", show_default=True, help="Where candidates run (local; ray once installed)."
-)
+@click.option("--headroom", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Share of every budget kept free for prediction error and machine drift: the search fits"
+              " budget x (1 - headroom); 0.15 is what the README recommends.")
+@click.option("--seed", type=int, default=None, help="Search seed (default: the preset's, 0).")
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local", show_default=True,
+              help="Where candidates run (ray: pip install 'kdnas-deploy[ray]').")
 @click.option(
     "--ray-address",
     default=None,
     help="Ray cluster to join with --executor ray ('auto', HOST:PORT; default RAY_ADDRESS or a local one).",
 )
-@click.option("--cpus-per-candidate", type=float, default=None, help="CPUs of one Ray task (1).")
+@click.option("--cpus-per-candidate", type=float, default=None,
+              help="CPUs of one Ray task (default: the torch threads of an in-process run, capped at the"
+              " largest node).")
 @click.option("--gpus-per-candidate", type=float, default=None, help="GPUs of one Ray task (0).")
 @click.option(
     "--cache-dir",
@@ -66,17 +75,31 @@ from kdnas_deploy.search.strategies import STRATEGIES
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out (its configuration must match).")
 @click.option("--quiet", is_flag=True, help="Only the per-episode lines.")
-def search(**kw: object) -> None:
+def search(**kw: Any) -> None:
     """KD-NAS: search the student that distills best under a latency budget, then distill it fully.
 
     \b
     Example:
       kdnas-deploy search --teacher teacher-sst2 --task sst2 --data-dir ../shared/data/glue \\
-        --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json --budget-ms 2.8 --out runs/sst2
+        --table latency_tables/cpu-minilm-l6-fp32-b1-s128.json --budget-ms 2.8 --headroom 0.15 --out runs/sst2
     """
-    from kdnas_deploy.search.api import build_and_run
+    from kdnas_deploy.search.api import resolve_budget_pairs, run_search, search_config
 
-    summary = build_and_run(**kw)  # type: ignore[arg-type]
+    quiet = bool(kw["quiet"])
+
+    def echo(line: str) -> None:
+        if not (quiet and line.startswith("  ")):
+            click.echo(line)
+
+    pairs = resolve_budget_pairs(kw["table"], kw["budget_ms"], kw["budgets"])
+    config = search_config(
+        teacher=kw["teacher"], task=str(kw["task"]), budgets=pairs, settings=_settings(kw),
+        data_dir=kw["data_dir"], headroom=kw["headroom"], echo=echo,
+    )  # fmt: skip
+    summary = run_search(
+        config, kw["out"], space=kw["space"], executor=_executor(kw), cache_dir=kw["cache_dir"],
+        resume=bool(kw["resume"]), echo=echo,
+    )  # fmt: skip
     best = summary["best"]
     click.echo(
         f"best: {best['arch_str']} reward {best['reward']:.4f} proxy {best['proxy_metric']:.4f}"
@@ -85,6 +108,29 @@ def search(**kw: object) -> None:
     final = summary.get("final")
     if final:
         click.echo(f"student: {final['student_dir']} dev {final['winner'].get('dev_metrics')}")
+
+
+_SETTINGS = (
+    "strategy", "episodes", "candidates", "top_k", "proxy_fraction", "heldout_size", "proxy_epochs",
+    "final_epochs", "final_top", "batch", "seq", "seed",
+)  # fmt: skip
+
+
+def _settings(kw: dict[str, Any]) -> SearchSettings:
+    """The preset's settings with every option given on the command line on top."""
+    data = PRESETS.merged(kw["preset"], **{k: kw[k] for k in _SETTINGS})
+    reward = {"alpha": kw["alpha"], "beta": kw["beta"], "hard_budget": bool(kw["hard_budget"]), "metric": kw["metric"]}
+    data["reward"] = {**data.get("reward", {}), **reward}
+    return SearchSettings.from_dict(data)
+
+
+def _executor(kw: dict[str, Any]) -> ExecutorConfig:
+    names = {"address": "ray_address", "cpus_per_candidate": "cpus_per_candidate",
+             "gpus_per_candidate": "gpus_per_candidate"}  # fmt: skip
+    options = {k: kw[o] for k, o in names.items() if kw.get(o) is not None}
+    if options and kw["executor"] != "ray":
+        raise SearchError("--ray-address, --cpus-per-candidate and --gpus-per-candidate need --executor ray")
+    return ExecutorConfig(kw["executor"], options)
 
 
 __all__ = ["search"]

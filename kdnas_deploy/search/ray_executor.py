@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.errors import ConfigError, KdnasError, SearchError
-from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator
+from kdnas_deploy.search.executor import BaseExecutor, EvalRequest, EvalResult, Evaluator
 from kdnas_deploy.search.ray_startup import prompt_node_lookup, quiet_thread_warning, stop_autoscaler_monitor
 from kdnas_deploy.search.ray_worker import (  # noqa: F401 - BROKEN_WORKER_EXIT_CODE, _pin_threads: re-exported
     BROKEN_WORKER_EXIT_CODE,
@@ -99,10 +99,11 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class RayExecutor:
+class RayExecutor(BaseExecutor):
     """Evaluate the candidates of each episode as Ray tasks (see the module docstring)."""
 
     name = "ray"
+    remote_start = True
 
     def __init__(
         self,
@@ -304,7 +305,7 @@ class RayExecutor:
         return self._refs[key]
 
     # ------------------------------------------------------------------ the executor interface
-    def start(self, evaluator: Evaluator | None = None) -> None:
+    def start(self, evaluator: Evaluator | None = None) -> None:  # type: ignore[override]
         """Connect to (or start) Ray and warm one worker per candidate slot without waiting for them.
 
         The search calls this before its driver-side preparation (data, teacher-output cache), so Ray's
