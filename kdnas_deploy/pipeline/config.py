@@ -16,7 +16,7 @@ from typing import Any
 from kdnas_deploy.config import build, read_mapping, to_plain
 from kdnas_deploy.errors import ConfigError
 from kdnas_deploy.search.config import ExecutorConfig, SearchSettings
-from kdnas_deploy.search.executor import EXECUTORS
+from kdnas_deploy.search.executors import EXECUTORS
 
 PIPELINE_SCHEMA_VERSION = 1
 

@@ -27,7 +27,7 @@ from kdnas_deploy.search.budget import (
 )
 from kdnas_deploy.search.config import ExecutorConfig, SearchConfig, SearchSettings
 from kdnas_deploy.search.evaluator import DistillEvaluator, load_task, teacher_architecture
-from kdnas_deploy.search.executor import make_executor
+from kdnas_deploy.search.executors import make_executor
 from kdnas_deploy.search.run import SearchRun
 from kdnas_deploy.space import SearchSpace
 

@@ -9,7 +9,7 @@ import click
 
 from kdnas_deploy.errors import SearchError
 from kdnas_deploy.search.config import PRESETS, REWARD_METRICS, ExecutorConfig, SearchSettings
-from kdnas_deploy.search.executor import EXECUTORS
+from kdnas_deploy.search.executors import EXECUTORS
 from kdnas_deploy.search.strategies import STRATEGIES
 
 

@@ -7,7 +7,7 @@
   driver before the first batch (load data, fill shared caches that workers then only read).
 - An :class:`Executor` runs a batch and yields results *as they finish*, in any order. The search logs each
   result the moment it arrives, so a killed search loses no finished evaluation. Register new executors
-  (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one.
+  (e.g. Ray, issue 8) in :data:`kdnas_deploy.search.executors.EXECUTORS`; ``--executor NAME`` picks one.
 - The executor's lifecycle is the :class:`Executor` protocol, with defaults in :class:`BaseExecutor`:
   ``begin()`` once, as soon as the search has validated its inputs (connect to a cluster in the background);
   ``start(evaluator)`` before the evaluator's ``prepare()`` (workers start up while the driver prepares: the
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,33 +126,3 @@ class LocalExecutor(BaseExecutor):
                     result.info,
                 )
             yield result
-
-
-def ray_executor(**options: Any) -> Executor:
-    """The Ray executor (:mod:`.ray_executor`; imported when picked, so Ray costs nothing until then)."""
-    from kdnas_deploy.search.ray_executor import RayExecutor
-
-    return RayExecutor(**options)
-
-
-# executor name -> factory(**options); a factory imports optional engines when called. Options such as a
-# cluster address are passed through.
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": ray_executor}
-
-
-def register_executor(name: str, factory: Callable[..., Executor]) -> None:
-    EXECUTORS[name] = factory
-
-
-def make_executor(name: str, **options: Any) -> Executor:
-    """Executor ``name`` with ``options``; a factory whose engine is not installed is a one-line error."""
-    from kdnas_deploy.errors import SearchError
-
-    if name not in EXECUTORS:
-        raise SearchError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
-    try:
-        return EXECUTORS[name](**options)
-    except ModuleNotFoundError as exc:
-        raise SearchError(f"executor {name!r} is not available here ({exc.name} is not installed)") from None
-    except TypeError as exc:
-        raise SearchError(f"executor {name!r}: {exc}") from None

@@ -142,7 +142,6 @@ def propose_evolution(ctx: ProposalContext) -> list[Proposal]:
     return out
 
 
-@register_strategy
 class RandomStrategy(Strategy):
     """Uniform sampling of the pool."""
 
@@ -153,7 +152,6 @@ class RandomStrategy(Strategy):
         return propose_random(ctx)
 
 
-@register_strategy
 class KdnasStrategy(Strategy):
     """The KD-NAS LSTM reward controller (:mod:`.controller`), epsilon-greedy."""
 
@@ -171,7 +169,6 @@ class KdnasStrategy(Strategy):
         warm_up_training()
 
 
-@register_strategy
 class EvolutionStrategy(Strategy):
     """Regularized evolution: tournament on the most recent evaluations, mutate the winner."""
 
@@ -183,7 +180,8 @@ class EvolutionStrategy(Strategy):
         return propose_evolution(ctx)
 
 
-register_strategy(OptunaTPEStrategy)
+for _cls in (KdnasStrategy, RandomStrategy, EvolutionStrategy, OptunaTPEStrategy):
+    register_strategy(_cls)
 
 __all__ = [
     "STRATEGIES",

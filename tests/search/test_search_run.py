@@ -146,7 +146,8 @@ def test_kdnas_beats_random_on_average_over_seeds(tmp_path):
 
 
 def test_executor_registry_errors_are_clear():
-    from kdnas_deploy.search.executor import LocalExecutor, make_executor, register_executor
+    from kdnas_deploy.search.executor import LocalExecutor
+    from kdnas_deploy.search.executors import make_executor, register_executor
 
     assert isinstance(make_executor("local"), LocalExecutor)
     with pytest.raises(SearchError, match="unknown executor"):
