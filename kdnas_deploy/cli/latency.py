@@ -140,7 +140,12 @@ def list_tables(
 ) -> None:
     """List the tables a run would consider (shipped latency_tables/, then the table cache in $KDNAS_CACHE_DIR
     or the user cache folder) and why each matches this machine and these settings or not."""
-    from kdnas_deploy.pipeline.tables import TableRequirement, list_candidate_tables, table_search_dirs
+    from kdnas_deploy.pipeline.tables import (
+        TableRequirement,
+        list_candidate_tables,
+        table_cache_dir,
+        table_search_dirs,
+    )
     from kdnas_deploy.space import SearchSpace
 
     need = TableRequirement(
@@ -154,11 +159,15 @@ def list_tables(
     )
     dirs = table_search_dirs()
     candidates = list_candidate_tables(need, dirs)
+    cache = table_cache_dir()
     if as_json:
         rows = [{"path": str(c.path), "matches": c.matches, "why": list(c.why)} for c in candidates]
-        click.echo(json.dumps({"dirs": [str(d) for d in dirs], "tables": rows}, indent=2))
+        doc = {"dirs": [str(d) for d in dirs], "table_cache": str(cache), "tables": rows}
+        click.echo(json.dumps(doc, indent=2))
         return
     click.echo("searched: " + (", ".join(str(d) for d in dirs) or "(no table folder exists)"))
+    if not cache.is_dir():
+        click.echo(f"table cache: {cache} (empty: no run has built a table yet)")
     if not candidates:
         click.echo("no tables found")
     for c in candidates:

@@ -46,9 +46,11 @@ class FiniteFloat(click.ParamType):
         self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
 
     def _range(self) -> str:
-        lo = "" if self.min is None else f"{self.min} {'<' if self.min_open else '<='} "
-        hi = "" if self.max is None else f" {'<' if self.max_open else '<='} {self.max}"
-        return f"{lo}x{hi}"
+        lo = None if self.min is None else f"{self.min} {'<' if self.min_open else '<='} "
+        hi = None if self.max is None else f" {'<' if self.max_open else '<='} {self.max}"
+        if lo is not None and hi is None:
+            return f"x {'>' if self.min_open else '>='} {self.min}"
+        return f"{lo or ''}x{hi or ''}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float) and math.isfinite(value) and self._inside(value):

@@ -1,0 +1,51 @@
+"""The root command: every stage listed, ``--help`` of every command imports no stage module, exit codes."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "onnxruntime", "transformers", "datasets", "optimum", "ray")
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kdnas_deploy", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_every_stage_and_is_light():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("latency", "teacher", "distill", "evaluate", "search", "export", "bench", "run"):
+        assert cmd in r.stdout
+    assert "--verbose" in r.stdout and "--quiet" in r.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from kdnas_deploy.cli import cli; "
+         "from click.testing import CliRunner; CliRunner().invoke(cli, ['--help']); "
+         "print(any(m in sys.modules for m in ('torch', 'onnxruntime', 'transformers')))"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_help_of_every_command_imports_no_heavy_module():
+    script = f"""
+import sys
+from click.testing import CliRunner
+from kdnas_deploy.cli import cli
+runner = CliRunner()
+commands = [["latency", sub] for sub in ("build", "list", "show", "predict", "validate")]
+commands += [["teacher", "finetune"], ["distill"], ["evaluate"], ["search"], ["export"], ["bench"], ["run"]]
+for args in commands:
+    r = runner.invoke(cli, [*args, "--help"])
+    assert r.exit_code == 0, (args, r.output)
+    assert "Usage:" in r.output, args
+print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]", probe.stdout
+
+
+def test_unknown_command_exits_2():
+    r = run_cli("frobnicate")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
