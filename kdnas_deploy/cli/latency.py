@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -37,11 +36,19 @@ def latency() -> None:
     show_default=True,
     help="Search space: a preset name (minilm-l6, bert-base) or a YAML path.",
 )
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Device to measure on."
+)
 @click.option("--backend", default=None, help="cpu-ort (cpu default), cuda-ort (cuda default) or cuda-torch.")
 @o.batches_option()
 @o.seqs_option()
-@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the deployed models timed (int8: dynamic, CPU; fp16: CUDA).",
+)
 @o.threads_option()
 @click.option("--rounds", type=o.PositiveInt, default=3, show_default=True, help="Readings per entry, spaced in time.")
 @o.out_option(kind="file", help="Table JSON to write.")
@@ -79,7 +86,6 @@ def build(
     b, s = validate_grid(batches, seqs)
     be = get_backend(device, precision, threads=threads, backend=backend)
     policy = replace(MeasurePolicy(), rounds=rounds, min_accepted=min(2, rounds))
-    extra: dict[str, Any] = {"force": force} if "force" in inspect.signature(build_table).parameters else {}
     t0 = time.time()
     table = build_table(
         space,
@@ -93,7 +99,6 @@ def build(
         progress=not no_progress,
         keep_models=keep_models,
         export_workers=export_workers,
-        **extra,
     )
     click.echo(
         f"wrote {out}: {len(table.data['entries'])} entries, {len(space.variants)} variants x depths "
@@ -122,8 +127,16 @@ def refuse_existing_out(out: Path, force: bool) -> None:
     show_default=True,
     help="Space the run would search: a preset name or a YAML path.",
 )
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Device the run deploys on."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision the run deploys.",
+)
 @o.threads_option()
 @o.batch_option(default=1, help="Batch size the run predicts at.")
 @o.seq_option(default=128, help="Sequence length the run predicts at.")

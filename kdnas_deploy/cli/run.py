@@ -11,8 +11,12 @@ from kdnas_deploy.cli.options import no_progress_option
 
 @click.command("run")
 @click.argument("config", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run folder (default: runs/<config name>). A rerun resumes; unchanged stages are reused.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder (default: runs/<config name>). A rerun resumes; unchanged stages are reused.",
+)
 @no_progress_option()
 def run(config: Path, out: Path | None, no_progress: bool) -> None:
     """Run the whole pipeline from a YAML CONFIG: latency table (reused when one matches this machine, else

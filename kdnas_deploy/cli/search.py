@@ -41,16 +41,35 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @data_dir_option()
 @click.option("--table", type=click.Path(path_type=Path), default=None, help="Latency table JSON (with --budget-ms).")
 @click.option("--budget-ms", type=PositiveFloat, default=None, help="Latency budget in ms for --table.")
-@click.option("--budget", "budgets", multiple=True, metavar="TABLE.json:MS",
-              help="A budget on another table (repeatable): a candidate must meet every budget.")
-@click.option("--headroom", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Share of every budget kept free for prediction error and machine drift: the search fits"
-              " budget x (1 - headroom); the README recommends 0.15.")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    metavar="TABLE.json:MS",
+    help="A budget on another table (repeatable): a candidate must meet every budget.",
+)
+@click.option(
+    "--headroom",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Share of every budget kept free for prediction error and machine drift: the search fits"
+    " budget x (1 - headroom); the README recommends 0.15.",
+)
 @click.option("--space", default=None, help="Expected search space (preset or YAML); must match the tables'.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
-              help="Named preset of the search settings (the options below override it).")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=None,
-              help="Search strategy [default: the preset's, kdnas].")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="default",
+    show_default=True,
+    help="Named preset of the search settings (the options below override it).",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(list(STRATEGIES)),
+    default=None,
+    help="Search strategy [default: the preset's, kdnas].",
+)
 @click.option("--episodes", type=PositiveInt, default=None, help="Episodes [default: the preset's, 8].")
 @click.option("--candidates", type=PositiveInt, default=None, help="Members the controller scores per episode (200).")
 @click.option("--top-k", type=PositiveInt, default=None, help="Candidates distilled per episode (4).")
@@ -58,8 +77,13 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @click.option("--heldout-size", type=PositiveInt, default=None, help="Train rows held out for the reward (1000).")
 @click.option("--proxy-epochs", type=PositiveFloat, default=None, help="Override the proxy distillation epochs.")
 @click.option("--final-epochs", type=PositiveFloat, default=None, help="Override the final distillation epochs.")
-@click.option("--metric", type=click.Choice(list(REWARD_METRICS)), default="task", show_default=True,
-              help="Reward metric: task metric on the held-out train slice, or 1 - normalised KD loss.")
+@click.option(
+    "--metric",
+    type=click.Choice(list(REWARD_METRICS)),
+    default="task",
+    show_default=True,
+    help="Reward metric: task metric on the held-out train slice, or 1 - normalised KD loss.",
+)
 @click.option("--alpha", type=Finite, default=-0.07, show_default=True, help="Latency exponent within budget.")
 @click.option("--beta", type=Finite, default=-0.07, show_default=True, help="Latency exponent beyond budget.")
 @click.option("--hard-budget", is_flag=True, help="Never distill a candidate over any budget.")
@@ -67,16 +91,31 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @batch_option(default=None, help="Batch size the tables predict at [default: the table's].")
 @seq_option(default=None, help="Sequence length the tables predict at [default: the table's].")
 @click.option("--seed", type=int, default=None, help="Search seed [default: the preset's, 0].")
-@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local", show_default=True,
-              help="Where candidates run (ray: pip install 'kdnas-deploy[ray]').")
-@click.option("--ray-address", default=None,
-              help="Ray cluster to join with --executor ray ('auto', HOST:PORT; default RAY_ADDRESS or a local one).")
-@click.option("--cpus-per-candidate", type=PositiveFloat, default=None,
-              help="CPUs of one Ray task [default: the torch threads of an in-process run, capped at the largest"
-              " node].")
+@click.option(
+    "--executor",
+    type=click.Choice(list(EXECUTORS)),
+    default="local",
+    show_default=True,
+    help="Where candidates run (ray: pip install 'kdnas-deploy[ray]').",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join with --executor ray ('auto', HOST:PORT; default RAY_ADDRESS or a local one).",
+)
+@click.option(
+    "--cpus-per-candidate",
+    type=PositiveFloat,
+    default=None,
+    help="CPUs of one Ray task [default: the torch threads of an in-process run, capped at the largest node].",
+)
 @click.option("--gpus-per-candidate", type=NonNegativeFloat, default=None, help="GPUs of one Ray task (0).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Teacher-output cache (default RUN_DIR/teacher_cache; share it between runs).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Teacher-output cache (default RUN_DIR/teacher_cache; share it between runs).",
+)
 @out_option(help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out (its configuration must match).")
 @click.option("--brief", "--quiet", "brief", is_flag=True, help="Only the per-episode lines (no line per candidate).")

@@ -54,3 +54,23 @@ def test_unknown_command_exits_2():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_every_visible_option_has_a_help_text():
+    import click
+
+    from kdnas_deploy.cli import cli
+
+    ctx = click.Context(cli)
+    missing = []
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), [*path, name])
+            return
+        missing.extend(f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
+                       if isinstance(p, click.Option) and not p.hidden and not p.help)  # fmt: skip
+
+    walk(cli, [])
+    assert missing == []
