@@ -135,10 +135,11 @@ def search(**kw: Any) -> None:
         if not (brief and line.startswith("  ")):
             click.echo(line)
 
+    executor = _executor(kw)  # option errors first, before any table is read
     pairs = resolve_budget_pairs(kw["table"], kw["budget_ms"], kw["budgets"])
     config = search_config(teacher=kw["teacher"], task=str(kw["task_name"]), budgets=pairs, settings=_settings(kw),
                            data_dir=kw["data_dir"], headroom=kw["headroom"], echo=echo)  # fmt: skip
-    summary = run_search(config, kw["out"], space=kw["space"], executor=_executor(kw), cache_dir=kw["cache_dir"],
+    summary = run_search(config, kw["out"], space=kw["space"], executor=executor, cache_dir=kw["cache_dir"],
                          resume=bool(kw["resume"]), echo=echo)  # fmt: skip
     best = summary["best"]
     click.echo(

@@ -154,7 +154,8 @@ class Pipeline:
     def search_stage(self, teacher: dict[str, Any], budgets: list[tuple[str, float]], keys: list[str]) -> dict:
         cfg = self.config
         s = cfg.search
-        inputs = {"search": to_plain(s), "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
+        settings_key = {k: v for k, v in to_plain(s).items() if k != "executor"}  # where they run changes nothing
+        inputs = {"search": settings_key, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
                   "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": cfg.latency.seq}
 
         def work() -> dict[str, Any]:
