@@ -27,6 +27,7 @@ from kdnas_deploy.errors import TableError
 from kdnas_deploy.latency.backends import Backend
 from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer
 from kdnas_deploy.latency.profiler import prepare_all
+from kdnas_deploy.latency.stats import measurement_seconds
 from kdnas_deploy.latency.table import LatencyTable
 from kdnas_deploy.latency.transfer_fit import Features, apply_correction, select_correction
 from kdnas_deploy.space import SearchSpace
@@ -116,15 +117,6 @@ def choose_models(ref: LatencyTable, k: int, batch: int, seq: int) -> list[Archi
     return out
 
 
-def estimate_seconds(ref: LatencyTable, k: int) -> float:
-    """A rough wall time of a transfer of ``k`` models from the reference's own build time per entry."""
-    meas = ref.data.get("measurement", {})
-    per = meas.get("seconds_per_model")
-    if per is None and meas.get("build_seconds"):
-        per = float(meas["build_seconds"]) / max(len(ref.data["entries"]), 1)
-    return float(per or 3.0) * (k + 2)
-
-
 def measure_models(
     backend: Backend, archs: Sequence[Architecture], batch: int, seq: int, policy: MeasurePolicy, seed: int,
     log: Callable[[str], None], progress: bool, export_workers: int,
@@ -186,7 +178,7 @@ def transfer_table(
     archs = choose_models(ref, k, batch, seq)
     if progress:
         log(f"transfer {ref_path.name} -> {backend.name} {backend.precision} {backend.threads} thread(s): measuring "
-            f"the probes and {k} models, about {estimate_seconds(ref, k):.0f} s")  # fmt: skip
+            f"the probes and {k} models, about {measurement_seconds(ref, k):.0f} s")  # fmt: skip
     results, probe, measurer = (measure or measure_models)(
         backend, archs, batch, seq, policy, seed, log, progress, export_workers
     )
