@@ -9,6 +9,8 @@ segment extrapolated to zero layers) and its hidden size. The candidate correcti
 * ``fixed_layer``   ``y = a * fixed + b * (ref - fixed)``        (2: fixed and per-layer cost scale apart)
 * ``per_hidden``    ``y = a_h * ref``, one scale per hidden size (one per hidden size measured; a hidden size
   not measured gets the global scale)
+* ``fixed_layer_hidden`` ``y = a * fixed + b_h * (ref - fixed)``: one fixed-cost scale and a per-layer scale per
+  hidden size (1 + one per hidden size measured; a hidden size not measured gets ``fixed_layer``'s ``b``)
 
 Every fit minimises the squared *relative* error (what MAPE judges). The correction is chosen by leave-one-out
 MAPE on the measured points among the candidates with at most ``max(1, K // 2)`` parameters; a candidate
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 TIE_PCT = 0.1  # LOO MAPE (percentage points) within which the simpler correction is preferred
-ORDER = ("scale", "scale_offset", "fixed_layer", "per_hidden")
+ORDER = ("scale", "scale_offset", "fixed_layer", "per_hidden", "fixed_layer_hidden")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,15 @@ def _fit_per_hidden(f: Features, y: np.ndarray) -> dict[str, Any]:
     return {"scale": _scale_of(f.ref, y), "scale_by_hidden": by}
 
 
+def _fit_fixed_layer_hidden(f: Features, y: np.ndarray) -> dict[str, Any]:
+    groups = [int(h) for h in np.unique(f.hidden)]
+    layer = f.ref - f.fixed
+    cols = [f.fixed] + [np.where(f.hidden == h, layer, 0.0) for h in groups]
+    theta = _relative_lstsq(np.stack(cols, axis=1), y)
+    return {**_fit_fixed_layer(f, y), "fixed_scale": float(theta[0]),
+            "layer_scale_by_hidden": {str(h): float(t) for h, t in zip(groups, theta[1:], strict=True)}}  # fmt: skip
+
+
 def apply_correction(name: str, params: dict[str, Any], f: Features) -> np.ndarray:
     """The corrected latency (ms) of points (or table entries) with features ``f``."""
     if name == "scale":
@@ -86,6 +97,10 @@ def apply_correction(name: str, params: dict[str, Any], f: Features) -> np.ndarr
         by = params["scale_by_hidden"]
         scales = np.array([by.get(str(int(h)), params["scale"]) for h in f.hidden], dtype=float)
         return scales * f.ref
+    if name == "fixed_layer_hidden":
+        by = params["layer_scale_by_hidden"]
+        scales = np.array([by.get(str(int(h)), params["layer_scale"]) for h in f.hidden], dtype=float)
+        return params["fixed_scale"] * f.fixed + scales * (f.ref - f.fixed)
     raise ValueError(f"unknown correction {name!r}")
 
 
@@ -105,6 +120,8 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("fixed_layer", "separate scales of fixed and per-layer cost", _fit_fixed_layer, lambda f: 2),
         Candidate("per_hidden", "one scale per hidden size", _fit_per_hidden,
                   lambda f: int(np.unique(f.hidden).size)),  # fmt: skip
+        Candidate("fixed_layer_hidden", "one fixed-cost scale, one per-layer scale per hidden size",
+                  _fit_fixed_layer_hidden, lambda f: 1 + int(np.unique(f.hidden).size)),  # fmt: skip
     )
 }
 

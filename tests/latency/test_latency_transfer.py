@@ -110,6 +110,17 @@ def test_per_hidden_truth_picked_only_when_enough_points(tmp_path):
         assert all(not row["allowed"] for row in sel["loo"].values() if row["n_params"] > k // 2)
 
 
+def test_fixed_and_per_hidden_layer_scales_are_recovered(tmp_path):
+    ref = LatencyTable.load(_reference(tmp_path))
+    layer = {32: 1.4, 64: 1.7, 96: 1.8, 128: 1.9}
+    f = _features(ref, choose_models(ref, 10, 1, 16))
+    y = 1.1 * f.fixed + np.array([layer[int(h)] for h in f.hidden]) * (f.ref - f.fixed)
+    sel = select_correction(f, y)
+    assert sel["model"] == "fixed_layer_hidden" and sel["n_params"] == 5
+    assert sel["params"]["fixed_scale"] == pytest.approx(1.1)
+    assert sel["params"]["layer_scale_by_hidden"] == pytest.approx({str(h): v for h, v in layer.items()})
+
+
 def test_simple_truth_with_noise_picks_the_simple_model(tmp_path):
     ref = LatencyTable.load(_reference(tmp_path))
     f = _features(ref, choose_models(ref, 10, 1, 16))
@@ -155,7 +166,7 @@ def test_transferred_table_loads_predicts_and_records_its_origin(tmp_path):
     assert data["probe"]["latency_ms"] == 0.8 and again.check_machine() == []
     tr = data["transfer"]
     assert tr["model"] == "fixed_layer" and tr["k"] == 10 and len(tr["points"]) == 10
-    assert set(tr["loo"]) == {"scale", "scale_offset", "fixed_layer", "per_hidden"}
+    assert set(tr["loo"]) == {"scale", "scale_offset", "fixed_layer", "per_hidden", "fixed_layer_hidden"}
     for p in tr["points"]:
         assert p["measured_ms"] == pytest.approx(p["predicted_ms"], rel=1e-4) and "reference_ms" in p
     members = list(ref.space.members)
