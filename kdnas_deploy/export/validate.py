@@ -199,10 +199,7 @@ def check_metric(
     raises ``ExportError`` unless ``force``. ``task_name`` is a task name (``kdnas_deploy.tasks.get_task``) or a
     task object with ``load_split``, ``compute_metrics``, ``main_metric``, ``num_labels``, ``is_regression``."""
     if isinstance(task_name, str):
-        try:
-            from kdnas_deploy.tasks import get_task
-        except ImportError:
-            raise DataError("tasks are not available in this build (kdnas_deploy.tasks); cannot check --task") from None
+        from kdnas_deploy.tasks import get_task
 
         task = get_task(task_name, data_dir=data_dir)
     else:
