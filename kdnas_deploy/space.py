@@ -1,4 +1,4 @@
-"""Search spaces of homogeneous BERT students, loaded from YAML (``configs/spaces/*.yaml``).
+"""Search spaces of homogeneous BERT students, loaded from YAML (presets: ``kdnas_deploy/presets/spaces/``).
 
 A space lists choices for the number of layers, hidden size, attention heads and FFN size. Heads must
 divide the hidden size: given as a list, combinations where they do not are left out (every hidden size must
@@ -18,11 +18,33 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.config import PRESET_DIR, Presets, build, read_mapping
 from kdnas_deploy.errors import SpaceError
 
 SPACE_SCHEMA_VERSION = 1
 DIMENSIONS = ("num_layers", "hidden_size", "num_heads", "ffn_size")
-_TOP_KEYS = {"schema_version", "name", "description", "teacher", "choices", "min_head_dim"}
+
+
+@dataclass(frozen=True)
+class SpaceChoices:
+    """``choices`` of a space file. ``num_heads``: a list (filtered per hidden size) or ``hidden -> [heads]``."""
+
+    num_layers: tuple[int, ...]
+    hidden_size: tuple[int, ...]
+    num_heads: tuple[int, ...] | dict[int, tuple[int, ...]]
+    ffn_size: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    """The layout of a space file (``configs/spaces/*.yaml``), read by the strict loader."""
+
+    choices: SpaceChoices
+    schema_version: int = SPACE_SCHEMA_VERSION
+    name: str | None = None
+    description: str = ""
+    teacher: dict[str, int] | None = None
+    min_head_dim: int = 1
 
 
 def _int_list(name: str, value: Any) -> tuple[int, ...]:
@@ -54,88 +76,43 @@ class SearchSpace:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: Any, source: str = "space") -> SearchSpace:
-        if not isinstance(data, dict):
-            raise SpaceError(f"{source}: a space must be a mapping")
-        unknown = sorted(set(data) - _TOP_KEYS)
-        if unknown:
-            raise SpaceError(f"{source}: unknown key(s) {', '.join(unknown)} (allowed: {sorted(_TOP_KEYS)})")
-        version = data.get("schema_version", SPACE_SCHEMA_VERSION)
-        if version != SPACE_SCHEMA_VERSION:
-            raise SpaceError(f"{source}: schema_version {version} is not supported ({SPACE_SCHEMA_VERSION})")
-        choices = data.get("choices")
-        if not isinstance(choices, dict):
-            raise SpaceError(f"{source}: 'choices' must be a mapping of {', '.join(DIMENSIONS)}")
-        unknown = sorted(set(choices) - set(DIMENSIONS))
-        if unknown:
-            raise SpaceError(f"{source}: unknown choice(s) {', '.join(map(str, unknown))}")
-        missing = [d for d in DIMENSIONS if d not in choices]
-        if missing:
-            raise SpaceError(f"{source}: choices lack {', '.join(missing)}")
-        min_head_dim = data.get("min_head_dim", 1)
-        if not isinstance(min_head_dim, int) or min_head_dim < 1:
+        """A space from its mapping (the YAML layout), refusing unknown keys and wrong types (one line)."""
+        doc: SpaceFile = build(SpaceFile, data, source, error=SpaceError)
+        if doc.schema_version != SPACE_SCHEMA_VERSION:
+            raise SpaceError(f"{source}: schema_version {doc.schema_version} is not supported ({SPACE_SCHEMA_VERSION})")
+        if doc.min_head_dim < 1:
             raise SpaceError(f"{source}: min_head_dim must be a positive integer")
-        layers = _int_list("num_layers", choices["num_layers"])
-        hidden = _int_list("hidden_size", choices["hidden_size"])
-        ffn = _int_list("ffn_size", choices["ffn_size"])
-        raw_heads = choices["num_heads"]
-        heads: list[tuple[int, tuple[int, ...]]] = []
-        if isinstance(raw_heads, dict):
-            keys = {int(k) for k in raw_heads}
-            if keys != set(hidden):
-                raise SpaceError(f"{source}: num_heads mapping keys {sorted(keys)} != hidden sizes {list(hidden)}")
-            for h in hidden:
-                hs = _int_list(f"num_heads[{h}]", raw_heads.get(h, raw_heads.get(str(h))))
-                bad = [a for a in hs if h % a]
-                if bad:
-                    raise SpaceError(f"{source}: heads {bad} do not divide hidden size {h}")
-                heads.append((h, hs))
-        else:
-            all_heads = _int_list("num_heads", raw_heads)
-            for h in hidden:
-                hs = tuple(a for a in all_heads if h % a == 0 and h // a >= min_head_dim)
-                if not hs:
-                    raise SpaceError(
-                        f"{source}: no head count in {list(all_heads)} divides hidden size {h}"
-                        f" with head size >= {min_head_dim}"
-                    )
-                heads.append((h, hs))
+        c = doc.choices
+        layers = _int_list("num_layers", c.num_layers)
+        hidden = _int_list("hidden_size", c.hidden_size)
+        ffn = _int_list("ffn_size", c.ffn_size)
         teacher = None
-        if data.get("teacher") is not None:
+        if doc.teacher is not None:
             try:
-                teacher = Architecture.from_dict(data["teacher"])
+                teacher = Architecture.from_dict(doc.teacher)
             except Exception as exc:  # ArchitectureError
                 raise SpaceError(f"{source}: teacher: {exc}") from None
-        name = data.get("name") or Path(source).stem
         return cls(
-            name=str(name),
+            name=str(doc.name or Path(source).stem),
             layers=layers,
             hidden=hidden,
-            heads=tuple(heads),
+            heads=_heads(source, hidden, c.num_heads, doc.min_head_dim),
             ffn=ffn,
-            description=str(data.get("description", "")),
+            description=doc.description,
             teacher=teacher,
-            min_head_dim=min_head_dim,
+            min_head_dim=doc.min_head_dim,
         )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise SpaceError(f"space file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_mapping(path, "space", SpaceError), source=str(path))
 
     @classmethod
     def load(cls, spec: str | Path) -> SearchSpace:
-        """A preset name (``minilm-l6``, ``bert-base``) or a YAML path."""
+        """A preset name (``minilm-l6``, ``bert-base``: :data:`PRESETS`) or a YAML path."""
         text = str(spec)
         if text in PRESETS:
-            return PRESETS[text]()
+            return PRESETS.get(text)
         return cls.from_yaml(text)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,45 +206,35 @@ class SearchSpace:
         lists = self.choice_lists()
         return Architecture(*(lists[d][int(i)] for d, i in zip(DIMENSIONS, indices, strict=True)))
 
-    def fastest(self) -> Architecture:
-        """The member with the fewest FLOPs (a stand-in for 'fastest' before a table exists)."""
-        return min(self.members, key=lambda a: a.flops())
+
+def _heads(
+    source: str, hidden: tuple[int, ...], raw: tuple[int, ...] | dict[int, tuple[int, ...]], min_head_dim: int
+) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Head counts per hidden size: a mapping is checked (every entry divides), a list is filtered."""
+    heads: list[tuple[int, tuple[int, ...]]] = []
+    if isinstance(raw, dict):
+        if set(raw) != set(hidden):
+            raise SpaceError(f"{source}: num_heads mapping keys {sorted(raw)} != hidden sizes {list(hidden)}")
+        for h in hidden:
+            hs = _int_list(f"num_heads[{h}]", raw[h])
+            bad = [a for a in hs if h % a]
+            if bad:
+                raise SpaceError(f"{source}: heads {bad} do not divide hidden size {h}")
+            heads.append((h, hs))
+        return tuple(heads)
+    all_heads = _int_list("num_heads", raw)
+    for h in hidden:
+        hs = tuple(a for a in all_heads if h % a == 0 and h // a >= min_head_dim)
+        if not hs:
+            raise SpaceError(
+                f"{source}: no head count in {list(all_heads)} divides hidden size {h} with head size >= {min_head_dim}"
+            )
+        heads.append((h, hs))
+    return tuple(heads)
 
 
-def _minilm_l6() -> SearchSpace:
-    return SearchSpace.from_dict(
-        {
-            "name": "minilm-l6",
-            "description": "Students of a MiniLM-L6-H384 teacher (all-MiniLM-L6-v2): 1-6 layers, hidden <= 384.",
-            "teacher": {"num_layers": 6, "hidden_size": 384, "num_heads": 12, "ffn_size": 1536},
-            "choices": {
-                "num_layers": [1, 2, 3, 4, 5, 6],
-                "hidden_size": [128, 192, 256, 384],
-                "num_heads": [4, 6, 12],
-                "ffn_size": [384, 768, 1152, 1536],
-            },
-            "min_head_dim": 16,
-        },
-        source="minilm-l6",
-    )
-
-
-def _bert_base() -> SearchSpace:
-    return SearchSpace.from_dict(
-        {
-            "name": "bert-base",
-            "description": "Students of a BERT-base teacher (12 layers, hidden 768): 1-12 layers, hidden <= 768.",
-            "teacher": {"num_layers": 12, "hidden_size": 768, "num_heads": 12, "ffn_size": 3072},
-            "choices": {
-                "num_layers": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
-                "hidden_size": [256, 384, 512, 768],
-                "num_heads": [4, 8, 12],
-                "ffn_size": [512, 1024, 2048, 3072],
-            },
-            "min_head_dim": 32,
-        },
-        source="bert-base",
-    )
-
-
-PRESETS = {"minilm-l6": _minilm_l6, "bert-base": _bert_base}
+# The shipped spaces: YAML files inside the package (kdnas_deploy/presets/spaces/NAME.yaml), so that
+# ``--space minilm-l6`` works from an installed wheel; configs/spaces/ holds copies to start one's own from.
+PRESETS: Presets[SearchSpace] = Presets(
+    "space", lambda d: SearchSpace.from_dict(d, source="preset"), folder=PRESET_DIR / "spaces", error=SpaceError
+)

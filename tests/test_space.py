@@ -66,8 +66,8 @@ def test_list_heads_filter_invalid_combinations(tmp_path):
     "mutate,needle",
     [
         (lambda d: d.update(extra=1), "unknown key"),
-        (lambda d: d["choices"].update(depth=[1]), "unknown choice"),
-        (lambda d: d["choices"].pop("ffn_size"), "lack ffn_size"),
+        (lambda d: d["choices"].update(depth=[1]), "choices.depth: unknown key"),
+        (lambda d: d["choices"].pop("ffn_size"), "missing key.*ffn_size"),
         (lambda d: d["choices"].update(num_heads={64: [3], 96: [3]}), "do not divide"),
         (lambda d: d["choices"].update(num_layers=[]), "non-empty"),
         (lambda d: d.update(schema_version=99), "schema_version"),
@@ -89,3 +89,23 @@ def test_missing_and_invalid_yaml(tmp_path):
     p.write_text("choices: [1, 2\n")
     with pytest.raises(SpaceError, match="not valid YAML"):
         SearchSpace.from_yaml(p)
+
+
+def test_presets_ship_inside_the_package():
+    from kdnas_deploy.config import PRESET_DIR
+
+    assert {"minilm-l6", "bert-base"} <= set(PRESETS.names)
+    for name in PRESETS:
+        assert PRESETS.path(name).is_relative_to(PRESET_DIR)  # package data, not the checkout's configs/
+
+
+def test_non_utf8_space_file_is_one_line(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpaceError, match="not UTF-8"):
+        SearchSpace.from_yaml(p)
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(SpaceError, match="not found"):
+        SearchSpace.load("minilm-l7")

@@ -22,10 +22,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "teacher": ("kdnas_deploy.cli.distill", "teacher", "Fine-tune a pretrained encoder into a task teacher."),
     "distill": ("kdnas_deploy.cli.distill", "distill", "Distill a student of a given architecture from a teacher."),
     "evaluate": ("kdnas_deploy.cli.distill", "evaluate", "Evaluate a model folder on a task's GLUE metric."),
-    "search": ("kdnas_deploy.search.cli", "search", "KD-NAS: search the best student under a latency budget."),
+    "search": ("kdnas_deploy.cli.search", "search", "KD-NAS: search the best student under a latency budget."),
     "export": ("kdnas_deploy.cli.export", "export", "Export a model to optimized (fused, optionally int8) ONNX."),
     "bench": ("kdnas_deploy.cli.export", "bench", "Benchmark PyTorch and ONNX models side by side."),
-    "run": ("kdnas_deploy.pipeline.cli", "run", "Run the whole pipeline from a YAML config."),
+    "run": ("kdnas_deploy.cli.run", "run", "Run the whole pipeline from a YAML config."),
 }
 
 

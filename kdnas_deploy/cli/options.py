@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TASK_HELP = "GLUE name (sst2, mrpc, cola, stsb, qnli, rte, mnli, qqp, wnli), 'builtin', or a CSV/TSV/JSON file."
 DATA_DIR_HELP = "Folder in the original GLUE layout (DIR/SST-2/train.tsv); default $KDNAS_GLUE_DIR."
-THREADS_HELP = "Intra-op threads (ONNX Runtime and torch) [default: this machine's physical cores]."
+THREADS_DEFAULT = "[default: this machine's physical cores]."
+THREADS_HELP = "Intra-op threads (ONNX Runtime and torch) " + THREADS_DEFAULT
 
 
 # ---------------------------------------------------------------------------------------------- number types
@@ -39,14 +40,17 @@ class FiniteFloat(click.ParamType):
 
     name = "float"
 
-    def __init__(self, min: float | None = None, max: float | None = None, min_open: bool = False,
-                 max_open: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, min: float | None = None, max: float | None = None, min_open: bool = False, max_open: bool = False
+    ) -> None:
         self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
 
     def _range(self) -> str:
-        lo = "" if self.min is None else f"{self.min} {'<' if self.min_open else '<='} "
-        hi = "" if self.max is None else f" {'<' if self.max_open else '<='} {self.max}"
-        return f"{lo}x{hi}"
+        lo = None if self.min is None else f"{self.min} {'<' if self.min_open else '<='} "
+        hi = None if self.max is None else f" {'<' if self.max_open else '<='} {self.max}"
+        if lo is not None and hi is None:
+            return f"x {'>' if self.min_open else '>='} {self.min}"
+        return f"{lo or ''}x{hi or ''}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float) and math.isfinite(value) and self._inside(value):
@@ -243,14 +247,10 @@ def _resolve_threads(ctx: click.Context, param: click.Parameter, value: int | No
 
 
 # ---------------------------------------------------------------------------------------------- decorators
-def _apply(f: F, decorators: Sequence[Callable[[F], F]]) -> F:
-    for deco in reversed(decorators):
-        f = deco(f)
-    return f
-
-
-def task_option(required: bool = True, help: str = TASK_HELP) -> Callable[[F], F]:
-    return click.option("--task", "task_name", required=required, default=None, metavar="TASK", help=help)
+def task_option(
+    required: bool = True, help: str = TASK_HELP, name: str = "--task", dest: str = "task_name"
+) -> Callable[[F], F]:
+    return click.option(name, dest, required=required, default=None, metavar="TASK", help=help)
 
 
 def data_dir_option(help: str = DATA_DIR_HELP) -> Callable[[F], F]:
@@ -271,20 +271,40 @@ def seq_option(default: int | None = 128, help: str = "Sequence length.", name: 
 
 
 def batches_option(default: str = "1", help: str = "Batch size(s): 1 or 1,8 (repeatable).") -> Callable[[F], F]:
-    return click.option("--batch", "batches", type=PositiveIntList, multiple=True, default=(default,),
-                        show_default=True, callback=_flatten, help=help)  # fmt: skip
+    return click.option(
+        "--batch",
+        "batches",
+        type=PositiveIntList,
+        multiple=True,
+        default=(default,),
+        show_default=True,
+        callback=_flatten,
+        help=help,
+    )
 
 
-def seqs_option(default: str = "128", help: str = "Sequence length(s): 128 or 32,64,128 (repeatable).") -> Callable[[F], F]:  # noqa: E501
-    return click.option("--seq", "seqs", type=PositiveIntList, multiple=True, default=(default,),
-                        show_default=True, callback=_flatten, help=help)  # fmt: skip
+def seqs_option(
+    default: str = "128", help: str = "Sequence length(s): 128 or 32,64,128 (repeatable)."
+) -> Callable[[F], F]:  # noqa: E501
+    return click.option(
+        "--seq",
+        "seqs",
+        type=PositiveIntList,
+        multiple=True,
+        default=(default,),
+        show_default=True,
+        callback=_flatten,
+        help=help,
+    )
 
 
-def out_option(kind: str = "dir", required: bool = True, help: str | None = None,
-               dest: str = "out") -> Callable[[F], F]:  # fmt: skip
+def out_option(
+    kind: str = "dir", required: bool = True, help: str | None = None, dest: str = "out"
+) -> Callable[[F], F]:
     default_help = "Output folder." if kind == "dir" else "Output file."
-    return click.option("--out", dest, type=OutputPath(kind), required=required, default=None,
-                        help=help or default_help)  # fmt: skip
+    return click.option(
+        "--out", dest, type=OutputPath(kind), required=required, default=None, help=help or default_help
+    )
 
 
 def force_option(help: str = "Replace a non-empty --out.") -> Callable[[F], F]:
@@ -295,28 +315,66 @@ def json_option(help: str = "Also write the result as JSON to this file.", dest:
     return click.option("--json", dest, type=OUT_FILE, default=None, metavar="FILE", help=help)
 
 
+def hidden_alias(old: str, target: str, **attrs: Any) -> Callable[[F], F]:
+    """Keep ``old`` (e.g. ``--task``) as a hidden alias of the option whose parameter is ``target``.
+
+    The alias fills ``target`` when that option was not given; apply it *below* the target's decorator.
+    """
+    dest = f"_alias_{target}"
+
+    def deco(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(dest, None)
+            if value not in (None, False) and kwargs.get(target) in (None, False):
+                kwargs[target] = value
+            return f(*args, **kwargs)
+
+        help_text = attrs.pop("help", f"Old name of the {target.replace('_', '-')} option.")
+        return click.option(old, dest, hidden=True, help=help_text, **attrs)(wrapper)  # type: ignore[return-value]
+
+    return deco
+
+
 def no_progress_option(quiet_alias: bool = False) -> Callable[[F], F]:
     """``--no-progress`` (no progress bars); with ``quiet_alias`` the old ``--quiet`` stays as a hidden alias."""
 
     def deco(f: F) -> F:
         if quiet_alias:
-
-            @functools.wraps(f)
-            def wrapper(*args: Any, quiet_alias_flag: bool = False, **kwargs: Any) -> Any:
-                kwargs["no_progress"] = kwargs.get("no_progress", False) or quiet_alias_flag
-                return f(*args, **kwargs)
-
-            f = click.option("--quiet", "quiet_alias_flag", is_flag=True, hidden=True,
-                             help="Old name of --no-progress.")(wrapper)  # type: ignore[assignment]  # fmt: skip
+            f = hidden_alias("--quiet", "no_progress", is_flag=True, help="Old name of --no-progress.")(f)
         return click.option("--no-progress", "no_progress", is_flag=True, help="No progress bars.")(f)
 
     return deco
 
 
 __all__ = [
-    "ARCH", "OUT_DIR", "OUT_FILE", "ArchType", "ExistingPath", "Finite", "FiniteFloat", "IntList",
-    "NonNegativeFloat", "NonNegativeInt", "OutputPath", "PositiveFloat", "PositiveInt", "PositiveIntList",
-    "Probability", "UnitInterval", "batch_option", "batches_option", "data_dir_option", "default_threads",
-    "force_option", "json_option", "no_progress_option", "out_option", "seq_option", "seqs_option",
-    "task_option", "threads_option",
-]  # fmt: skip
+    "ARCH",
+    "OUT_DIR",
+    "OUT_FILE",
+    "ArchType",
+    "ExistingPath",
+    "Finite",
+    "FiniteFloat",
+    "IntList",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "OutputPath",
+    "PositiveFloat",
+    "PositiveInt",
+    "PositiveIntList",
+    "Probability",
+    "UnitInterval",
+    "batch_option",
+    "batches_option",
+    "data_dir_option",
+    "default_threads",
+    "force_option",
+    "hidden_alias",
+    "json_option",
+    "no_progress_option",
+    "out_option",
+    "seq_option",
+    "seqs_option",
+    "task_option",
+    "threads_option",
+]

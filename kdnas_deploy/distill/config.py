@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from kdnas_deploy.config import Presets, build
 from kdnas_deploy.errors import ConfigError
 
 LAYER_MAPPINGS = ("uniform", "last", "uniform+last")
@@ -64,14 +65,13 @@ class DistillConfig:
     @classmethod
     def full(cls, **overrides: Any) -> DistillConfig:
         """The winner's distillation on the whole training set: every loss, teacher run live."""
-        return replace(cls(), **overrides)
+        return DISTILL_PRESETS.get("full", **overrides)
 
     @classmethod
     def proxy(cls, **overrides: Any) -> DistillConfig:
         """A short run for search candidates: one epoch, length 64, logits + last-layer relations only, so
         the teacher-output cache holds just the logits and one layer's hidden states (fp16)."""
-        base = cls(epochs=1.0, max_seq_len=64, hidden_weight=0.0, relation_weight=1.0, checkpoint_every=0)
-        return replace(base, **overrides)
+        return DISTILL_PRESETS.get("proxy", **overrides)
 
     def loss_weights(self) -> dict[str, float]:
         return {
@@ -86,17 +86,24 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown distill option(s) {', '.join(unknown)}")
-        return cls(**data)
+        """Strict: unknown keys and wrong types are refused with one line (:func:`kdnas_deploy.config.build`)."""
+        return build(cls, data, "distill")
 
     def with_overrides(self, **kwargs: Any) -> DistillConfig:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-DISTILL_PRESETS = {"full": DistillConfig.full, "proxy": DistillConfig.proxy}
+# Presets as data behind one factory: DISTILL_PRESETS.get("proxy", epochs=2.0), or DISTILL_PRESETS["proxy"]().
+DISTILL_PRESETS: Presets[DistillConfig] = Presets(
+    "distill",
+    DistillConfig.from_dict,
+    data={
+        "full": {},
+        "proxy": {
+            "epochs": 1.0, "max_seq_len": 64, "hidden_weight": 0.0, "relation_weight": 1.0, "checkpoint_every": 0
+        },
+    },
+)
 
 
 def teacher_layer_map(num_student: int, num_teacher: int, mapping: str) -> list[int]:

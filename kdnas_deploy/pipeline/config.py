@@ -1,19 +1,22 @@
 """The pipeline configuration (``kdnas-deploy run CONFIG.yaml``): frozen dataclasses checked before any work.
 
-Every section is a dataclass; unknown keys and wrong types are refused with the key's dotted path, e.g.
-``search.episodes: expected int, got str``.
+Every section is a dataclass read by the one strict loader (:mod:`kdnas_deploy.config`): unknown keys and
+wrong types are refused with the key's dotted path, e.g. ``search.episodes: expected int, got str``. The
+``search`` section *is* the search's :class:`~kdnas_deploy.search.config.SearchSettings` (every search setting,
+``reward``, ``controller`` included) plus ``executor: {name: ray, options: {...}}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdnas_deploy.config import build, read_mapping, to_plain
 from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.search.config import ExecutorConfig, SearchSettings
+from kdnas_deploy.search.executors import EXECUTORS
 
 PIPELINE_SCHEMA_VERSION = 1
 
@@ -56,20 +59,19 @@ class LatencySection:
     seq: int = 128
 
 
-@dataclass(frozen=True)
-class SearchSection:
-    strategy: str = "kdnas"
-    episodes: int = 4
-    candidates: int = 200
-    top_k: int = 4
-    proxy_fraction: float = 0.1
-    proxy_epochs: float = 1.0
-    final_top: int = 1
-    final_epochs: float = 3.0
-    hard_budget: bool = False
-    alpha: float = -0.07  # reward latency exponent within budget (0: accuracy alone decides among feasible)
-    beta: float = -0.07  # reward latency exponent beyond budget
-    seed: int = 0
+@dataclass(frozen=True, kw_only=True)
+class SearchSection(SearchSettings):
+    """The search settings (:class:`~kdnas_deploy.search.config.SearchSettings`: strategy, episodes, reward,
+    controller, ...; the pipeline supplies teacher, task, budgets, batch and seq) and where candidates run."""
+
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.executor.name not in EXECUTORS:
+            raise ConfigError(
+                f"search.executor.name: unknown executor {self.executor.name!r} (choose from {', '.join(EXECUTORS)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,11 @@ class PipelineConfig:
     schema_version: int = PIPELINE_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: Path | None = None) -> PipelineConfig:
-        config = _build(cls, data, "")
+        config = build(cls, data, "")
         if config.schema_version != PIPELINE_SCHEMA_VERSION:
             raise ConfigError(f"schema_version: {config.schema_version} is not supported ({PIPELINE_SCHEMA_VERSION})")
         if not config.devices:
@@ -119,24 +121,17 @@ class PipelineConfig:
                     raise ConfigError(f"devices[{i}].{key}: must be > 0, got {value}")
             if not 0 <= dev.headroom < 1:
                 raise ConfigError(f"devices[{i}].headroom: must be in [0, 1), got {dev.headroom}")
-        if not 0 < config.search.proxy_fraction <= 1:
-            raise ConfigError(f"search.proxy_fraction: must be in (0, 1], got {config.search.proxy_fraction}")
+        for key in ("batch", "seq"):
+            value = getattr(config.search, key)
+            if value is not None and value != getattr(config.latency, key):
+                raise ConfigError(f"search.{key}: the search predicts at latency.{key}; leave search.{key} out")
         if base_dir is not None:
             config = _resolve_paths(config, base_dir)
         return config
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, base_dir=path.parent)
+        return cls.from_dict(read_mapping(path), base_dir=Path(path).parent)
 
 
 def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
@@ -152,61 +147,3 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     teacher = dataclasses.replace(config.teacher, path=fix(config.teacher.path))
     devices = tuple(dataclasses.replace(d, table=fix(d.table)) for d in config.devices)
     return dataclasses.replace(config, space=space, task=task, teacher=teacher, devices=devices)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(tp: Any, value: Any, path: str) -> Any:
-    """Convert plain YAML data to ``tp``, refusing unknown keys and wrong types with the dotted key path."""
-    where = path or "<config>"
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            key = f"{path}.{unknown[0]}" if path else str(unknown[0])
-            raise ConfigError(f"{key}: unknown key (allowed here: {', '.join(sorted(names))})")
-        kwargs = {k: _build(hints[k], v, f"{path}.{k}" if path else k) for k, v in value.items()}
-        return tp(**kwargs)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _build(arg, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, dict):  # a single device given as a mapping
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_build(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} ({value!r})")
-        return float(value)
-    if tp in (int, str, bool):
-        if type(value) is not tp:
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
-        return value
-    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [_to_plain(v) for v in obj]
-    return obj

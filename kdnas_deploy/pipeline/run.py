@@ -8,72 +8,45 @@ resumes where it stopped (every stage below is resumable on its own too).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.config import to_plain
 from kdnas_deploy.errors import ConfigError, SearchError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
+from kdnas_deploy.pipeline.summary import RunFacts, write_outputs
+from kdnas_deploy.pipeline.tables import (
+    TABLE_DIRS_ENV,
+    TableRequirement,
+    find_table,
+    keep_in_cache,
+    list_candidate_tables,
+    no_match_line,
+    table_mismatches,
+    table_search_dirs,
+)
+from kdnas_deploy.search.budget import apply_headroom
 from kdnas_deploy.space import SearchSpace
 
 RUN_SCHEMA_VERSION = 1
-TABLE_DIRS_ENV = "KDNAS_TABLE_DIRS"
-
-
-def table_search_dirs() -> list[Path]:
-    """Folders searched for a reusable table: $KDNAS_TABLE_DIRS, ./latency_tables, the checkout's tables."""
-    import os
-
-    dirs = [Path(p) for p in os.environ.get(TABLE_DIRS_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path.cwd() / "latency_tables")
-    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
-    seen: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in seen:
-            seen.append(d.resolve())
-    return seen
+__all__ = ["TABLE_DIRS_ENV", "Pipeline", "find_table", "run_pipeline", "table_matches", "table_search_dirs"]
 
 
 def table_matches(table: Any, space: SearchSpace, dev: DeviceSection, batch: int, seq: int,
                   optimize: str) -> list[str]:
     """Why ``table`` cannot serve ``dev`` (empty when it can)."""
-    why = []
-    if table.space.fingerprint != space.fingerprint:
-        why.append(f"space {table.space.name!r} differs")
-    if table.device != dev.device or table.precision != dev.precision:
-        why.append(f"{table.device}/{table.precision} != {dev.device}/{dev.precision}")
-    if table.threads is not None and table.threads != dev.threads:
-        why.append(f"threads {table.threads} != {dev.threads}")
-    if batch not in table.batch_sizes or not (min(table.seq_lens) <= seq <= max(table.seq_lens)):
-        why.append(f"grid does not cover batch {batch}, seq {seq}")
-    deploy = table.fingerprint.get("deploy_config", {})
-    if deploy.get("optimize", optimize) != optimize:
-        why.append(f"optimization level {deploy.get('optimize')} != {optimize}")
-    why += table.check_machine()
-    return why
+    return table_mismatches(table, requirement(space, dev, batch, seq, optimize))
 
 
-def find_table(space: SearchSpace, dev: DeviceSection, batch: int, seq: int, optimize: str,
-               dirs: Iterable[Path]) -> Path | None:
-    from kdnas_deploy.errors import TableError
-    from kdnas_deploy.latency.table import LatencyTable
-
-    for d in dirs:
-        for path in sorted(d.glob("*.json")):
-            if path.name.endswith(".validation.json"):
-                continue
-            try:
-                table = LatencyTable.load(path)
-            except TableError:
-                continue
-            if not table_matches(table, space, dev, batch, seq, optimize):
-                return path
-    return None
+def requirement(space: SearchSpace, dev: DeviceSection, batch: int, seq: int, optimize: str) -> TableRequirement:
+    return TableRequirement(space, dev.device, dev.precision, dev.threads, batch, seq, optimize)
 
 
 @dataclass
@@ -103,21 +76,32 @@ class Pipeline:
                 for w in why:
                     self.echo(f"warning: table {dev.table}: {w}")
                 return {"table": str(Path(dev.table).resolve()), "reused": True}
-            found = find_table(self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize,
-                               table_search_dirs())
+            need = requirement(self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+            candidates = list_candidate_tables(need)
+            found = next((c.path for c in candidates if c.matches), None)
             if found is not None:
                 self.echo(f"[latency-{dev.name}] reusing {found} (fingerprint matches this machine)")
                 return {"table": str(found), "reused": True}
-            from kdnas_deploy.latency.backends import get_backend
-            from kdnas_deploy.latency.profiler import build_table
-
-            out = self.run_dir / "latency" / f"{dev.name}.json"
-            backend = get_backend(dev.device, dev.precision, threads=dev.threads)
-            build_table(self.space, backend, [cfg.latency.batch], [cfg.latency.seq], out, log=self.echo,
-                        progress=self.progress)
-            return {"table": str(out), "reused": False}
+            self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
+            return self._build_table(dev, need)
 
         return self.stages.run(f"latency-{dev.name}", inputs, work).outputs
+
+    def _build_table(self, dev: DeviceSection, need: TableRequirement) -> dict[str, Any]:
+        """Build a table into the run folder and keep a copy in the table cache for later runs."""
+        from kdnas_deploy.latency.backends import get_backend
+        from kdnas_deploy.latency.profiler import build_table
+        from kdnas_deploy.search.budget import file_sha256
+
+        out = self.run_dir / "latency" / f"{dev.name}.json"
+        backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+        build_table(self.space, backend, [need.batch], [need.seq], out, log=self.echo, progress=self.progress)
+        name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
+                f"-{file_sha256(out)[:10]}.json")
+        cached = keep_in_cache(out, name)
+        if cached is not None:
+            self.echo(f"[latency-{dev.name}] kept in the table cache: {cached}")
+        return {"table": str(out), "reused": False, "cached_copy": str(cached) if cached else None}
 
     def teacher_stage(self) -> dict[str, Any]:
         cfg = self.config
@@ -164,35 +148,25 @@ class Pipeline:
 
     def search_budgets(self, budgets: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """The budgets the search must fit: each device's budget less its headroom."""
-        out = []
-        for dev, (table, budget) in zip(self.config.devices, budgets, strict=True):
-            target = round(budget * (1.0 - dev.headroom), 4)
-            if dev.headroom:
-                self.echo(f"search target {dev.name}: {budget:.3f} ms less {dev.headroom:.0%} headroom"
-                          f" = {target:.3f} ms")
-            out.append((table, target))
-        return out
+        devices = self.config.devices
+        return apply_headroom(budgets, [d.headroom for d in devices], [d.name for d in devices], self.echo)
 
     def search_stage(self, teacher: dict[str, Any], budgets: list[tuple[str, float]], keys: list[str]) -> dict:
         cfg = self.config
         s = cfg.search
-        inputs = {"search": s.__dict__, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
+        inputs = {"search": to_plain(s), "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
                   "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": cfg.latency.seq}
 
         def work() -> dict[str, Any]:
-            from kdnas_deploy.search.api import run_search
-            from kdnas_deploy.search.config import RewardConfig
+            from kdnas_deploy.search.api import run_search, search_config
 
             out = self.run_dir / "search"
-            settings = {"strategy": s.strategy, "episodes": s.episodes, "candidates": s.candidates,
-                        "top_k": s.top_k, "proxy_fraction": s.proxy_fraction, "proxy_epochs": s.proxy_epochs,
-                        "final_epochs": s.final_epochs, "final_top": max(1, s.final_top), "seed": s.seed,
-                        "batch": cfg.latency.batch, "seq": cfg.latency.seq}
-            summary = run_search(teacher=teacher["teacher"], task=cfg.task.name, out=out, budgets=budgets,
-                                 data_dir=cfg.task.data_dir, space=cfg.space, settings=settings,
-                                 reward=RewardConfig(alpha=s.alpha, beta=s.beta, hard_budget=s.hard_budget),
-                                 resume=(out / "config.yaml").is_file(), echo=self.echo,
-                                 progress=self.progress)
+            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch,
+                                           seq=cfg.latency.seq)
+            config = search_config(teacher=teacher["teacher"], task=cfg.task.name, budgets=budgets,
+                                   settings=settings, data_dir=cfg.task.data_dir, echo=None)
+            summary = run_search(config, out, space=cfg.space, executor=s.executor,
+                                 resume=(out / "config.yaml").is_file(), echo=self.echo, progress=self.progress)
             final = summary.get("final") or {}
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")
@@ -249,8 +223,6 @@ class Pipeline:
 
     # ------------------------------------------------------------------ whole run
     def run(self) -> dict[str, Any]:
-        from kdnas_deploy.pipeline.summary import write_outputs
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
         tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}
@@ -264,7 +236,12 @@ class Pipeline:
         teacher_onnx = self.export_stage("teacher", teacher["teacher"], first_table, self.stages.results["teacher"].key)
         bench = self.bench_stage([teacher_onnx["onnx"], student_onnx["onnx"]], first_table,
                                  [self.stages.results["export-student"].key, self.stages.results["export-teacher"].key])
-        return write_outputs(self, tables, budgets, teacher, teacher_arch, search, bench)
+        facts = RunFacts(
+            run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
+            headroom={d.name: d.headroom for d in self.config.devices},
+            stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
+        )  # fmt: skip
+        return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
 
 
 def run_bench_predictions(table: str, paths: list[str], batch: int, seq: int) -> list[float | None]:

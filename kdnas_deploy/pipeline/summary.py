@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
 from kdnas_deploy.pipeline.report import ModelRow, Report, write_report
-
-if TYPE_CHECKING:  # pragma: no cover
-    from kdnas_deploy.pipeline.run import Pipeline
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -19,12 +18,10 @@ SUMMARY_SCHEMA_VERSION = 1
 def plot_latency_check(path: Path, rows: list[dict[str, Any]], validation: dict[str, Any] | None,
                        budget_ms: float) -> Path:
     """Predicted against measured latency: the table's validation points and this run's models."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))  # the object API: no pyplot, no global backend switch
+    ax = fig.subplots()
     values = []
     if validation and validation.get("points"):
         pts = [(p["predicted_ms"], p["measured_ms"]) for p in validation["points"]]
@@ -48,7 +45,6 @@ def plot_latency_check(path: Path, rows: list[dict[str, Any]], validation: dict[
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -63,9 +59,21 @@ def _validation_for(table_path: str) -> dict[str, Any] | None:
     return None
 
 
-def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
-                  teacher_arch: Architecture, search: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
-    run_dir = pipe.run_dir
+@dataclass(frozen=True)
+class RunFacts:
+    """What the summary needs to know about the run itself (plain data, not the pipeline object)."""
+
+    run_dir: Path
+    task: str
+    devices: list[str]
+    headroom: dict[str, float]
+    stages: dict[str, dict[str, Any]]
+
+
+def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
+                  teacher_arch: Architecture, search: dict[str, Any], bench: dict[str, Any],
+                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+    run_dir = facts.run_dir
     student_arch = Architecture.from_dict(search["winner"]["arch"])
     metric = teacher["main_metric"]
     teacher_row, student_row = bench["rows"][0], bench["rows"][1]
@@ -79,13 +87,13 @@ def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[st
     drift = (student_row["predicted_ms"] / student_row["predicted_raw_ms"]
              if student_row.get("predicted_ms") and student_row.get("predicted_raw_ms") else 1.0)
     measured_anchored = measured / drift
-    devices = [d.name for d in pipe.config.devices]
+    devices = facts.devices
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_dir": str(run_dir),
-        "task": pipe.config.task.name,
+        "task": facts.task,
         "budgets_ms": {name: b for name, (_, b) in zip(devices, budgets, strict=True)},
-        "headroom": {d.name: d.headroom for d in pipe.config.devices},
+        "headroom": facts.headroom,
         "tables": tables,
         "teacher": {"path": teacher["teacher"], "arch": teacher_arch.short(),
                     "params": teacher_arch.num_parameters(), "dev_metrics": teacher["dev_metrics"],
@@ -103,8 +111,7 @@ def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[st
         "meets_budget_measured": bool(measured <= budget_ms),
         "meets_budget_at_table_state": bool(measured_anchored <= budget_ms),
         "bench": bench["bench"],
-        "stages": {name: {"seconds": round(r.seconds, 2), "cached": r.cached}
-                   for name, r in pipe.stages.results.items()},
+        "stages": facts.stages,
     }
     figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
                                 _validation_for(tables[devices[0]]), budget_ms)
@@ -121,7 +128,7 @@ def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[st
     else:
         verdict += " the budget"
     report = Report(
-        title=f"kdnas-deploy run: {pipe.config.task.name}",
+        title=f"kdnas-deploy run: {facts.task}",
         budgets=[(name, b) for name, (_, b) in zip(devices, budgets, strict=True)],
         chosen_arch=student_arch.short(),
         rows=rows,
@@ -134,6 +141,6 @@ def write_outputs(pipe: Pipeline, tables: dict[str, str], budgets: list[tuple[st
     md, page = write_report(report, run_dir)
     summary["report"] = {"markdown": str(md), "html": str(page)}
     atomic_write_json(run_dir / "summary.json", summary)
-    pipe.echo(f"student {student_arch.short()}: {measured:.3f} ms measured (budget {budget_ms:.3f} ms: {verdict}),"
+    echo(f"student {student_arch.short()}: {measured:.3f} ms measured (budget {budget_ms:.3f} ms: {verdict}),"
               f" {speedup:.2f}x faster than the teacher; report: {page}")
     return summary

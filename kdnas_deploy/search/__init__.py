@@ -1,45 +1,71 @@
 """search stage: KD-NAS under one or several latency budgets.
 
-Public API (imported lazily so ``import kdnas_deploy.search`` stays light)::
+Public API (light: torch, transformers and Ray are imported only when a search runs)::
 
-    from kdnas_deploy.search import run_search, SearchConfig, SearchRun, Budget, BudgetSet
+    from kdnas_deploy.search import run_search, search_config, SearchConfig, SearchSettings, PRESETS
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kdnas_deploy.search.api import run_search, search_config
+from kdnas_deploy.search.budget import Budget, BudgetSet, BudgetSpec, LatencyPredictor
+from kdnas_deploy.search.config import (
+    PRESETS,
+    ControllerConfig,
+    EvolutionConfig,
+    ExecutorConfig,
+    OptunaConfig,
+    RewardConfig,
+    SearchConfig,
+    SearchSettings,
+)
+from kdnas_deploy.search.evaluator import DistillEvaluator
+from kdnas_deploy.search.executor import (
+    BaseExecutor,
+    EvalRequest,
+    EvalResult,
+    Evaluator,
+    Executor,
+    LocalExecutor,
+    candidate_seed,
+)
+from kdnas_deploy.search.executors import EXECUTORS, make_executor, register_executor
+from kdnas_deploy.search.pareto import pareto_mask
+from kdnas_deploy.search.proposals import STRATEGIES, Strategy, get_strategy, register_strategy
+from kdnas_deploy.search.reward import mnas_reward
+from kdnas_deploy.search.run import SearchRun
 
-_EXPORTS = {
-    "run_search": "kdnas_deploy.search.api",
-    "SearchConfig": "kdnas_deploy.search.config",
-    "RewardConfig": "kdnas_deploy.search.config",
-    "ControllerConfig": "kdnas_deploy.search.config",
-    "EvolutionConfig": "kdnas_deploy.search.config",
-    "BudgetSpec": "kdnas_deploy.search.config",
-    "PRESETS": "kdnas_deploy.search.config",
-    "Budget": "kdnas_deploy.search.budget",
-    "BudgetSet": "kdnas_deploy.search.budget",
-    "LatencyPredictor": "kdnas_deploy.search.budget",
-    "SearchRun": "kdnas_deploy.search.run",
-    "STRATEGIES": "kdnas_deploy.search.strategies",
-    "EvalRequest": "kdnas_deploy.search.executor",
-    "EvalResult": "kdnas_deploy.search.executor",
-    "Evaluator": "kdnas_deploy.search.executor",
-    "Executor": "kdnas_deploy.search.executor",
-    "LocalExecutor": "kdnas_deploy.search.executor",
-    "EXECUTORS": "kdnas_deploy.search.executor",
-    "register_executor": "kdnas_deploy.search.executor",
-    "candidate_seed": "kdnas_deploy.search.executor",
-    "DistillEvaluator": "kdnas_deploy.search.evaluator",
-    "mnas_reward": "kdnas_deploy.search.reward",
-    "pareto_mask": "kdnas_deploy.search.pareto",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kdnas_deploy.search' has no attribute {name!r}")
+__all__ = [
+    "EXECUTORS",
+    "PRESETS",
+    "STRATEGIES",
+    "BaseExecutor",
+    "Budget",
+    "BudgetSet",
+    "BudgetSpec",
+    "ControllerConfig",
+    "DistillEvaluator",
+    "EvalRequest",
+    "EvalResult",
+    "Evaluator",
+    "EvolutionConfig",
+    "ExecutorConfig",
+    "Executor",
+    "LatencyPredictor",
+    "LocalExecutor",
+    "OptunaConfig",
+    "RewardConfig",
+    "SearchConfig",
+    "SearchRun",
+    "SearchSettings",
+    "Strategy",
+    "candidate_seed",
+    "get_strategy",
+    "make_executor",
+    "mnas_reward",
+    "pareto_mask",
+    "register_executor",
+    "register_strategy",
+    "run_search",
+    "search_config",
+]

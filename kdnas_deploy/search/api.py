@@ -1,8 +1,12 @@
-"""Python API of the search: build budgets, evaluator and config from plain arguments and run.
+"""Python API of the search: a :class:`SearchConfig` from plain inputs, then :func:`run_search`.
 
-``run_search`` is what the CLI calls; tools and the pipeline call it too. Everything that can be checked
-before the run folder is touched (tables, budgets, space, teacher/task) is checked first, so bad input never
-writes or deletes anything there.
+``run_search`` is what the CLI, the pipeline and the tools call. Everything that can be checked before the
+run folder is touched (tables, budgets, space, teacher/task) is checked first, so bad input never writes or
+deletes anything there::
+
+    config = search_config(teacher="teacher-sst2", task="sst2", budgets=[("cpu.json", 2.8)],
+                           settings=PRESETS.get("quick"), headroom=0.15)
+    summary = run_search(config, "runs/sst2", executor=ExecutorConfig("ray"))
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ from kdnas_deploy.errors import SearchError
 from kdnas_deploy.search.budget import (
     Budget,
     BudgetSet,
+    apply_headroom,
     budget_specs,
     load_table,
     machine_warnings,
     parse_budget_option,
 )
-from kdnas_deploy.search.config import RewardConfig, SearchConfig, preset
-from kdnas_deploy.search.executor import begin_executor, make_executor
+from kdnas_deploy.search.config import ExecutorConfig, SearchConfig, SearchSettings
+from kdnas_deploy.search.evaluator import DistillEvaluator, load_task, teacher_architecture
+from kdnas_deploy.search.executors import make_executor
+from kdnas_deploy.search.run import SearchRun
 from kdnas_deploy.space import SearchSpace
 
 
 def resolve_budget_pairs(
     table: str | Path | None, budget_ms: float | None, budgets: Sequence[str]
 ) -> list[tuple[str, float]]:
+    """(table, ms) pairs of the CLI's ``--table``/``--budget-ms`` and ``--budget TABLE.json:MS`` options."""
     pairs: list[tuple[str, float]] = []
     if (table is None) != (budget_ms is None):
         raise SearchError("--table and --budget-ms go together (or give --budget TABLE.json:MS)")
@@ -39,142 +47,82 @@ def resolve_budget_pairs(
     return pairs
 
 
-def run_search(
+def search_config(
     *,
     teacher: str | Path,
     task: str,
-    out: str | Path,
     budgets: Sequence[tuple[str, float]],
+    settings: SearchSettings | None = None,
     data_dir: str | Path | None = None,
+    headroom: float | Sequence[float] = 0.0,
+    echo: Callable[[str], None] | None = print,
+) -> SearchConfig:
+    """The search configuration of ``settings`` (default: the defaults) for these inputs. ``budgets``: (latency
+    table, ms) pairs; ``headroom``: share of each budget the search keeps free (it fits ``ms * (1 - h)``)."""
+    tables = [load_table(p) for p, _ in budgets]
+    targets = apply_headroom(budgets, headroom, echo=echo)
+    return SearchConfig.from_settings(
+        settings or SearchSettings(),
+        teacher=str(teacher),
+        task=task,
+        budgets=budget_specs(targets, tables),
+        data_dir=str(data_dir) if data_dir else None,
+    )
+
+
+def run_search(
+    config: SearchConfig,
+    out: str | Path,
+    *,
     space: str | None = None,
-    preset_name: str = "default",
-    settings: dict[str, Any] | None = None,
-    reward: RewardConfig | None = None,
-    executor: str = "local",
-    executor_options: dict[str, Any] | None = None,
+    executor: ExecutorConfig | str = "local",
     cache_dir: str | Path | None = None,
     resume: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run a KD-NAS search with the default (distillation) evaluator; returns ``summary.json``'s content.
-    ``progress``: a progress bar for the final distillation."""
-    from kdnas_deploy.search.evaluator import DistillEvaluator, load_task, teacher_architecture
-    from kdnas_deploy.search.run import SearchRun
-
-    tables = [load_table(p) for p, _ in budgets]
+    ``space``: the expected search space (must match the tables'); ``progress``: a progress bar for the final
+    distillation."""
+    tables = [load_table(spec.table) for spec in config.budgets]
     for w in machine_warnings(tables):
         echo(f"warning: {w}")
-    specs = budget_specs(budgets, tables)
-    cfg = SearchConfig(
-        teacher=str(teacher),
-        task=task,
-        budgets=specs,
-        data_dir=str(data_dir) if data_dir else None,
-        reward=reward or RewardConfig(),
-        **preset(preset_name, **(settings or {})),
-    )
-    expected = SearchSpace.load(space) if space else None
     budget_set = BudgetSet(
-        [Budget(t, s.budget_ms, s.name, batch=cfg.batch, seq=cfg.seq) for t, s in zip(tables, specs, strict=True)],
-        space=expected,
+        [
+            Budget(t, s.budget_ms, s.name, batch=config.batch, seq=config.seq)
+            for t, s in zip(tables, config.budgets, strict=True)
+        ],
+        space=SearchSpace.load(space) if space else None,
     )
-    # the inputs read so far are valid: start the executor (Ray: connect in the background) while the
-    # task, the teacher and the rest of the setup load
-    engine = make_executor(executor, **(executor_options or {}))
-    begin_executor(engine)
-    try:
-        task_obj = load_task(task, cfg.data_dir)
-        teacher_arch = teacher_architecture(teacher, task_obj)
+    engine_cfg = ExecutorConfig(executor) if isinstance(executor, str) else executor
+    engine = make_executor(engine_cfg.name, **engine_cfg.options)
+    out = Path(out)
+    evaluator = DistillEvaluator(
+        teacher=config.teacher,
+        task=config.task,
+        data_dir=config.data_dir,
+        proxy_fraction=config.proxy_fraction,
+        heldout_size=config.heldout_size,
+        split_seed=config.seed,
+        proxy_epochs=config.proxy_epochs,
+        final_epochs=config.final_epochs,
+        cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
+        final_progress=progress,
+    )
+    run = SearchRun(out, config, budget_set, evaluator, executor=engine, finalizer=evaluator, resume=resume, echo=echo)
+
+    def check_teacher() -> None:  # runs while the executor starts (Ray: a couple of seconds)
+        task_obj = load_task(config.task, config.data_dir)
+        teacher_arch = teacher_architecture(config.teacher, task_obj)
         sp = budget_set.space
         if sp.teacher is not None and sp.teacher != teacher_arch:
             raise SearchError(
                 f"the latency tables were built on space {sp.name!r} for a teacher {sp.teacher}, but the teacher"
-                f" {teacher} is {teacher_arch}: build a table on that teacher's space"
+                f" {config.teacher} is {teacher_arch}: build a table on that teacher's space"
             )
-        out = Path(out)
-        evaluator = DistillEvaluator(
-            teacher=str(teacher),
-            task=task,
-            data_dir=cfg.data_dir,
-            proxy_fraction=cfg.proxy_fraction,
-            heldout_size=cfg.heldout_size,
-            split_seed=cfg.seed,
-            proxy_epochs=cfg.proxy_epochs,
-            final_epochs=cfg.final_epochs,
-            cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
-            final_progress=progress,
-        )
-        run = SearchRun(
-            out,
-            cfg,
-            budget_set,
-            evaluator,
-            executor=engine,
-            finalizer=evaluator,
-            resume=resume,
-            teacher_arch=teacher_arch,
-            echo=echo,
-        )
-    except BaseException:
-        engine.close()
-        raise
-    return run.run()
+        run.teacher_arch = teacher_arch
+
+    return run.run(check=check_teacher)
 
 
-def build_and_run(**kw: Any) -> dict[str, Any]:
-    """Adapter from the CLI's options to :func:`run_search`."""
-    import click
-
-    quiet = bool(kw.get("quiet"))
-
-    def echo(line: str) -> None:
-        if not (quiet and line.startswith("  ")):
-            click.echo(line)
-
-    settings = {
-        k: kw[k]
-        for k in (
-            "episodes",
-            "candidates",
-            "top_k",
-            "proxy_fraction",
-            "heldout_size",
-            "proxy_epochs",
-            "final_epochs",
-            "final_top",
-            "batch",
-            "seq",
-        )
-    }
-    settings.update(strategy=kw["strategy"], seed=kw["seed"])
-    executor_options = {
-        k: kw[o]
-        for k, o in (
-            ("address", "ray_address"),
-            ("cpus_per_candidate", "cpus_per_candidate"),
-            ("gpus_per_candidate", "gpus_per_candidate"),
-        )
-        if kw.get(o) is not None
-    }
-    if executor_options and kw["executor"] != "ray":
-        raise SearchError("--ray-address, --cpus-per-candidate and --gpus-per-candidate need --executor ray")
-    pairs = resolve_budget_pairs(kw["table"], kw["budget_ms"], kw["budgets"])  # type: ignore[arg-type]
-    return run_search(
-        teacher=kw["teacher"],
-        task=str(kw["task"]),
-        out=kw["out"],
-        budgets=pairs,
-        data_dir=kw["data_dir"],
-        space=kw["space"],
-        preset_name=str(kw["preset"]),
-        settings=settings,
-        reward=RewardConfig(
-            alpha=kw["alpha"], beta=kw["beta"], hard_budget=bool(kw["hard_budget"]), metric=str(kw["metric"])
-        ),
-        executor=str(kw["executor"]),
-        executor_options=executor_options,
-        cache_dir=kw["cache_dir"],
-        resume=bool(kw["resume"]),
-        echo=echo,
-    )
+__all__ = ["resolve_budget_pairs", "run_search", "search_config"]

@@ -7,7 +7,7 @@ A candidate is *feasible* only if it meets every budget. Predictions for the who
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -16,8 +16,29 @@ import numpy as np
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import SearchError, SpaceError, TableError
-from kdnas_deploy.search.config import BudgetSpec
 from kdnas_deploy.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """One latency budget as the search configuration records it: a latency table (path) and milliseconds."""
+
+    table: str
+    budget_ms: float
+    name: str = ""
+    table_sha256: str = ""
+
+
+def check_budgets(names: Sequence[str], budget_ms: Sequence[float], error: type[Exception] = SearchError) -> None:
+    """The checks every set of budgets passes (the configuration's and the predictors'): at least one,
+    each > 0 ms, unique names."""
+    if not names:
+        raise error("a search needs at least one latency budget (--table/--budget-ms or --budget)")
+    for name, ms in zip(names, budget_ms, strict=True):
+        if not ms > 0:
+            raise error(f"budget {name}: budget_ms must be > 0, got {ms}")
+    if len(set(names)) != len(names):
+        raise error(f"budget names must be unique, got {list(names)}")
 
 
 @runtime_checkable
@@ -54,11 +75,7 @@ class BudgetSet:
     """Several budgets over one search space, with the latency of every member precomputed."""
 
     def __init__(self, budgets: Sequence[Budget], space: SearchSpace | None = None) -> None:
-        if not budgets:
-            raise SearchError("a search needs at least one latency budget")
-        names = [b.name for b in budgets]
-        if len(set(names)) != len(names):
-            raise SearchError(f"budget names must be unique, got {names}")
+        check_budgets([b.name for b in budgets], [b.budget_ms for b in budgets])
         self.budgets = tuple(budgets)
         self.space = space if space is not None else budgets[0].predictor.space
         for b in budgets:
@@ -168,15 +185,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_table(path: str | Path) -> Any:
-    """Load a latency table through the latency stage (imported lazily)."""
+    """Load a latency table (the latency package is imported on first use: it pulls in onnxruntime)."""
+    from kdnas_deploy.latency.table import LatencyTable
+
     if not Path(path).is_file():
         raise TableError(f"latency table not found: {path}")
-    try:
-        from kdnas_deploy.latency.table import LatencyTable
-    except ModuleNotFoundError as exc:  # the latency stage is not part of this build
-        raise SearchError(
-            f"cannot read {path}: latency tables need the latency stage ({exc.name} is missing)"
-        ) from None
     return LatencyTable.load(path)
 
 
@@ -190,6 +203,27 @@ def budget_specs(pairs: Sequence[tuple[str, float]], tables: Sequence[Any]) -> t
         name = base if seen[base] == 1 else f"{base}-{seen[base]}"
         specs.append(BudgetSpec(table=str(path), budget_ms=float(ms), name=name, table_sha256=file_sha256(path)))
     return tuple(specs)
+
+
+def apply_headroom(
+    pairs: Sequence[tuple[str, float]],
+    headroom: float | Sequence[float],
+    names: Sequence[str] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[tuple[str, float]]:
+    """The budgets the search must fit: each budget less its headroom (a share kept free for prediction error
+    and machine drift; the deployed model is still checked against the budget itself)."""
+    shares = [float(headroom)] * len(pairs) if isinstance(headroom, int | float) else [float(h) for h in headroom]
+    out = []
+    for i, ((table, budget), share) in enumerate(zip(pairs, shares, strict=True)):
+        if not 0 <= share < 1:
+            raise SearchError(f"headroom must be in [0, 1), got {share}")
+        target = round(budget * (1.0 - share), 4)
+        if share and echo is not None:
+            name = names[i] if names else table
+            echo(f"search target {name}: {budget:.3f} ms less {share:.0%} headroom = {target:.3f} ms")
+        out.append((table, target))
+    return out
 
 
 def machine_warnings(tables: Sequence[Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Frozen configuration of a KD-NAS search, with named presets and a strict dict round trip.
+"""Frozen configuration of a KD-NAS search, with named presets (data) and a strict dict round trip.
 
 The resolved configuration is written to ``RUN_DIR/config.yaml``; ``--resume`` compares the stored one with
 the new one field by field and refuses a run folder whose search configuration differs.
@@ -9,21 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from kdnas_deploy.config import Presets, build
 from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.search.budget import BudgetSpec, check_budgets
+from kdnas_deploy.search.strategies import ControllerConfig, EvolutionConfig, OptunaConfig, get_strategy
 
 CONFIG_SCHEMA_VERSION = 1
 REWARD_METRICS = ("task", "loss")
 CONTROLLER_PRIORS = ("log-latency", "none")
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    """One latency budget: a latency table (path) and the budget in milliseconds."""
-
-    table: str
-    budget_ms: float
-    name: str = ""
-    table_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,40 +28,16 @@ class RewardConfig:
     hard_budget: bool = False
     metric: str = "task"  # "task": task metric on the held-out train slice; "loss": 1 - normalised KD loss
 
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """The LSTM reward regressor of the ``kdnas`` strategy and its epsilon-greedy exploration."""
-
-    embed_dim: int = 16
-    hidden_dim: int = 32
-    train_steps: int = 300
-    learning_rate: float = 0.01
-    epsilon_start: float = 0.5
-    epsilon_end: float = 0.05
-    # A ridge regression of the reward on the candidate's log latency ratios (one hinge at each budget) that
-    # the LSTM corrects: a handful of rewards already shows "more of the budget, higher accuracy", which the
-    # LSTM alone cannot learn from so few samples. "none": the LSTM alone (the original KD-NAS controller).
-    prior: str = "log-latency"
-    prior_ridge: float = 0.1
+    def __post_init__(self) -> None:
+        if self.metric not in REWARD_METRICS:
+            raise ConfigError(f"reward metric must be one of {REWARD_METRICS}, got {self.metric!r}")
 
 
-@dataclass(frozen=True)
-class EvolutionConfig:
-    """Regularized evolution (Real et al. 2019): population with aging, tournament selection."""
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """The settings of a search that do not name its inputs: what ``search:`` of a ``run`` config and the
+    search presets hold. :class:`SearchConfig` adds the teacher, the task and the budgets."""
 
-    population: int = 12
-    tournament: int = 4
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything that determines a search's results (and nothing that does not, like the executor)."""
-
-    teacher: str
-    task: str
-    budgets: tuple[BudgetSpec, ...]
-    data_dir: str | None = None
     strategy: str = "kdnas"
     episodes: int = 8
     candidates: int = 200
@@ -84,20 +53,10 @@ class SearchConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
 
     def __post_init__(self) -> None:
-        from kdnas_deploy.search.strategies import STRATEGIES
-
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
-        if not self.budgets:
-            raise ConfigError("a search needs at least one latency budget (--table/--budget-ms or --budget)")
-        for b in self.budgets:
-            if not b.budget_ms > 0:
-                raise ConfigError(f"budget {b.name or b.table}: budget_ms must be > 0, got {b.budget_ms}")
-        names = [b.name for b in self.budgets]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"budget names must be unique, got {names}")
+        get_strategy(self.strategy)  # ConfigError naming the registered strategies
         for name in ("episodes", "candidates", "top_k", "heldout_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -111,17 +70,6 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-        if self.reward.metric not in REWARD_METRICS:
-            raise ConfigError(f"reward metric must be one of {REWARD_METRICS}, got {self.reward.metric!r}")
-        c = self.controller
-        if not (0.0 <= c.epsilon_end <= 1.0 and 0.0 <= c.epsilon_start <= 1.0):
-            raise ConfigError("epsilon_start and epsilon_end must be in [0, 1]")
-        if c.prior not in CONTROLLER_PRIORS:
-            raise ConfigError(f"controller prior must be one of {CONTROLLER_PRIORS}, got {c.prior!r}")
-        if not c.prior_ridge >= 0:
-            raise ConfigError(f"controller prior_ridge must be >= 0, got {c.prior_ridge}")
-        if self.evolution.tournament < 1 or self.evolution.population < self.evolution.tournament:
-            raise ConfigError("evolution needs 1 <= tournament <= population")
 
     @property
     def evaluations(self) -> int:
@@ -136,70 +84,72 @@ class SearchConfig:
         t = min(max(episode, 0), self.episodes - 1) / (self.episodes - 1)
         return c.epsilon_start + t * (c.epsilon_end - c.epsilon_start)
 
-    # ------------------------------------------------------------------ dict round trip
+    def settings(self) -> dict[str, Any]:
+        """The settings as keyword arguments (nested sections as dataclasses)."""
+        return {f.name: getattr(self, f.name) for f in fields(SearchSettings)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "search") -> Any:
+        """Strict: unknown keys and wrong types refused with one line naming the key."""
+        if isinstance(data, dict):
+            data = dict(data)
+            version = data.pop("schema_version", CONFIG_SCHEMA_VERSION)
+            if version != CONFIG_SCHEMA_VERSION:
+                raise ConfigError(f"{where} schema_version {version} is not supported ({CONFIG_SCHEMA_VERSION})")
+        return build(cls, data, where)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(SearchSettings):
+    """Everything that determines a search's results (and nothing that does not, like the executor)."""
+
+    teacher: str
+    task: str
+    budgets: tuple[BudgetSpec, ...]
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_budgets([b.name for b in self.budgets], [b.budget_ms for b in self.budgets], ConfigError)
+        super().__post_init__()
+
+    @classmethod
+    def from_settings(cls, settings: SearchSettings, **inputs: Any) -> SearchConfig:
+        """The configuration of ``settings`` applied to the inputs (``teacher``, ``task``, ``budgets``, ...)."""
+        return cls(**settings.settings(), **inputs)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["budgets"] = [asdict(b) for b in self.budgets]
         return {"schema_version": CONFIG_SCHEMA_VERSION, **d}
 
-    @classmethod
-    def from_dict(cls, data: Any) -> SearchConfig:
-        if not isinstance(data, dict):
-            raise ConfigError("search config must be a mapping")
-        data = dict(data)
-        version = data.pop("schema_version", CONFIG_SCHEMA_VERSION)
-        if version != CONFIG_SCHEMA_VERSION:
-            raise ConfigError(f"search config schema_version {version} is not supported ({CONFIG_SCHEMA_VERSION})")
-        nested = {"reward": RewardConfig, "controller": ControllerConfig, "evolution": EvolutionConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in nested:
-                kwargs[key] = _build(nested[key], value, key)
-            elif key == "budgets":
-                if not isinstance(value, list):
-                    raise ConfigError("budgets must be a list")
-                kwargs[key] = tuple(_build(BudgetSpec, b, "budgets[]") for b in value)
-            else:
-                kwargs[key] = value
-        return _build(cls, kwargs, "search")
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where candidates run: an executor of :data:`~kdnas_deploy.search.executor.EXECUTORS` and its options
+    (for ``ray``: ``address``, ``cpus_per_candidate``, ``gpus_per_candidate``, ``max_retries``, ...)."""
+
+    name: str = "local"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-# Named presets: overrides applied on top of the defaults (CLI options override a preset in turn).
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    # A few minutes on the built-in task: smoke runs and the quickstart.
-    "quick": {"episodes": 3, "top_k": 2, "candidates": 50, "proxy_fraction": 0.2, "heldout_size": 200},
-    # The SST-2 benchmark of issue 5: 10 episodes x 4 candidates on a 10% proxy set.
-    "sst2-bench": {
-        "episodes": 10,
-        "top_k": 4,
-        "candidates": 200,
-        "proxy_fraction": 0.1,
-        "heldout_size": 1000,
+# Named presets of the search settings (data; CLI options and YAML keys override a preset in turn).
+PRESETS: Presets[SearchSettings] = Presets(
+    "search",
+    SearchSettings.from_dict,
+    data={
+        "default": {},
+        # A few minutes on the built-in task: smoke runs and the quickstart.
+        "quick": {"episodes": 3, "top_k": 2, "candidates": 50, "proxy_fraction": 0.2, "heldout_size": 200},
+        # The SST-2 benchmark of issue 5: 10 episodes x 4 candidates on a 10% proxy set.
+        "sst2-bench": {"episodes": 10, "top_k": 4, "candidates": 200, "proxy_fraction": 0.1, "heldout_size": 1000},
     },
-}
+)
+SEARCH_PRESETS = PRESETS
 
 
 def preset(name: str, **overrides: Any) -> dict[str, Any]:
-    """The keyword arguments of preset ``name`` updated with ``overrides`` (``None`` values ignored)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown search preset {name!r} (choose from {', '.join(PRESETS)})")
-    out = dict(PRESETS[name])
-    out.update({k: v for k, v in overrides.items() if v is not None})
-    return out
+    """The settings of preset ``name`` updated with ``overrides`` (``None`` values ignored), as a mapping."""
+    return PRESETS.merged(name, **overrides)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -229,9 +179,13 @@ __all__ = [
     "BudgetSpec",
     "ControllerConfig",
     "EvolutionConfig",
+    "ExecutorConfig",
+    "OptunaConfig",
     "PRESETS",
     "RewardConfig",
+    "SEARCH_PRESETS",
     "SearchConfig",
+    "SearchSettings",
     "config_diff",
     "preset",
 ]

@@ -22,8 +22,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.search.config import ControllerConfig
+from kdnas_deploy.errors import ConfigError
 from kdnas_deploy.space import DIMENSIONS, SearchSpace
+
+CONTROLLER_PRIORS = ("log-latency", "none")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The LSTM reward regressor of the ``kdnas`` strategy and its epsilon-greedy exploration."""
+
+    embed_dim: int = 16
+    hidden_dim: int = 32
+    train_steps: int = 300
+    learning_rate: float = 0.01
+    epsilon_start: float = 0.5
+    epsilon_end: float = 0.05
+    # A ridge regression of the reward on the candidate's log latency ratios (one hinge at each budget) that
+    # the LSTM corrects: a handful of rewards already shows "more of the budget, higher accuracy", which the
+    # LSTM alone cannot learn from so few samples. "none": the LSTM alone (the original KD-NAS controller).
+    prior: str = "log-latency"
+    prior_ridge: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.epsilon_end <= 1.0 and 0.0 <= self.epsilon_start <= 1.0):
+            raise ConfigError("epsilon_start and epsilon_end must be in [0, 1]")
+        if self.prior not in CONTROLLER_PRIORS:
+            raise ConfigError(f"controller prior must be one of {CONTROLLER_PRIORS}, got {self.prior!r}")
+        if not self.prior_ridge >= 0:
+            raise ConfigError(f"controller prior_ridge must be >= 0, got {self.prior_ridge}")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,11 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.distill import DistillConfig, distill, prepare_teacher_cache
+from kdnas_deploy.distill.evaluate import evaluate_model
 from kdnas_deploy.errors import DataError, ModelError, SearchError
 from kdnas_deploy.search.executor import EvalRequest, EvalResult
+from kdnas_deploy.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -42,20 +45,8 @@ def split_train(n: int, proxy_fraction: float, heldout_size: int, seed: int) -> 
     return TrainSplit(heldout=heldout, proxy=np.sort(rest[:proxy_n]), full=np.sort(rest))
 
 
-def _lib(what: str) -> Any:
-    """Import the distill stage / tasks lazily, with a clear error where they are not part of this build."""
-    import importlib
-
-    try:
-        return importlib.import_module(what)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("kdnas_deploy"):
-            raise SearchError(f"the search needs the distill stage ({exc.name} is missing from this build)") from None
-        raise
-
-
 def load_task(name: str, data_dir: str | None) -> Any:
-    return _lib("kdnas_deploy.tasks").get_task(name, data_dir=data_dir)
+    return get_task(name, data_dir=data_dir)
 
 
 def teacher_architecture(teacher: str | Path, task: Any) -> Architecture:
@@ -141,20 +132,19 @@ class DistillEvaluator:
         driver prepares: load the data and fill the proxy set's teacher-output cache, which every candidate
         (on any worker) then only reads. In-process, the first candidate does the same."""
         st = self._load()
-        _lib("kdnas_deploy.distill").prepare_teacher_cache(
+        prepare_teacher_cache(
             self.teacher, st["task"], config=self._proxy_config(0), train=st["proxy"], cache_dir=self.cache_dir
         )
 
     def _proxy_config(self, seed: int) -> Any:
-        cfg = _lib("kdnas_deploy.distill").DistillConfig.proxy()
+        cfg = DistillConfig.proxy()
         return replace(cfg, seed=seed, **({"epochs": self.proxy_epochs} if self.proxy_epochs else {}))
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
-        distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()
         cfg = self._proxy_config(request.seed)
         t0 = time.perf_counter()
-        res = distill_mod.distill(
+        res = distill(
             self.teacher,
             request.arch,
             st["task"],
@@ -175,7 +165,6 @@ class DistillEvaluator:
         )
 
     def final(self, arch: Architecture, seed: int, out_dir: Path) -> dict[str, Any]:
-        distill_mod = _lib("kdnas_deploy.distill")
         st = self._load()
         reused = _finished_model(Path(out_dir), st["task"])
         if reused is not None:  # killed after the model was published, before its result was recorded
@@ -184,10 +173,10 @@ class DistillEvaluator:
                 "dev_metrics": evaluate_model_dir(out_dir, st["task"], "dev"),
                 "data_sizes": st["sizes"],
             }
-        cfg = replace(distill_mod.DistillConfig.full(), seed=seed)
+        cfg = replace(DistillConfig.full(), seed=seed)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
-        res = distill_mod.distill(
+        res = distill(
             self.teacher,
             arch,
             st["task"],
@@ -235,37 +224,8 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.floating | np.integer)}
 
 
-def evaluate_model_dir(model_dir: str | Path, task: Any, split: str = "dev", batch_size: int = 64) -> dict[str, float]:
-    """Task metrics of a saved classifier on ``split`` (through the distill stage's evaluator if present)."""
-    try:
-        from kdnas_deploy.distill.evaluate import evaluate_model
-    except ModuleNotFoundError:
-        evaluate_model = None
-    if evaluate_model is not None:
-        doc = evaluate_model(model_dir, task, split=split, progress=False)
-        names = set(getattr(task, "metric_names", ())) or {"accuracy"}
-        return {k: float(v) for k, v in doc.items() if k in names}
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    ds = task.load_split(split)
-    label_col = "label" if "label" in ds.column_names else None
-    if label_col is None:
-        raise DataError(f"split {split!r} of task {task.name!r} has no 'label' column")
-    text_cols = list(getattr(task, "text_fields", ())) or [
-        c for c, f in ds.features.items() if c not in (label_col, "idx") and getattr(f, "dtype", "") == "string"
-    ]
-    if not 1 <= len(text_cols) <= 2:
-        raise DataError(f"split {split!r} of task {task.name!r}: expected 1 or 2 text columns, found {text_cols}")
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
-    preds = []
-    with torch.inference_mode():
-        for start in range(0, len(ds), batch_size):
-            rows = ds[start : start + batch_size]
-            texts = [rows[c] for c in text_cols]
-            enc = tok(*texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-            logits = model(**enc).logits
-            preds.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
-    pred = torch.cat(preds).numpy()
-    return _numeric(task.compute_metrics(pred, np.asarray(ds[label_col])))
+def evaluate_model_dir(model_dir: str | Path, task: Any, split: str = "dev") -> dict[str, float]:
+    """Task metrics of a saved classifier on ``split`` (the distill package's evaluator)."""
+    doc = evaluate_model(model_dir, task, split=split, progress=False)
+    names = set(getattr(task, "metric_names", ())) or {"accuracy"}
+    return {k: float(v) for k, v in doc.items() if k in names}

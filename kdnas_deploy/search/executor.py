@@ -7,19 +7,21 @@
   driver before the first batch (load data, fill shared caches that workers then only read).
 - An :class:`Executor` runs a batch and yields results *as they finish*, in any order. The search logs each
   result the moment it arrives, so a killed search loses no finished evaluation. Register new executors
-  (e.g. Ray, issue 8) in :data:`EXECUTORS`; ``--executor NAME`` picks one. An executor may also have a
-  ``begin()`` method, called as soon as the search has it (connect to a cluster in the background), and a
-  ``start(evaluator)`` method: the search calls it before the evaluator's ``prepare()``, so that workers start
-  up while the driver prepares. An evaluator may have a ``warm_up()`` method: one-time work a worker can do
-  before the first requests (loading data, filling shared caches), which the Ray executor runs on one worker
-  in that start-up window.
+  (e.g. Ray, issue 8) in :data:`kdnas_deploy.search.executors.EXECUTORS`; ``--executor NAME`` picks one.
+- The executor's lifecycle is the :class:`Executor` protocol, with defaults in :class:`BaseExecutor`:
+  ``begin()`` once, as soon as the search has validated its inputs (connect to a cluster in the background);
+  ``start(evaluator)`` before the evaluator's ``prepare()`` (workers start up while the driver prepares: the
+  search overlaps the two when ``remote_start`` is true); ``run`` per episode; ``close()`` exactly once, on
+  success and on every error after ``begin()``. :class:`~kdnas_deploy.search.run.SearchRun` is the one place
+  that drives it. An evaluator may have a ``warm_up()`` method: one-time work a worker can do before the first
+  requests (loading data, filling shared caches), which the Ray executor runs on one worker in that window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,14 +70,41 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class Executor(Protocol):
+    remote_start: bool  # True: start() takes seconds (remote workers), so the search overlaps it with prepare()
+
+    def begin(self) -> None:
+        """Start connecting (in the background) and return at once; called once, first."""
+
+    def start(self, evaluator: Evaluator) -> None:
+        """Start the workers for ``evaluator`` (called before the evaluator's ``prepare()``)."""
+
     def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
         """Evaluate every request; yield each result as soon as it is finished (any order)."""
 
     def close(self) -> None:
-        """Release workers (no-op for the local executor)."""
+        """Release workers; called once after ``begin()``, whatever happened."""
 
 
-class LocalExecutor:
+class BaseExecutor:
+    """Defaults of the :class:`Executor` lifecycle: nothing to begin, start or close."""
+
+    name = "base"
+    remote_start = False
+
+    def begin(self) -> None:
+        pass
+
+    def start(self, evaluator: Evaluator) -> None:
+        pass
+
+    def run(self, evaluator: Evaluator, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class LocalExecutor(BaseExecutor):
     """Runs candidates one after the other in this process."""
 
     name = "local"
@@ -97,42 +126,3 @@ class LocalExecutor:
                     result.info,
                 )
             yield result
-
-    def close(self) -> None:
-        pass
-
-
-# executor name -> factory(**options), or "module:attribute" of one (imported on first use, so optional
-# engines cost nothing until picked). Options such as a cluster address are passed through.
-EXECUTORS: dict[str, Callable[..., Executor] | str] = {
-    "local": LocalExecutor,
-    "ray": "kdnas_deploy.search.ray_executor:RayExecutor",
-}
-
-
-def begin_executor(executor: Any) -> None:
-    """Call the executor's optional ``begin()`` hook (start connecting to a cluster in the background)."""
-    begin = getattr(executor, "begin", None)
-    if callable(begin):
-        begin()
-
-
-def register_executor(name: str, factory: Callable[..., Executor] | str) -> None:
-    EXECUTORS[name] = factory
-
-
-def make_executor(name: str, **options: Any) -> Executor:
-    import importlib
-
-    from kdnas_deploy.errors import SearchError
-
-    if name not in EXECUTORS:
-        raise SearchError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
-    factory = EXECUTORS[name]
-    if isinstance(factory, str):
-        module_name, attr = factory.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except ModuleNotFoundError as exc:
-            raise SearchError(f"executor {name!r} is not available here ({exc.name} is not installed)") from None
-    return factory(**options)

@@ -15,8 +15,8 @@ candidates of the episode (they are logged), then raises a :class:`SearchError` 
 stays resumable (``--resume``). A killed driver loses only its unfinished candidates, which ``--resume``
 submits again.
 
-Layout: this module is the driver side; the task bodies that run in Ray workers are in :mod:`.ray_worker`, the
-workarounds that make a local instance start and stop faster in :mod:`.ray_startup`.
+Layout: this module is the driver side; the task bodies that run in Ray workers are in :mod:`.ray_worker`;
+options, ``ray.init`` and the resource plan (Ray's public API only) in :mod:`.ray_startup`.
 
 Determinism: a candidate's result depends on its request only (its seed is derived from the search seed and
 the architecture), so the log equals the in-process one candidate for candidate. Workers pin torch to
@@ -28,18 +28,23 @@ in-process one. With fewer CPUs per candidate more run at once, at the price of 
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdnas_deploy.errors import ConfigError, KdnasError, SearchError
-from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator
-from kdnas_deploy.search.ray_startup import prompt_node_lookup, quiet_thread_warning, stop_autoscaler_monitor
+from kdnas_deploy.errors import KdnasError, SearchError
+from kdnas_deploy.search.executor import BaseExecutor, EvalRequest, EvalResult, Evaluator
+from kdnas_deploy.search.ray_startup import (  # noqa: F401 - in_process_threads: re-exported
+    RayOptions,
+    first_line,
+    in_process_threads,
+    init_ray,
+    plan_resources,
+    quiet_thread_warning,
+)
 from kdnas_deploy.search.ray_worker import (  # noqa: F401 - BROKEN_WORKER_EXIT_CODE, _pin_threads: re-exported
     BROKEN_WORKER_EXIT_CODE,
     _pin_threads,
@@ -50,59 +55,18 @@ from kdnas_deploy.search.ray_worker import (  # noqa: F401 - BROKEN_WORKER_EXIT_
 
 # Evaluator attributes holding paths every worker must read (checked on every node before the first task).
 SHARED_PATH_ATTRS = ("teacher", "data_dir", "cache_dir")
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and with what resources candidates run."""
-
-    address: str | None = None  # None: RAY_ADDRESS, else a new local instance; "auto": this node's cluster
-    cpus_per_candidate: float | None = None  # None: the in-process torch threads (capped at the largest node)
-    gpus_per_candidate: float = 0.0
-    max_retries: int = 2  # per candidate: Ray retries for lost workers, driver retries for raised errors
-    torch_threads: int | None = None  # None: max(1, int(cpus_per_candidate))
-    check_shared_paths: bool = True
-
-    def __post_init__(self) -> None:
-        if self.cpus_per_candidate is not None and not self.cpus_per_candidate > 0:
-            raise ConfigError(f"--cpus-per-candidate must be > 0, got {self.cpus_per_candidate}")
-        if not self.gpus_per_candidate >= 0:
-            raise ConfigError(f"--gpus-per-candidate must be >= 0, got {self.gpus_per_candidate}")
-        if self.gpus_per_candidate > 1 and not float(self.gpus_per_candidate).is_integer():
-            raise ConfigError(f"--gpus-per-candidate above 1 must be whole, got {self.gpus_per_candidate}")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
-
-    @property
-    def threads(self) -> int:
-        return self.torch_threads or max(1, int(self.cpus_per_candidate or 1))
-
-
-def in_process_threads() -> int:
-    """The torch threads of an in-process run here (what ``cpus_per_candidate`` defaults to)."""
-    try:
-        import torch
-    except ImportError:
-        return os.cpu_count() or 1
-    return torch.get_num_threads()
-
-
-# ---------------------------------------------------------------------------------------------- driver side
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+_first_line = first_line
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class RayExecutor:
+class RayExecutor(BaseExecutor):
     """Evaluate the candidates of each episode as Ray tasks (see the module docstring)."""
 
     name = "ray"
+    remote_start = True
 
     def __init__(
         self,
@@ -190,73 +154,22 @@ class RayExecutor:
         self._connect_error = None
 
     def _connect(self) -> None:
-        import logging
-
         import ray
 
         if self._connected:
             return
-        opts = self.options
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            if opts.address:
-                kwargs["address"] = opts.address
-            try:
-                with prompt_node_lookup():
-                    ray.init(**kwargs)
-            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-                where = opts.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
-                raise SearchError(f"cannot start or reach Ray at {where}: {_first_line(exc)}") from None
+        if init_ray(self.options):
             self._owns_ray = True
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if opts.cpus_per_candidate is None:  # as many as in-process, as far as one node has them
-            largest = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=1.0)
-            want = float(in_process_threads())
-            opts = self.options = replace(
-                opts, cpus_per_candidate=min(want, largest) if largest > 0 else want
-            )
-        fitting = [
-            n
-            for n in nodes
-            if n["Resources"].get("CPU", 0.0) >= opts.cpus_per_candidate
-            and n["Resources"].get("GPU", 0.0) >= opts.gpus_per_candidate
-        ]
-        if not fitting:
-            biggest = max(
-                ((n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0)) for n in nodes),
-                default=(0.0, 0.0),
-            )
-            raise SearchError(
-                f"no node of the Ray cluster offers {opts.cpus_per_candidate:g} CPU(s) and"
-                f" {opts.gpus_per_candidate:g} GPU(s) for one candidate (largest node: {biggest[0]:g} CPU(s),"
-                f" {biggest[1]:g} GPU(s)); lower --cpus-per-candidate / --gpus-per-candidate"
-            )
-        self._fitting = fitting
+        plan = plan_resources(self.options)
+        self.options, self._fitting, self._slots = plan.options, plan.fitting, plan.slots
+        opts = self.options
         self._remote = ray.remote(evaluate_on_worker).options(
             num_cpus=opts.cpus_per_candidate,
             num_gpus=opts.gpus_per_candidate,
             max_retries=opts.max_retries,
             retry_exceptions=False,
         )
-        total = ray.cluster_resources()
-        slots = sum(
-            int(
-                min(
-                    n["Resources"].get("CPU", 0.0) // opts.cpus_per_candidate,
-                    n["Resources"].get("GPU", 0.0) // opts.gpus_per_candidate
-                    if opts.gpus_per_candidate
-                    else float("inf"),
-                )
-            )
-            for n in fitting
-        )
-        self._slots = max(1, slots)
-        self.echo(
-            f"ray: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s);"
-            f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU / {opts.threads} torch"
-            " thread(s) per candidate"
-            f" -> up to {slots} candidate(s) at once"
-        )
+        self.echo(plan.summary)
         self._connected = True
 
     def _preflight(self, evaluator: Evaluator) -> None:
@@ -304,7 +217,7 @@ class RayExecutor:
         return self._refs[key]
 
     # ------------------------------------------------------------------ the executor interface
-    def start(self, evaluator: Evaluator | None = None) -> None:
+    def start(self, evaluator: Evaluator | None = None) -> None:  # type: ignore[override]
         """Connect to (or start) Ray and warm one worker per candidate slot without waiting for them.
 
         The search calls this before its driver-side preparation (data, teacher-output cache), so Ray's
@@ -411,7 +324,6 @@ class RayExecutor:
         self._refs.clear()
         self._checked.clear()
         if self._owns_ray and ray.is_initialized():
-            stop_autoscaler_monitor()
             ray.shutdown()
         self._end_connect_thread()
         self._owns_ray = False

@@ -1,85 +1,147 @@
-"""Workarounds that make a local Ray instance start and stop faster, each through Ray's private modules and
-each a no-op where those are not there (measured with Ray 2.60 on a 2-core machine; see the docstrings)."""
+"""Starting Ray for the search through Ray's public API only: options, the connection, the resource plan.
+
+Measured cost of staying on the public API (Ray 2.60, 2-core machine, ``tmp`` script in the review of issue
+21.7): a local ``ray.init`` took 2.7 s against 2.4 s with the former patch of Ray's private node lookup, and
+``ray.shutdown`` 1.4 s against 0.1-0.4 s with the former kill of the autoscaler monitor through Ray's private
+node handle (Ray waits up to 1 s for the idle monitor to exit). The search hides most of both: ``ray.init``
+runs in a helper thread while the driver loads the task and the teacher (:meth:`RayExecutor.begin`), and
+``ray.shutdown`` runs while the results are written. On a search of minutes either is noise, and neither
+breaks with the next Ray release.
+
+The helper thread that ran ``ray.init`` lives until the executor closes: Ray ties the processes it starts to
+the thread that started them (``PR_SET_PDEATHSIG`` fires when that thread ends), a finding kept from the
+former implementation; it costs one idle thread.
+"""
 
 from __future__ import annotations
 
-import time
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
-NODE_POLL_SECONDS = 0.02
+from kdnas_deploy.errors import ConfigError, SearchError
 
 
-@contextmanager
-def prompt_node_lookup() -> Iterator[None]:
-    """While ``ray.init`` starts a local instance, find the new node in the GCS as soon as it registers.
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and with what resources candidates run."""
 
-    ``ray.init`` waits for its raylet with ``ray._private.services.get_node``, whose lookup sleeps a whole
-    second after each miss; the raylet registers about 0.5 s after it is spawned (measured here with Ray
-    2.60), so ``ray.init`` took 2.1 or 3.2 s where 1.6-1.8 s would do. Within this block that lookup first
-    polls the GCS's node table every 20 ms (one RPC each) until the node is there. Uses Ray's private module;
-    if it is not there, or the poll fails, Ray's own lookup runs as before.
-    """
+    address: str | None = None  # None: RAY_ADDRESS, else a new local instance; "auto": this node's cluster
+    cpus_per_candidate: float | None = None  # None: the in-process torch threads (capped at the largest node)
+    gpus_per_candidate: float = 0.0
+    max_retries: int = 2  # per candidate: Ray retries for lost workers, driver retries for raised errors
+    torch_threads: int | None = None  # None: max(1, int(cpus_per_candidate))
+    check_shared_paths: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_candidate is not None and not self.cpus_per_candidate > 0:
+            raise ConfigError(f"--cpus-per-candidate must be > 0, got {self.cpus_per_candidate}")
+        if not self.gpus_per_candidate >= 0:
+            raise ConfigError(f"--gpus-per-candidate must be >= 0, got {self.gpus_per_candidate}")
+        if self.gpus_per_candidate > 1 and not float(self.gpus_per_candidate).is_integer():
+            raise ConfigError(f"--gpus-per-candidate above 1 must be whole, got {self.gpus_per_candidate}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.cpus_per_candidate or 1))
+
+
+def in_process_threads() -> int:
+    """The torch threads of an in-process run here (what ``cpus_per_candidate`` defaults to)."""
     try:
-        from ray._private import services
-        from ray._raylet import GcsClient
+        import torch
+    except ImportError:
+        return os.cpu_count() or 1
+    return torch.get_num_threads()
 
-        original = services.get_node
-    except (ImportError, AttributeError):
-        yield
-        return
 
-    def get_node(gcs_address: str, node_id: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            client = GcsClient(address=gcs_address)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if any(key.hex() == node_id for key in client.get_all_node_info(timeout=5)):
-                    break
-                time.sleep(NODE_POLL_SECONDS)
-        except Exception:  # noqa: BLE001 - an optimisation only; Ray's lookup below decides
-            pass
-        return original(gcs_address, node_id, *args, **kwargs)
-
-    services.get_node = get_node
-    try:
-        yield
-    finally:
-        services.get_node = original
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
 
 
 @contextmanager
 def quiet_thread_warning() -> Iterator[None]:
     """Drop Ray's warning that ``ray.init`` outside the main thread sets no SIGTERM handler (the helper
-    thread of :meth:`RayExecutor.begin`; Ray's reaper process still stops the instance if the driver dies)."""
-    import logging
+    thread of :meth:`RayExecutor.begin`; Ray's reaper process still stops the instance if the driver dies).
+    A standard ``logging`` filter on the handlers of the public ``ray`` logger, for the block only."""
 
     def drop(record: logging.LogRecord) -> bool:
         return "SIGTERM handler is not set" not in record.getMessage()
 
-    ray_logger = logging.getLogger("ray._private.worker")
-    ray_logger.addFilter(drop)
+    handlers = list(logging.getLogger("ray").handlers) + list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(drop)
     try:
         yield
     finally:
-        ray_logger.removeFilter(drop)
+        for h in handlers:
+            h.removeFilter(drop)
 
 
-def stop_autoscaler_monitor() -> None:
-    """Kill the autoscaler monitor of the Ray instance this process started, before ``ray.shutdown()``.
+def init_ray(opts: RayOptions) -> bool:
+    """``ray.init`` unless Ray is initialised already; True when this call started (or joined) it."""
+    import ray
 
-    ``ray.shutdown()`` sends each process it started SIGTERM and waits up to 1 s for it; the monitor (the
-    autoscaler, idle on a local instance) never exits within that second, which made every shutdown take
-    1.35 s instead of 0.35 s (measured here with Ray 2.60). Killing it first loses nothing: the instance is
-    about to go. Uses Ray's private node handle; if that changes, shutdown just takes its second again.
-    """
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if opts.address:
+        kwargs["address"] = opts.address
     try:
-        from ray._private import ray_constants
-        from ray._private import worker as ray_worker
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+        where = opts.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+        raise SearchError(f"cannot start or reach Ray at {where}: {first_line(exc)}") from None
+    return True
 
-        node = getattr(ray_worker, "_global_node", None)
-        if node is not None and node.is_head():
-            node._kill_process_type(ray_constants.PROCESS_TYPE_MONITOR, check_alive=False, allow_graceful=False)
-    except Exception:  # noqa: BLE001 - an optimisation only; ray.shutdown() still stops everything
-        pass
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """The options with ``cpus_per_candidate`` resolved, the nodes that fit one candidate, the slots."""
+
+    options: RayOptions
+    fitting: list[dict[str, Any]]
+    slots: int
+    summary: str
+
+
+def plan_resources(opts: RayOptions) -> ResourcePlan:
+    """Nodes of the cluster that can run one candidate and how many candidates run at once (``ray.nodes``)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpu = lambda n: n["Resources"].get("CPU", 0.0)  # noqa: E731
+    gpu = lambda n: n["Resources"].get("GPU", 0.0)  # noqa: E731
+    if opts.cpus_per_candidate is None:  # as many as in-process, as far as one node has them
+        largest = max((cpu(n) for n in nodes), default=1.0)
+        want = float(in_process_threads())
+        opts = replace(opts, cpus_per_candidate=min(want, largest) if largest > 0 else want)
+    assert opts.cpus_per_candidate is not None
+    fitting = [n for n in nodes if cpu(n) >= opts.cpus_per_candidate and gpu(n) >= opts.gpus_per_candidate]
+    if not fitting:
+        big = max(((cpu(n), gpu(n)) for n in nodes), default=(0.0, 0.0))
+        raise SearchError(
+            f"no node of the Ray cluster offers {opts.cpus_per_candidate:g} CPU(s) and"
+            f" {opts.gpus_per_candidate:g} GPU(s) for one candidate (largest node: {big[0]:g} CPU(s),"
+            f" {big[1]:g} GPU(s)); lower --cpus-per-candidate / --gpus-per-candidate"
+        )
+    slots = sum(
+        int(min(cpu(n) // opts.cpus_per_candidate,
+                gpu(n) // opts.gpus_per_candidate if opts.gpus_per_candidate else float("inf")))
+        for n in fitting
+    )  # fmt: skip
+    total = ray.cluster_resources()
+    summary = (
+        f"ray: {len(nodes)} node(s), {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s);"
+        f" {opts.cpus_per_candidate:g} CPU / {opts.gpus_per_candidate:g} GPU / {opts.threads} torch"
+        f" thread(s) per candidate -> up to {slots} candidate(s) at once"
+    )
+    return ResourcePlan(opts, fitting, max(1, slots), summary)

@@ -1,81 +1,56 @@
-"""Search strategies: ``kdnas`` (LSTM reward controller), ``random`` and regularized ``evolution``.
+"""The built-in search strategies: ``kdnas`` (LSTM reward controller), ``random``, regularized ``evolution``
+and ``optuna-tpe`` (:mod:`.optuna_tpe`); each is one registered :class:`~.proposals.Strategy` class.
 
-Every strategy proposes ``k`` not-yet-evaluated architectures per episode from the *pool* (members of the
-space not evaluated yet; only feasible ones under ``--hard-budget``). A proposal is a pure function of the
-history of earlier episodes and a per-episode seeded generator, so strategies keep no state between episodes
-and a resumed search proposes the same candidates. All strategies spend the same evaluation budget.
+See :mod:`kdnas_deploy.search.proposals` for the contract (the pool, determinism, the evaluation budget).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.search.controller import ControllerConfig
+from kdnas_deploy.search.optuna_tpe import OptunaConfig, OptunaTPEStrategy
+from kdnas_deploy.search.proposals import (
+    STRATEGIES,
+    Evaluated,
+    Proposal,
+    ProposalContext,
+    Strategy,
+    best_so_far,
+    get_strategy,
+    random_pick,
+    register_strategy,
+    unused_sections,
+)
 from kdnas_deploy.space import DIMENSIONS, SearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
     from kdnas_deploy.search.budget import BudgetSet
-    from kdnas_deploy.search.config import SearchConfig
+
+_random_pick = random_pick  # the old private name
 
 
 @dataclass(frozen=True)
-class Evaluated:
-    """One finished evaluation as strategies see it."""
+class EvolutionConfig:
+    """Regularized evolution (Real et al. 2019): population with aging, tournament selection."""
 
-    arch: Architecture
-    reward: float
-    episode: int
-    index: int
+    population: int = 12
+    tournament: int = 4
 
-
-@dataclass(frozen=True)
-class Proposal:
-    """A candidate to evaluate, how it was chosen, and the controller's predicted reward (if any)."""
-
-    arch: Architecture
-    source: str
-    predicted_reward: float | None = None
-
-
-@dataclass(frozen=True)
-class ProposalContext:
-    config: SearchConfig
-    space: SearchSpace
-    budgets: BudgetSet
-    episode: int
-    k: int
-    rng: np.random.Generator
-    history: tuple[Evaluated, ...]  # earlier episodes only, sorted by (episode, index)
-    pool: tuple[Architecture, ...]  # eligible, not yet evaluated, in space order
-
-
-def _random_pick(
-    pool: Sequence[Architecture], n: int, rng: np.random.Generator, exclude: set[Architecture]
-) -> list[Architecture]:
-    rest = [a for a in pool if a not in exclude]
-    n = min(n, len(rest))
-    if n <= 0:
-        return []
-    idx = rng.choice(len(rest), size=n, replace=False)
-    return [rest[int(i)] for i in idx]
-
-
-def best_so_far(history: Sequence[Evaluated], budgets: BudgetSet) -> Architecture | None:
-    """Highest-reward feasible architecture in ``history`` (highest reward overall if none is feasible)."""
-    if not history:
-        return None
-    feasible = [h for h in history if budgets.feasible(h.arch)]
-    pick = feasible or list(history)
-    return max(pick, key=lambda h: (h.reward, -h.episode, -h.index)).arch
+    def __post_init__(self) -> None:
+        if self.tournament < 1 or self.population < self.tournament:
+            raise ConfigError("evolution needs 1 <= tournament <= population")
 
 
 # ---------------------------------------------------------------------- random
 def propose_random(ctx: ProposalContext) -> list[Proposal]:
-    return [Proposal(a, "random") for a in _random_pick(ctx.pool, ctx.k, ctx.rng, set())]
+    return [Proposal(a, "random") for a in random_pick(ctx.pool, ctx.k, ctx.rng, set())]
 
 
 # ---------------------------------------------------------------------- kdnas (controller)
@@ -88,7 +63,7 @@ def propose_kdnas(ctx: ProposalContext) -> list[Proposal]:
     cfg = ctx.config
     if len(ctx.history) < 2:  # nothing to learn from yet: explore
         return propose_random(ctx)
-    from kdnas_deploy.search.controller import RewardController
+    from kdnas_deploy.search.controller import RewardController  # torch on first use
 
     hist = list(ctx.history)
     # context of each measured candidate: the best architecture found before its episode
@@ -105,7 +80,7 @@ def propose_kdnas(ctx: ProposalContext) -> list[Proposal]:
     eps = cfg.epsilon(ctx.episode)
     n_random = int(np.sum(ctx.rng.random(ctx.k) < eps))
     n_model = ctx.k - n_random
-    sampled = _random_pick(ctx.pool, min(cfg.candidates, len(ctx.pool)), ctx.rng, set())
+    sampled = random_pick(ctx.pool, min(cfg.candidates, len(ctx.pool)), ctx.rng, set())
     best = best_so_far(hist, ctx.budgets) or sampled[0]
     scores = controller.predict(sampled, [best] * len(sampled), _log_ratio(ctx.budgets, sampled)) if sampled else []
     # exploit among members that meet every budget (the search's winner must); explore anywhere in the pool
@@ -114,7 +89,7 @@ def propose_kdnas(ctx: ProposalContext) -> list[Proposal]:
     order = [i for i in np.argsort(-rank, kind="stable") if np.isfinite(rank[i])]
     chosen = [Proposal(sampled[int(i)], "controller", float(scores[int(i)])) for i in order[:n_model]]
     taken = {p.arch for p in chosen}
-    chosen += [Proposal(a, "epsilon") for a in _random_pick(ctx.pool, ctx.k - len(chosen), ctx.rng, taken)]
+    chosen += [Proposal(a, "epsilon") for a in random_pick(ctx.pool, ctx.k - len(chosen), ctx.rng, taken)]
     return chosen
 
 
@@ -156,7 +131,7 @@ def propose_evolution(ctx: ProposalContext) -> list[Proposal]:
                 child = cand
                 break
         if child is None:
-            extra = _random_pick(ctx.pool, 1, ctx.rng, taken)
+            extra = random_pick(ctx.pool, 1, ctx.rng, taken)
             if not extra:
                 break
             out.append(Proposal(extra[0], "random"))
@@ -167,25 +142,63 @@ def propose_evolution(ctx: ProposalContext) -> list[Proposal]:
     return out
 
 
-STRATEGIES: dict[str, Callable[[ProposalContext], list[Proposal]]] = {
-    "kdnas": propose_kdnas,
-    "random": propose_random,
-    "evolution": propose_evolution,
-}
+class RandomStrategy(Strategy):
+    """Uniform sampling of the pool."""
+
+    name = "random"
+
+    @classmethod
+    def propose(cls, ctx: ProposalContext) -> list[Proposal]:
+        return propose_random(ctx)
 
 
-def _warm_up_kdnas() -> None:
-    from kdnas_deploy.search.controller import warm_up_training
+class KdnasStrategy(Strategy):
+    """The KD-NAS LSTM reward controller (:mod:`.controller`), epsilon-greedy."""
 
-    warm_up_training()
+    name = "kdnas"
+    sections = ("controller",)
+
+    @classmethod
+    def propose(cls, ctx: ProposalContext) -> list[Proposal]:
+        return propose_kdnas(ctx)
+
+    @classmethod
+    def warm_up(cls) -> None:
+        from kdnas_deploy.search.controller import warm_up_training
+
+        warm_up_training()
 
 
-# Optional per-strategy warm-up (one-time library costs) that the search may run while the executor starts.
-STRATEGY_WARM_UPS: dict[str, Callable[[], None]] = {"kdnas": _warm_up_kdnas}
+class EvolutionStrategy(Strategy):
+    """Regularized evolution: tournament on the most recent evaluations, mutate the winner."""
 
-# Sections of the search configuration a strategy does not read: they do not block --resume of its run folder.
-UNUSED_SETTINGS: dict[str, tuple[str, ...]] = {
-    "kdnas": ("evolution",),
-    "random": ("controller", "evolution"),
-    "evolution": ("controller",),
-}
+    name = "evolution"
+    sections = ("evolution",)
+
+    @classmethod
+    def propose(cls, ctx: ProposalContext) -> list[Proposal]:
+        return propose_evolution(ctx)
+
+
+for _cls in (KdnasStrategy, RandomStrategy, EvolutionStrategy, OptunaTPEStrategy):
+    register_strategy(_cls)
+
+__all__ = [
+    "STRATEGIES",
+    "ControllerConfig",
+    "Evaluated",
+    "EvolutionConfig",
+    "EvolutionStrategy",
+    "KdnasStrategy",
+    "OptunaConfig",
+    "OptunaTPEStrategy",
+    "Proposal",
+    "ProposalContext",
+    "RandomStrategy",
+    "Strategy",
+    "best_so_far",
+    "get_strategy",
+    "mutate",
+    "register_strategy",
+    "unused_sections",
+]

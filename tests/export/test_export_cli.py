@@ -59,7 +59,7 @@ def test_existing_nonempty_out_needs_force(tiny_hf, tmp_path, cli):
         ("unsupported", [], "unsupported architecture"),
         ("tiny", ["--device", "cuda"], "CUDAExecutionProvider"),
         ("tiny", ["--fp16"], "cuda"),
-        ("tiny", ["--quantize", "int8"], "--task"),
+        ("tiny", ["--quantize", "int8"], "task to check"),
         ("tiny", ["--atol", "0", "--rtol", "0"], "differs from PyTorch"),
     ],
 )

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,42 @@ def test_cuda_device_error_without_gpu(tmp_path):
     _bad(run("build", "--device", "cuda", "--backend", "cuda-torch", "--precision", "fp16", "--out", str(out)), "cuda")
     _bad(run("build", "--device", "cpu", "--precision", "fp16", "--out", str(out)), "fp16")
     assert not out.exists()
+
+
+def test_list_shows_why_each_table_matches_or_not(tiny_table_path, tiny_space, tmp_path):
+    import os
+    import shutil
+
+    import yaml
+
+    cache = tmp_path / "cache"
+    (cache / "tables").mkdir(parents=True)
+    shutil.copy(tiny_table_path, cache / "tables" / "tiny.json")
+    (cache / "tables" / "junk.json").write_text("[]")
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(tiny_space.to_dict()))
+    env = {**os.environ, "KDNAS_CACHE_DIR": str(cache)}
+
+    def listing(*args):
+        r = subprocess.run([sys.executable, "-m", "kdnas_deploy", "latency", "list", "--json", *args],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        return doc, {Path(t["path"]).name: t for t in doc["tables"]}
+
+    doc, rows = listing("--space", str(space), "--threads", "1", "--batch", "1", "--seq", "16")
+    assert doc["table_cache"] == str(cache / "tables")
+    assert rows["tiny.json"]["matches"] and rows["tiny.json"]["why"] == []
+    assert not rows["junk.json"]["matches"] and "not a latency table" in rows["junk.json"]["why"][0]
+    assert any(not t["matches"] for name, t in rows.items() if name.startswith("cpu-minilm-l6"))
+    _, rows = listing("--space", str(space), "--threads", "3", "--seq", "16")
+    assert rows["tiny.json"]["why"] == ["threads 1 != 3"]
+    _bad(run("list", "--threads", "0"), "--threads")
+
+
+def test_build_refuses_a_finished_table_without_force(tiny_table_path, tmp_path):
+    out = tmp_path / "t.json"
+    out.write_bytes(tiny_table_path.read_bytes())
+    _bad(run("build", "--space", "minilm-l6", "--out", str(out)), "--force")
+    assert out.read_bytes() == tiny_table_path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]

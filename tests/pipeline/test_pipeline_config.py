@@ -46,3 +46,43 @@ def test_yaml_errors(tmp_path):
     p.write_text(yaml.safe_dump({"search": {"seed": True}}))
     with pytest.raises(ConfigError, match="search.seed: expected int, got bool"):
         PipelineConfig.from_yaml(p)
+
+
+def test_the_search_section_is_the_search_settings():
+    from kdnas_deploy.search.config import SearchSettings
+
+    cfg = PipelineConfig.from_dict({"search": {
+        "strategy": "optuna-tpe", "heldout_size": 300, "reward": {"metric": "loss", "hard_budget": True},
+        "controller": {"prior": "none"}, "executor": {"name": "ray", "options": {"cpus_per_candidate": 1}},
+    }})  # fmt: skip
+    assert isinstance(cfg.search, SearchSettings)
+    assert cfg.search.reward.metric == "loss" and cfg.search.heldout_size == 300
+    assert cfg.search.executor.name == "ray" and cfg.search.executor.options == {"cpus_per_candidate": 1}
+    assert PipelineConfig().search.episodes == SearchSettings().episodes  # one default, the search's
+
+
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"search": {"strategy": "grid"}}, "unknown strategy 'grid'"),
+        ({"search": {"executor": {"name": "dask"}}}, "unknown executor 'dask'"),
+        ({"search": {"reward": {"metric": "f1"}}}, "reward metric"),
+        ({"search": {"alpha": 0.0}}, "search.alpha: unknown key"),
+        ({"search": {"batch": 4}}, "search.batch"),
+    ],
+)
+def test_bad_search_settings_are_refused(data, needle):
+    with pytest.raises(ConfigError, match=needle):
+        PipelineConfig.from_dict(data)
+
+
+def test_shipped_configs_load(repo_root):
+    for path in sorted((repo_root / "configs").glob("*.yaml")):
+        PipelineConfig.from_yaml(path)
+
+
+def test_non_utf8_config_is_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"task: {name: caf\xe9}\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        PipelineConfig.from_yaml(p)

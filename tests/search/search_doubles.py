@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.search.executor import EvalRequest, EvalResult
+from kdnas_deploy.search.executor import BaseExecutor, EvalRequest, EvalResult
 from kdnas_deploy.space import SearchSpace
 
 TINY_SPACE = SearchSpace.from_dict(
@@ -96,14 +96,27 @@ class SyntheticEvaluator:
         }
 
 
-class ReversedExecutor:
+class ReversedExecutor(BaseExecutor):
     """Yields each batch's results in reverse order (what a parallel engine may do)."""
 
     def run(self, evaluator: Any, requests: Sequence[EvalRequest]) -> Iterator[EvalResult]:
         yield from reversed([evaluator.evaluate(r) for r in requests])
 
+
+class RecordingExecutor(ReversedExecutor):
+    """Records its lifecycle calls (``begin``, ``start``, ``close``) in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def begin(self) -> None:
+        self.calls.append("begin")
+
+    def start(self, evaluator: Any) -> None:
+        self.calls.append("start")
+
     def close(self) -> None:
-        pass
+        self.calls.append("close")
 
 
 def make_run(

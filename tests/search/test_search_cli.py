@@ -29,6 +29,7 @@ def test_search_help_lists_the_issue_options_and_is_light():
         "--out",
         "--resume",
         "--hard-budget",
+        "--headroom",
     ):
         assert opt in r.stdout
     probe = subprocess.run(
@@ -66,3 +67,39 @@ def test_bad_budget_input_exits_2_without_traceback(tmp_path, args, message):
 def test_unknown_strategy_is_a_usage_error(tmp_path):
     r = run_cli("--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), "--strategy", "grid")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "option, value, listed",
+    [("--preset", "fast", "quick"), ("--executor", "dask", "ray"), ("--strategy", "grid", "optuna-tpe")],
+)
+def test_unknown_preset_executor_strategy_list_the_choices(tmp_path, option, value, listed):
+    r = run_cli("--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), option, value)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert listed in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_headroom_lowers_every_budget(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kdnas_deploy.cli.search import search
+    from kdnas_deploy.errors import SearchError
+    from kdnas_deploy.search import api, budget
+
+    monkeypatch.setattr(api, "load_table", lambda p: type("T", (), {"device": "cpu", "precision": "fp32"})())
+    monkeypatch.setattr(budget, "file_sha256", lambda p: "0" * 64)
+    seen = {}
+
+    def fake_run_search(config, out, **kw):
+        seen["config"] = config
+        raise SearchError("stop")
+
+    monkeypatch.setattr(api, "run_search", fake_run_search)
+    args = ["--teacher", str(tmp_path), "--task", "sst2", "--out", str(tmp_path / "r"), "--budget", "t.json:4",
+            "--headroom", "0.25", "--preset", "quick", "--episodes", "5"]  # fmt: skip
+    r = CliRunner().invoke(search, args)
+    assert isinstance(r.exception, SearchError), r.output
+    cfg = seen["config"]
+    assert cfg.budgets[0].budget_ms == 3.0 and "search target" in r.output
+    assert cfg.episodes == 5 and cfg.top_k == 2  # the option over the preset over the defaults

@@ -261,15 +261,16 @@ cluster.shutdown()
 def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
+    from kdnas_deploy.cli.search import search
     from kdnas_deploy.search import api
-    from kdnas_deploy.search.cli import search
 
     seen = {}
 
-    def fake_run_search(**kw):  # the adapter's output, not the search, is under test here
-        seen.update(kw)
+    def fake_run_search(config, out, **kw):  # the command's output, not the search, is under test here
+        seen.update(kw, config=config)
         raise SearchError("stop")
 
+    monkeypatch.setattr(api, "search_config", lambda **kw: kw)
     monkeypatch.setattr(api, "run_search", fake_run_search)
     args = [
         "--teacher",
@@ -284,8 +285,8 @@ def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
     args += ["--executor", "ray", "--ray-address", "auto", "--gpus-per-candidate", "0.5"]
     r = CliRunner().invoke(search, args)
     assert isinstance(r.exception, SearchError)
-    assert seen["executor"] == "ray"
-    assert seen["executor_options"] == {"address": "auto", "gpus_per_candidate": 0.5}
+    assert seen["executor"].name == "ray"
+    assert seen["executor"].options == {"address": "auto", "gpus_per_candidate": 0.5}
 
 
 def test_worker_with_a_half_imported_torch_exits_so_ray_replaces_it():

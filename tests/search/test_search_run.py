@@ -146,18 +146,24 @@ def test_kdnas_beats_random_on_average_over_seeds(tmp_path):
 
 
 def test_executor_registry_errors_are_clear():
-    from kdnas_deploy.search.executor import LocalExecutor, make_executor, register_executor
+    from kdnas_deploy.search.executor import LocalExecutor
+    from kdnas_deploy.search.executors import make_executor, register_executor
 
     assert isinstance(make_executor("local"), LocalExecutor)
     with pytest.raises(SearchError, match="unknown executor"):
         make_executor("dask")
-    register_executor("missing-engine", "kdnas_deploy.search.no_such_module:Engine")
+    def missing_engine(**options):
+        import kdnas_deploy.search.no_such_module  # noqa: F401
+
+    register_executor("missing-engine", missing_engine)
     with pytest.raises(SearchError, match="not available"):
         make_executor("missing-engine")
 
 
 class StartingExecutor(ReversedExecutor):
     """An executor with a ``start()`` hook that waits (up to 10 s) for the evaluator's preparation to begin."""
+
+    remote_start = True
 
     def __init__(self, prepared_event, fail: bool = False) -> None:
         self.prepared_event, self.fail = prepared_event, fail
@@ -185,10 +191,11 @@ class SignallingEvaluator(SyntheticEvaluator):
 def test_executor_start_overlaps_the_evaluator_preparation(tmp_path, monkeypatch):
     import threading
 
-    from kdnas_deploy.search import run as run_mod
+    from kdnas_deploy.search.strategies import KdnasStrategy
 
     warmed = []
-    monkeypatch.setitem(run_mod.STRATEGY_WARM_UPS, "kdnas", lambda: warmed.append(threading.current_thread().name))
+    record = classmethod(lambda cls: warmed.append(threading.current_thread().name))
+    monkeypatch.setattr(KdnasStrategy, "warm_up", record)
     event = threading.Event()
     ev, ex = SignallingEvaluator(event), StartingExecutor(event)
     make_run(tmp_path / "r", evaluator=ev, executor=ex, finalize=False).run()
@@ -281,3 +288,32 @@ def test_an_interrupted_search_closes_its_executor_at_once(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         make_run(tmp_path / "r", evaluator=InterruptedEvaluator(), executor=ex, finalize=False).run()
     assert len(ex.closed_in) == 1 and ex.closed_in[0] != "kdnas-executor-close"
+
+
+def test_a_refused_run_folder_closes_the_executor_it_began(tmp_path):
+    """Regression: open() ran outside the try that closes the executor, so a refused folder leaked a Ray
+    instance that begin() had already started."""
+    from search_doubles import RecordingExecutor
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "foreign.txt").write_text("x")
+    ex = RecordingExecutor()
+    with pytest.raises(SearchError, match="not empty"):
+        make_run(tmp_path / "r", executor=ex, finalize=False).run()
+    assert ex.calls == ["begin", "close"]
+    ok = RecordingExecutor()
+    make_run(tmp_path / "ok", executor=ok, finalize=False).run()
+    assert ok.calls == ["begin", "start", "close"]  # begin once, close once
+
+
+def test_a_failed_check_closes_the_executor(tmp_path):
+    from search_doubles import RecordingExecutor
+
+    ex = RecordingExecutor()
+
+    def check():
+        raise SearchError("wrong teacher")
+
+    with pytest.raises(SearchError, match="wrong teacher"):
+        make_run(tmp_path / "r", executor=ex, finalize=False).run(check=check)
+    assert ex.calls == ["begin", "close"] and not (tmp_path / "r").exists()

@@ -37,13 +37,13 @@ def _history(n, seed=0):
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_proposals_are_distinct_new_members_and_deterministic(strategy):
     hist = _history(16)
-    first = STRATEGIES[strategy](_ctx(strategy, hist))
-    again = STRATEGIES[strategy](_ctx(strategy, hist))
+    first = STRATEGIES[strategy].propose(_ctx(strategy, hist))
+    again = STRATEGIES[strategy].propose(_ctx(strategy, hist))
     assert [p.arch for p in first] == [p.arch for p in again]
     archs = [p.arch for p in first]
     assert len(archs) == 4 and len(set(archs)) == 4
     assert all(a in TINY_SPACE and a not in {h.arch for h in hist} for a in archs)
-    other_seed = STRATEGIES[strategy](_ctx(strategy, hist, seed=1))
+    other_seed = STRATEGIES[strategy].propose(_ctx(strategy, hist, seed=1))
     assert [p.arch for p in other_seed] != archs
 
 
@@ -156,3 +156,29 @@ def test_unknown_controller_prior_is_a_config_error():
             teacher="t", task="builtin", budgets=(BudgetSpec("x", 1.0, "cpu"),),
             controller=ControllerConfig(prior="cubic"),
         )  # fmt: skip
+
+
+def test_optuna_tpe_search_spends_the_same_budget_and_logs_the_same_records(tmp_path):
+    pytest.importorskip("optuna")
+    from search_doubles import make_run
+
+    from kdnas_deploy.io import read_jsonl
+
+    summary = make_run(tmp_path / "tpe", strategy="optuna-tpe", finalize=False, episodes=4).run()
+    records = list(read_jsonl(tmp_path / "tpe" / "candidates.jsonl"))
+    assert summary["evaluations"] == summary["evaluation_budget"] == len(records) == 12
+    assert {r["strategy"] for r in records} == {"optuna-tpe"}
+    assert len({r["arch_str"] for r in records}) == 12  # never the same candidate twice
+    again = make_run(tmp_path / "tpe2", strategy="optuna-tpe", finalize=False, episodes=4).run()
+    assert again["best"]["arch_str"] == summary["best"]["arch_str"]  # seeded: the same search again
+    ev_lines = [line for line in read_jsonl(tmp_path / "tpe" / "episodes.jsonl")]
+    assert ev_lines == list(read_jsonl(tmp_path / "tpe2" / "episodes.jsonl"))
+
+
+def test_a_strategy_is_one_registered_class():
+    from kdnas_deploy.search.proposals import Strategy, unused_sections
+
+    assert {"kdnas", "random", "evolution", "optuna-tpe"} <= set(STRATEGIES)
+    assert all(issubclass(c, Strategy) and c.name == n for n, c in STRATEGIES.items())
+    assert unused_sections("random") == ("controller", "evolution", "optuna")
+    assert "controller" not in unused_sections("kdnas")

@@ -1,0 +1,159 @@
+"""Which latency table ``run`` uses for a device: a shipped or cached table whose fingerprint matches, else
+one it builds and keeps in the table cache, where later runs find it through the same match.
+
+Candidates, in order: ``$KDNAS_TABLE_DIRS`` (``os.pathsep``-separated), ``./latency_tables``, the checkout's
+``latency_tables/``, then the table cache: ``$KDNAS_CACHE_DIR/tables``, else the platform's user cache folder
+(``platformdirs.user_cache_dir("kdnas-deploy")``, when platformdirs is installed), else
+``~/.cache/kdnas-deploy/tables`` (the layout Hugging Face uses for its caches).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdnas_deploy.space import SearchSpace
+
+TABLE_DIRS_ENV = "KDNAS_TABLE_DIRS"
+CACHE_DIR_ENV = "KDNAS_CACHE_DIR"
+APP_NAME = "kdnas-deploy"
+
+
+def cache_dir() -> Path:
+    """The kdnas-deploy cache folder (see the module docstring); not created here."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:
+        return Path.home() / ".cache" / APP_NAME
+    return Path(user_cache_dir(APP_NAME))
+
+
+def table_cache_dir() -> Path:
+    return cache_dir() / "tables"
+
+
+def table_search_dirs(include_cache: bool = True) -> list[Path]:
+    """Existing folders searched for a reusable table, in order (the table cache last)."""
+    dirs = [Path(p) for p in os.environ.get(TABLE_DIRS_ENV, "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "latency_tables")
+    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
+    if include_cache:
+        dirs.append(table_cache_dir())
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.append(d.resolve())
+    return seen
+
+
+@dataclass(frozen=True)
+class TableRequirement:
+    """What a table must hold to serve one device of a run."""
+
+    space: SearchSpace
+    device: str
+    precision: str
+    threads: int
+    batch: int
+    seq: int
+    optimize: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One table a run would consider, and why it cannot serve (empty ``why``: it matches)."""
+
+    path: Path
+    why: tuple[str, ...]
+
+    @property
+    def matches(self) -> bool:
+        return not self.why
+
+
+def table_mismatches(table: Any, need: TableRequirement) -> list[str]:
+    """Why ``table`` cannot serve ``need`` (empty when it can), machine fingerprint included."""
+    why = []
+    if table.space.fingerprint != need.space.fingerprint:
+        why.append(f"space {table.space.name!r} differs")
+    if table.device != need.device or table.precision != need.precision:
+        why.append(f"{table.device}/{table.precision} != {need.device}/{need.precision}")
+    if table.threads is not None and table.threads != need.threads:
+        why.append(f"threads {table.threads} != {need.threads}")
+    if need.batch not in table.batch_sizes or not (min(table.seq_lens) <= need.seq <= max(table.seq_lens)):
+        why.append(f"grid does not cover batch {need.batch}, seq {need.seq}")
+    deploy = table.fingerprint.get("deploy_config", {})
+    if deploy.get("optimize", need.optimize) != need.optimize:
+        why.append(f"optimization level {deploy.get('optimize')} != {need.optimize}")
+    why += table.check_machine()
+    return why
+
+
+def list_candidate_tables(need: TableRequirement, dirs: Iterable[Path] | None = None) -> list[Candidate]:
+    """Every table in ``dirs`` (default :func:`table_search_dirs`) and why each matches ``need`` or not."""
+    from kdnas_deploy.errors import KdnasError
+    from kdnas_deploy.latency.table import LatencyTable
+
+    out = []
+    for d in table_search_dirs() if dirs is None else dirs:
+        for path in sorted(Path(d).glob("*.json")):
+            if path.name.endswith(".validation.json"):
+                continue
+            try:
+                table = LatencyTable.load(path)
+            except KdnasError as exc:
+                out.append(Candidate(path, (f"not a latency table ({str(exc).splitlines()[0]})",)))
+                continue
+            out.append(Candidate(path, tuple(table_mismatches(table, need))))
+    return out
+
+
+def find_table(need: TableRequirement, dirs: Iterable[Path] | None = None) -> Path | None:
+    """The first matching table (see :func:`list_candidate_tables`), or None."""
+    for cand in list_candidate_tables(need, dirs):
+        if cand.matches:
+            return cand.path
+    return None
+
+
+def no_match_line(candidates: list[Candidate], need: TableRequirement) -> str:
+    """The line ``run`` prints before it builds a table: the closest shipped table's difference."""
+    machine = [c for c in candidates if c.why and all(_is_machine(w) for w in c.why)]
+    if machine:
+        first = machine[0].why[0]
+        key, _, rest = first.partition(": table has ")
+        table_value, _, here = rest.partition(", this machine has ")
+        detail = f" ({key} {here} vs {table_value})" if here else f" ({first})"
+    elif candidates:
+        detail = f" (closest: {candidates[0].path.name}: {candidates[0].why[0]})"
+    else:
+        detail = ""
+    return f"no shipped table matches this machine{detail}; building one (~4 min)"
+
+
+def _is_machine(reason: str) -> bool:
+    return ": table has " in reason or reason.startswith(("threads: table used", "execution_provider:"))
+
+
+def keep_in_cache(built: Path, name: str) -> Path | None:
+    """Copy a table ``run`` built (and its validation report) into the table cache; None if that fails."""
+    target_dir = table_cache_dir()
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / name
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(built, tmp)
+        tmp.replace(target)
+        report = built.with_name(built.stem + ".validation.json")
+        if report.is_file():
+            shutil.copyfile(report, target.with_name(target.stem + ".validation.json"))
+    except OSError:
+        return None
+    return target

@@ -1,0 +1,55 @@
+"""Which table a run uses: candidates and why each matches or not, the table cache, the no-match line."""
+
+import json
+
+import pytest
+
+from kdnas_deploy.pipeline import tables
+from kdnas_deploy.pipeline.tables import Candidate, TableRequirement, list_candidate_tables, no_match_line
+from kdnas_deploy.space import SearchSpace
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDNAS_CACHE_DIR", str(tmp_path / "c"))
+    assert tables.table_cache_dir() == tmp_path / "c" / "tables"
+    monkeypatch.delenv("KDNAS_CACHE_DIR")
+    assert "kdnas-deploy" in str(tables.cache_dir())
+
+
+def test_cached_tables_are_searched_last(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDNAS_CACHE_DIR", str(tmp_path))
+    (tmp_path / "tables").mkdir()
+    dirs = tables.table_search_dirs()
+    assert dirs[-1] == (tmp_path / "tables").resolve()
+    assert (tmp_path / "tables").resolve() not in tables.table_search_dirs(include_cache=False)
+
+
+def test_keep_in_cache_copies_the_table_and_its_report(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDNAS_CACHE_DIR", str(tmp_path / "cache"))
+    built = tmp_path / "cpu.json"
+    built.write_text("{}")
+    built.with_name("cpu.validation.json").write_text("{}")
+    kept = tables.keep_in_cache(built, "cpu-x.json")
+    assert kept == tmp_path / "cache" / "tables" / "cpu-x.json" and kept.is_file()
+    assert (tmp_path / "cache" / "tables" / "cpu-x.validation.json").is_file()
+
+
+def test_a_file_that_is_no_table_is_listed_with_its_reason(tmp_path):
+    (tmp_path / "junk.json").write_text(json.dumps({"schema_version": 1}))
+    need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "fp32", 2, 1, 128, "O2")
+    [cand] = list_candidate_tables(need, [tmp_path])
+    assert not cand.matches and "not a latency table" in cand.why[0]
+
+
+def test_the_no_match_line_names_the_machine_difference():
+    need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "fp32", 2, 1, 128, "O2")
+    cand = Candidate(tables.Path("t.json"), ("cpu_model: table has 'Xeon A', this machine has 'EPYC B'",))
+    line = no_match_line([cand], need)
+    assert line == "no shipped table matches this machine (cpu_model 'EPYC B' vs 'Xeon A'); building one (~4 min)"
+
+
+@pytest.mark.slow
+def test_shipped_tables_are_listed_with_reasons():
+    need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "fp32", 2, 1, 128, "O2")
+    cands = list_candidate_tables(need)
+    assert cands and all(isinstance(c.why, tuple) for c in cands)
