@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_option, out_option
+from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_option, out_option, threads_option
 
 
 @click.command()
@@ -20,8 +20,7 @@ from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_opti
 @click.option("--backend", default=None, help="Target backend [default: the reference's].")
 @click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default=None,
               help="Target precision [default: the reference's].")
-@click.option("--threads", type=PositiveInt, default=None,
-              help="Intra-op threads here [default: this machine's physical cores].")
+@threads_option()
 @click.option("--space", "space_spec", default=None,
               help="Refuse a reference of another space than this one (a YAML path or a preset name).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the measured students' weights.")
@@ -30,7 +29,7 @@ from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_opti
 @force_option(help="Replace an existing --out.")
 @no_progress_option()
 def transfer(ref_table: Path, k: int, out: Path, device: str | None, backend: str | None, precision: str | None,
-             threads: int | None, space_spec: str | None, seed: int, export_workers: int, force: bool,
+             threads: int, space_spec: str | None, seed: int, export_workers: int, force: bool,
              no_progress: bool) -> None:  # fmt: skip
     """Transfer REF_TABLE (measured on another machine or thread count) to this machine from K models.
 
