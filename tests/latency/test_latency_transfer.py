@@ -173,7 +173,9 @@ def test_transferred_table_loads_predicts_and_records_its_origin(tmp_path):
     fx = fixed_costs(ref)[ref.indices(members)[0], 0, 0]
     want = 1.2 * fx + 1.9 * (ref.predict(members) - fx)
     np.testing.assert_allclose(again.predict(members), want, rtol=1e-4)
-    assert again.summary()["members"] == len(ref.space) and measurement_seconds(again, 8) > 0
+    summary = again.summary()
+    assert summary["members"] == len(ref.space) and measurement_seconds(again, 8) > 0
+    assert summary["derived_from"] == "ref.json" and summary["transfer_correction"] == "fixed_layer"
 
 
 def test_validate_and_search_read_a_transferred_table(tmp_path):
