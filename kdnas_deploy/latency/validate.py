@@ -125,8 +125,7 @@ def validate_table(
         results = measurer.run(jobs)
         mbar.close()
         raw = table.predict(archs, b, s, calibrated=False)
-        noise_job = jobs[int(np.argsort(raw)[len(raw) // 2])]
-        noise = noise_floor(backend, noise_job, policy.timing, noise_sessions)
+        noise = noise_floor(backend, jobs[int(np.argsort(raw)[len(raw) // 2])], policy.timing, noise_sessions)
     probe_window = measurer.probe_summary()
     anchor = anchor_decision(table.probe, probe_window, noise["noise_floor_pct"])
     factors = anchor_factors(raw, table.probe, anchor)
