@@ -14,8 +14,9 @@ A *pair* is a reference table and a target backend on this machine. For each pai
                   :mod:`kdnas_deploy.latency.anchor`).
 
 Pairs: ``threads-2to1`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2`` (a 1-thread
-table of this CPU, built here when missing -> 2 threads) and ``real`` (the shipped table -> this CPU at its
-threads; only when this machine's fingerprint differs from the reference's). Finished pairs are kept.
+table of this CPU: the first pair's full build, built here when missing -> 2 threads) and ``real`` (the shipped
+table -> this CPU at its threads; only when this machine's fingerprint differs from the reference's). Finished
+pairs are kept.
 
     flock /tmp/kdnas-cpu.lock python -m tools.bench_transfer --full-build
     python -m tools.bench_transfer --quick          # K=3, 5 held-out models, a 2-variant space, ~2-3 minutes
@@ -91,7 +92,7 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """The pairs of this run: reference path, target threads and how a missing reference is built."""
     from kdnas_deploy.latency.fingerprint import compare, cpu_fingerprint
 
-    t1 = work / "reference-t1.json"
+    t1 = work / "threads-2to1.full.json"  # the 1-thread full build of the first pair is the second's reference
     if quick:
         return {"threads-2to1": {"reference": work / "reference-t2.json", "threads": 1, "build_threads": 2}}
     pairs = {
@@ -200,8 +201,11 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
         args.save(name, entry)
     full = work / f"{name}.full.json"
     if args.full_build and ("full_build" not in entry or not full.is_file()):
-        print(f"[{name}] full build on the target ...")
-        entry["full_build"] = build(full, spec["threads"], args.space, args.rounds)
+        if full.is_file():  # built earlier as the reference of another pair: same machine, an earlier window
+            entry["full_build"] = {"table": full.name, "note": "built earlier as another pair's reference"}
+        else:
+            print(f"[{name}] full build on the target ...")
+            entry["full_build"] = build(full, spec["threads"], args.space, args.rounds)
         args.save(name, entry)
     ref, transferred = LatencyTable.load(ref_path), LatencyTable.load(out)
     archs = held_out_archs(ref, transferred, args.n, args.seed)

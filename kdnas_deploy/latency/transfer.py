@@ -69,20 +69,30 @@ def fixed_costs(ref: LatencyTable) -> np.ndarray:
     return arr[..., 0] - a[0] * slope
 
 
+def unit_costs(ref: LatencyTable) -> np.ndarray:
+    """Per-layer cost (ms) per ``[variant, batch, seq]``: from the smallest to the largest anchor depth."""
+    arr, a = ref._array, ref.anchors
+    if len(a) < 2:
+        return arr[..., 0].copy()
+    return (arr[..., -1] - arr[..., 0]) / (a[-1] - a[0])
+
+
 def point_features(ref: LatencyTable, archs: Sequence[Architecture], batch: int, seq: int) -> Features:
     rows, depths = ref.indices(archs)
     whole = ref.predict_indices(rows, depths, batch, seq, calibrated=False)
-    fixed = fixed_costs(ref)[rows, ref.batch_sizes.index(batch), ref.seq_lens.index(seq)]
-    return Features(whole, fixed, np.array([a.hidden_size for a in archs], dtype=int))
+    grid = (rows, ref.batch_sizes.index(batch), ref.seq_lens.index(seq))
+    return Features(whole, fixed_costs(ref)[grid], np.array([a.hidden_size for a in archs], dtype=int),
+                    unit_costs(ref)[grid])  # fmt: skip
 
 
 def entry_features(ref: LatencyTable, entries: Sequence[dict[str, Any]]) -> Features:
-    fixed = fixed_costs(ref)
+    fixed, unit = fixed_costs(ref), unit_costs(ref)
     vi = {v: i for i, v in enumerate(ref.space.variants)}
     idx = [(vi[(e["hidden_size"], e["num_heads"], e["ffn_size"])], ref.batch_sizes.index(int(e["batch"])),
             ref.seq_lens.index(int(e["seq"]))) for e in entries]  # fmt: skip
     return Features(np.array([float(e["latency_ms"]) for e in entries]),
-                    np.array([fixed[i] for i in idx]), np.array([int(e["hidden_size"]) for e in entries]))  # fmt: skip
+                    np.array([fixed[i] for i in idx]), np.array([int(e["hidden_size"]) for e in entries]),
+                    np.array([unit[i] for i in idx]))  # fmt: skip
 
 
 def choose_models(ref: LatencyTable, k: int, batch: int, seq: int) -> list[Architecture]:
@@ -90,7 +100,8 @@ def choose_models(ref: LatencyTable, k: int, batch: int, seq: int) -> list[Archi
 
     Variants are ranked by the reference's per-layer cost; the i-th pick targets the variant at quantile
     ``i / (K - 1)`` and alternates between the smallest and largest depth; a target already taken moves to
-    the nearest unused (variant rank, depth) pair.
+    the nearest unused (variant rank, depth) pair. Then every hidden size gets at least one model (when K
+    allows), replacing picks of the most represented hidden size.
     """
     space = ref.space
     variants = list(space.variants)
@@ -114,7 +125,26 @@ def choose_models(ref: LatencyTable, k: int, batch: int, seq: int) -> list[Archi
         pick = min((a for a in members if a not in taken), key=distance)
         taken.add(pick)
         out.append(pick)
-    return out
+    return _cover_hidden(out, members, rank)
+
+
+def _cover_hidden(picks: list[Architecture], members: Sequence[Architecture],
+                  rank: dict[tuple[int, int, int], int]) -> list[Architecture]:  # fmt: skip
+    hiddens = sorted({a.hidden_size for a in members})
+    if len(picks) < len(hiddens):
+        return picks
+    picks = list(picks)
+    for h in hiddens:
+        if any(a.hidden_size == h for a in picks):
+            continue
+        counts = {x: sum(a.hidden_size == x for a in picks) for x in hiddens}
+        crowded = max(counts, key=lambda x: counts[x])
+        pool = [a for a in members if a.hidden_size == h and a not in picks]
+        j, new = min(((j, c) for j, a in enumerate(picks) if a.hidden_size == crowded for c in pool),
+                     key=lambda jc: (abs(rank[jc[1].variant] - rank[picks[jc[0]].variant])
+                                     + (jc[1].num_layers != picks[jc[0]].num_layers)))  # fmt: skip
+        picks[j] = new
+    return picks
 
 
 def measure_models(

@@ -7,6 +7,8 @@ segment extrapolated to zero layers) and its hidden size. The candidate correcti
 * ``scale``         ``y = a * ref``                              (1 parameter)
 * ``scale_offset``  ``y = a * ref + c``                          (2: a fixed cost in ms)
 * ``fixed_layer``   ``y = a * fixed + b * (ref - fixed)``        (2: fixed and per-layer cost scale apart)
+* ``scale_by_cost`` ``y = ref * (a + b * ln(unit))``, ``unit`` the variant's per-layer cost in the reference (2:
+  the ratio drifts with the size of the work, e.g. small matrices gain less from a second thread)
 * ``per_hidden``    ``y = a_h * ref``, one scale per hidden size (one per hidden size measured; a hidden size
   not measured gets the global scale)
 * ``fixed_layer_hidden`` ``y = a * fixed + b_h * (ref - fixed)``: one fixed-cost scale and a per-layer scale per
@@ -28,19 +30,26 @@ from typing import Any
 import numpy as np
 
 TIE_PCT = 0.1  # LOO MAPE (percentage points) within which the simpler correction is preferred
-ORDER = ("scale", "scale_offset", "fixed_layer", "per_hidden", "fixed_layer_hidden")
+ORDER = ("scale", "scale_offset", "fixed_layer", "scale_by_cost", "per_hidden", "fixed_layer_hidden")
 
 
 @dataclass(frozen=True)
 class Features:
-    """What the reference says about each point: whole latency, its variant's fixed cost, its hidden size."""
+    """What the reference says about each point: whole latency, its variant's fixed cost, its hidden size and
+    its variant's per-layer cost (``unit``, ms; defaults to ``ref``)."""
 
     ref: np.ndarray
     fixed: np.ndarray
     hidden: np.ndarray
+    unit: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> Features:
-        return Features(self.ref[idx], self.fixed[idx], self.hidden[idx])
+        unit = None if self.unit is None else self.unit[idx]
+        return Features(self.ref[idx], self.fixed[idx], self.hidden[idx], unit)
+
+    @property
+    def log_unit(self) -> np.ndarray:
+        return np.log(np.maximum(self.ref if self.unit is None else self.unit, 1e-6))
 
     def __len__(self) -> int:
         return int(self.ref.size)
@@ -71,6 +80,11 @@ def _fit_fixed_layer(f: Features, y: np.ndarray) -> dict[str, Any]:
     return {"fixed_scale": float(a), "layer_scale": float(b)}
 
 
+def _fit_scale_by_cost(f: Features, y: np.ndarray) -> dict[str, Any]:
+    a, b = _relative_lstsq(np.stack([f.ref, f.ref * f.log_unit], axis=1), y)
+    return {"scale": float(a), "log_cost_slope": float(b)}
+
+
 def _fit_per_hidden(f: Features, y: np.ndarray) -> dict[str, Any]:
     by = {str(int(h)): _scale_of(f.ref[f.hidden == h], y[f.hidden == h]) for h in np.unique(f.hidden)}
     return {"scale": _scale_of(f.ref, y), "scale_by_hidden": by}
@@ -93,6 +107,8 @@ def apply_correction(name: str, params: dict[str, Any], f: Features) -> np.ndarr
         return params["scale"] * f.ref + params["offset_ms"]
     if name == "fixed_layer":
         return params["fixed_scale"] * f.fixed + params["layer_scale"] * (f.ref - f.fixed)
+    if name == "scale_by_cost":
+        return f.ref * (params["scale"] + params["log_cost_slope"] * f.log_unit)
     if name == "per_hidden":
         by = params["scale_by_hidden"]
         scales = np.array([by.get(str(int(h)), params["scale"]) for h in f.hidden], dtype=float)
@@ -118,6 +134,7 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("scale", "one global scale", _fit_scale, lambda f: 1),
         Candidate("scale_offset", "global scale + fixed offset (ms)", _fit_scale_offset, lambda f: 2),
         Candidate("fixed_layer", "separate scales of fixed and per-layer cost", _fit_fixed_layer, lambda f: 2),
+        Candidate("scale_by_cost", "scale drifting with ln(per-layer cost)", _fit_scale_by_cost, lambda f: 2),
         Candidate("per_hidden", "one scale per hidden size", _fit_per_hidden,
                   lambda f: int(np.unique(f.hidden).size)),  # fmt: skip
         Candidate("fixed_layer_hidden", "one fixed-cost scale, one per-layer scale per hidden size",

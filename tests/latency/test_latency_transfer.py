@@ -19,7 +19,7 @@ from kdnas_deploy.latency.measure import Measured
 from kdnas_deploy.latency.stats import measurement_seconds, wilson_lower
 from kdnas_deploy.latency.table import TABLE_KIND, TABLE_SCHEMA_VERSION, LatencyTable
 from kdnas_deploy.latency.transfer import choose_models, fixed_costs, point_features, transfer_table
-from kdnas_deploy.latency.transfer_fit import Features, select_correction
+from kdnas_deploy.latency.transfer_fit import ORDER, Features, select_correction
 from kdnas_deploy.space import SearchSpace
 
 SPACE = {"name": "synth", "choices": {"num_layers": [1, 2, 3, 4, 5, 6], "hidden_size": [32, 64, 96, 128],
@@ -121,6 +121,14 @@ def test_fixed_and_per_hidden_layer_scales_are_recovered(tmp_path):
     assert sel["params"]["layer_scale_by_hidden"] == pytest.approx({str(h): v for h, v in layer.items()})
 
 
+def test_scale_drifting_with_the_work_size_is_recovered(tmp_path):
+    ref = LatencyTable.load(_reference(tmp_path))
+    f = _features(ref, choose_models(ref, 10, 1, 16))
+    sel = select_correction(f, f.ref * (1.6 + 0.2 * np.log(f.unit)))
+    assert sel["model"] == "scale_by_cost"
+    assert sel["params"] == pytest.approx({"scale": 1.6, "log_cost_slope": 0.2})
+
+
 def test_simple_truth_with_noise_picks_the_simple_model(tmp_path):
     ref = LatencyTable.load(_reference(tmp_path))
     f = _features(ref, choose_models(ref, 10, 1, 16))
@@ -166,7 +174,7 @@ def test_transferred_table_loads_predicts_and_records_its_origin(tmp_path):
     assert data["probe"]["latency_ms"] == 0.8 and again.check_machine() == []
     tr = data["transfer"]
     assert tr["model"] == "fixed_layer" and tr["k"] == 10 and len(tr["points"]) == 10
-    assert set(tr["loo"]) == {"scale", "scale_offset", "fixed_layer", "per_hidden", "fixed_layer_hidden"}
+    assert set(tr["loo"]) == set(ORDER)
     for p in tr["points"]:
         assert p["measured_ms"] == pytest.approx(p["predicted_ms"], rel=1e-4) and "reference_ms" in p
     members = list(ref.space.members)
