@@ -280,3 +280,12 @@ def test_real_transfer_of_the_tiny_table(tiny_table_path, tmp_path):
     assert LatencyTable.load(out).predict(Architecture(2, 64, 2, 64))[0] > 0
     assert table.data["transfer"]["model"] == "scale" and len(table.data["transfer"]["points"]) == 2
     assert sum("[" in m and "ms" in m for m in logs) >= 4  # one line per reading (2 models x 2 rounds)
+    from kdnas_deploy.latency.validate import validate_table
+
+    report = validate_table(LatencyTable.load(out), n=1, seq=16, noise_sessions=2, policy=MeasurePolicy.quick(),
+                            progress=False, log=logs.append)  # fmt: skip
+    anchor = report["anchor"]
+    assert set(anchor) >= {"factor", "applied", "noise_floor_pct", "reason"}
+    assert report["anchor_scale"] == anchor["factor"] and (anchor["applied"] or anchor["factor"] == 1.0)
+    assert 0.0 <= report["within_10pct_wilson_low"] <= report["within_10pct"]
+    assert any(m.startswith("validating 1 models: about") for m in logs)
