@@ -167,6 +167,8 @@ def measure_models(
         work = Path(tmp)
         todo = [(PROBE_ARCH, work / "probe"), (LARGE_PROBE_ARCH, work / "probe-large")]
         todo += [(a, work / f"m{i}") for i, a in enumerate(archs)]
+        if progress:
+            log(f"exporting {len(todo)} models (2 probes + {len(archs)}) through the deployed path ...")
         paths = prepare_all(backend, todo, seed, export_workers, progress=False)
         t0 = time.time()
         jobs = [Job(f"{i}:{a.short()}", p, batch, seq) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
