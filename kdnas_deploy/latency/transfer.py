@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -152,16 +153,14 @@ def measure_models(
     log: Callable[[str], None], progress: bool, export_workers: int,
 ) -> tuple[list[Any], dict[str, Any], Measurer]:  # fmt: skip
     """The probes and ``archs`` measured as a build measures its entries (min of fast-state readings)."""
-    total = len(archs) * policy.rounds
-    count = {"n": 0}
+    count = SimpleNamespace(total=len(archs) * policy.rounds, n=0, update=lambda k: None, refresh=lambda: None)
     t0 = time.time()
 
-    def on_reading(r: Any) -> None:
-        count["n"] += 1
+    def on_reading(r: Any) -> None:  # the Measurer raises count.total when it adds re-measure passes
+        count.n += 1
         if progress:
-            done = count["n"]
-            eta = (time.time() - t0) / done * max(total - done, 0)
-            log(f"  [{done}/{total}] {r.key} {r.median_ms:.3f} ms (about {eta:.0f} s left)")
+            eta = (time.time() - t0) / count.n * max(count.total - count.n, 0)
+            log(f"  [{count.n}/{count.total}] {r.key} {r.median_ms:.3f} ms (about {eta:.0f} s left)")
 
     with tempfile.TemporaryDirectory(prefix="kdnas-transfer-") as tmp:
         work = Path(tmp)
@@ -172,7 +171,8 @@ def measure_models(
         paths = prepare_all(backend, todo, seed, export_workers, progress=False)
         t0 = time.time()
         jobs = [Job(f"{i}:{a.short()}", p, batch, seq) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
-        measurer = Measurer(backend, paths[0], policy, log=log, on_reading=on_reading, large_probe_artifact=paths[1])
+        measurer = Measurer(backend, paths[0], policy, log=log, on_reading=on_reading, progress=count,
+                            large_probe_artifact=paths[1])  # fmt: skip
         results = measurer.run(jobs)
     return [results[j.key] for j in jobs], measurer.probe_summary(), measurer
 
