@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from kdnas_deploy.cli import options as o
+from kdnas_deploy.cli.latency_transfer import transfer
 from kdnas_deploy.errors import TableError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,10 @@ EXPORT_WORKERS_HELP = (
 
 @click.group(name="latency")
 def latency() -> None:
-    """Build, list, inspect, query and validate latency lookup tables."""
+    """Build, list, inspect, query, validate and transfer latency lookup tables."""
+
+
+latency.add_command(transfer)
 
 
 @latency.command()
@@ -285,7 +289,8 @@ def predict(
 
 @latency.command()
 @TABLE_ARG
-@click.option("--n", type=o.PositiveInt, default=30, show_default=True, help="Architectures to draw.")
+@click.option("--n", type=o.PositiveInt, default=100, show_default=True,
+              help="Architectures to draw (100 support a ~95% claim within a few points).")
 @click.option("--seed", type=o.NonNegativeInt, default=0, show_default=True, help="Seed of the draw.")
 @click.option("--report", type=o.OUT_FILE, required=True, help="Report JSON to write.")
 @click.option("--plot", type=o.OUT_FILE, default=None, help="Predicted-vs-measured PNG.")
@@ -339,5 +344,8 @@ def validate(
         f"{out['raw_mape_pct']:.2f}%, within 10% {100 * out['raw_within_10pct']:.0f}% | noise floor "
         f"{out['noise_floor_pct']:.2f}% -> {report}"
     )
+    anchor = out["anchor"]
+    click.echo(f"probe re-anchoring: factor {anchor['factor']:.4f} ({anchor['reason']}); within 10% at 95% "
+               f"confidence: >= {100 * out['within_10pct_wilson_low']:.1f}%")  # fmt: skip
     if plot:
         click.echo(f"plot: {plot}")

@@ -7,7 +7,9 @@ Public API (imported lazily so that the CLI's ``--help`` stays instant)::
 Modules: ``backends`` (package: the contract in ``base``, ``cpu-ort`` in ``cpu``, ``cuda-ort``/``cuda-torch``
 in ``cuda``, the registry in its ``__init__``), ``fingerprint``, ``scheme`` (in-context piecewise scheme),
 ``measure`` (probe, state detection), ``profiler`` (build), ``table`` (file + predictor, ``load_table``),
-``validate`` (report, plot, recalibration), ``cli``. The deployed path itself is :mod:`kdnas_deploy.runtime`.
+``validate`` (report, plot, recalibration), ``anchor`` (the one re-anchoring decision), ``stats`` (Wilson
+bound), ``transfer`` + ``transfer_fit`` (a table for a new machine from K measured models), ``cli``. The
+deployed path itself is :mod:`kdnas_deploy.runtime`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _EXPORTS = {
     "MeasurePolicy": "kdnas_deploy.latency.measure",
     "validate_table": "kdnas_deploy.latency.validate",
     "recalibrate": "kdnas_deploy.latency.validate",
+    "transfer_table": "kdnas_deploy.latency.transfer",
 }
 __all__ = list(_EXPORTS)
 

@@ -266,6 +266,8 @@ class LatencyTable:
             "onnxruntime_version": fp.get("onnxruntime_version"),
             "created_at": self.data.get("created_at"),
             "build_seconds": self.data.get("measurement", {}).get("build_seconds"),
+            "derived_from": (self.data.get("derived_from") or {}).get("table"),
+            "transfer_correction": (self.data.get("transfer") or {}).get("model"),
         }
 
 

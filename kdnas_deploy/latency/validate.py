@@ -21,10 +21,12 @@ import numpy as np
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.latency.anchor import anchor_decision, anchor_factors, anchor_probes, probe_spread_pct
 from kdnas_deploy.latency.backends import Backend, get_backend
-from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, anchor_scales
+from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer
 from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
+from kdnas_deploy.latency.stats import measurement_seconds, wilson_lower
 from kdnas_deploy.latency.table import LatencyTable
 from kdnas_deploy.runtime.timing import TimingPolicy
 
@@ -58,10 +60,13 @@ def metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
     err = 100.0 * (pred - meas) / meas
     rho = float(spearmanr(pred, meas).statistic) if len(pred) > 2 else float("nan")
+    in5, in10 = int(np.sum(np.abs(err) <= 5.0)), int(np.sum(np.abs(err) <= 10.0))
     return {
         "mape_pct": round(float(np.mean(np.abs(err))), 3),
-        "within_5pct": round(float(np.mean(np.abs(err) <= 5.0)), 4),
-        "within_10pct": round(float(np.mean(np.abs(err) <= 10.0)), 4),
+        "within_5pct": round(in5 / len(err), 4),
+        "within_10pct": round(in10 / len(err), 4),
+        "within_5pct_wilson_low": round(wilson_lower(in5, len(err)), 4),
+        "within_10pct_wilson_low": round(wilson_lower(in10, len(err)), 4),
         "spearman": round(rho, 4),
         "max_abs_error_pct": round(float(np.max(np.abs(err))), 3),
         "bias_pct": round(float(np.mean(err)), 3),
@@ -81,7 +86,7 @@ def draw_archs(table: LatencyTable, n: int, seed: int, include_anchors: bool = F
 
 def validate_table(
     table: LatencyTable,
-    n: int = 30,
+    n: int = 100,
     seed: int = 0,
     report: str | Path | None = None,
     plot: str | Path | None = None,
@@ -104,6 +109,7 @@ def validate_table(
     table.predict(table.space.members[:1], b, s)  # grid check before any work
     archs = draw_archs(table, n, seed, include_anchors)
     policy = policy or policy_from_table(table)
+    log(f"validating {n} models: about {measurement_seconds(table, n):.0f} s (the table's time per model)")
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
         work = Path(tmp)
@@ -119,11 +125,10 @@ def validate_table(
         results = measurer.run(jobs)
         mbar.close()
         raw = table.predict(archs, b, s, calibrated=False)
-        noise_job = jobs[int(np.argsort(raw)[len(raw) // 2])]
-        noise = noise_floor(backend, noise_job, policy.timing, noise_sessions)
+        noise = noise_floor(backend, jobs[int(np.argsort(raw)[len(raw) // 2])], policy.timing, noise_sessions)
     probe_window = measurer.probe_summary()
-    factors = anchor_scales(raw, table.probe, probe_window)
-    scale = probe_window["latency_ms"] / table.probe_ms
+    anchor = anchor_decision(table.probe, probe_window, noise["noise_floor_pct"])
+    factors = anchor_factors(raw, table.probe, anchor)
     measured = np.array([results[j.key].latency_ms for j in jobs])
     anchored = raw * factors
     table_name = Path(str(table.source)).name  # the report lives beside its table
@@ -133,8 +138,8 @@ def validate_table(
     out["noise_floor_pct"] = noise["noise_floor_pct"]
     out.update(
         batch=b, seq=s, held_out_only=not include_anchors, device=table.device, backend=table.backend,
-        precision=table.precision, anchor_scale=round(float(scale), 5), probe_window=probe_window,
-        anchor_scale_large=_large_scale(table.probe, probe_window), anchoring="two-probe" if large else "one-probe",
+        precision=table.precision, anchor=anchor, anchor_scale=anchor["factor"], probe_window=probe_window,
+        anchor_scale_large=anchor["factor_large"], anchoring="two-probe" if large else "one-probe",
         table_probe_ms=table.probe_ms, noise=noise, started_in_table_state=in_state,
         unsettled_models=int(sum(results[j.key].state != "fast" for j in jobs)),
         scheme_ablation=ablation(table, archs, b, s, factors, measured),
@@ -176,12 +181,6 @@ def noise_floor(backend: Backend, job: Job, timing: TimingPolicy, sessions: int)
         "session_medians_ms": [round(float(x), 5) for x in arr],
         "noise_floor_pct": round(float(100 * (arr.max() - arr.min()) / np.median(arr)), 3),
     }
-
-
-def _large_scale(table_probe: dict[str, Any], window: dict[str, Any]) -> float | None:
-    if "large" in table_probe and "large" in window:
-        return round(float(window["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"]), 5)
-    return None
 
 
 def ablation(table: LatencyTable, archs: Sequence[Architecture], batch: int, seq: int, scale: np.ndarray,
@@ -266,7 +265,13 @@ def recalibrate(table: LatencyTable, path: str | Path, readings: int = 5, log: C
         for i in range(max(readings, 1)):
             m.measure_large_probe() if large is not None and i % 2 == 0 else m.measure_probe()
     summary = m.probe_summary()
-    info = {"calibrated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "readings_ms": summary["readings_ms"]}
-    scale = table.set_calibration(summary, info)
+    noise = max(probe_spread_pct(summary, policy.state_tolerance),
+                float(table.data.get("measurement", {}).get("noise_floor_pct") or 0.0))  # fmt: skip
+    anchor = anchor_decision(table.probe, summary, noise)
+    log(f"probe re-anchoring: factor {anchor['factor']:.4f} ({anchor['reason']})")
+    _, now = anchor_probes(table.probe, anchor)
+    info = {"calibrated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "readings_ms": summary["readings_ms"],
+            "anchor": anchor}  # fmt: skip
+    scale = table.set_calibration(now, info)
     table.save(path)
     return scale

@@ -1,0 +1,76 @@
+"""Re-anchoring that never hurts: one probe factor, of the same statistic as the models, applied only above noise.
+
+Table entries and validated models are the *minimum* over fast-state readings, so the factor compares the
+probe's minimum in the table's window with its minimum in the present window (``fast_reference_ms``; the large
+probe's ``latency_ms`` is already a minimum). A factor whose distance from 1 is within the noise floor is not
+applied (factor 1.0, reason "not applied: within noise"). :func:`anchor_decision` is the one place that decides;
+validate reports it as ``anchor`` and ``--recalibrate`` stores it, so a run says one figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MIN_NOISE_FLOOR_PCT = 0.5  # below this a probe factor is never applied
+
+
+def probe_min(probe: dict[str, Any]) -> float:
+    """The small probe's minimum over its window (older tables without it: their recorded value)."""
+    return float(probe.get("fast_reference_ms") or probe["latency_ms"])
+
+
+def probe_spread_pct(probe: dict[str, Any], tolerance: float = 0.20) -> float:
+    """How far the window's fast-state small-probe readings sit above their minimum: median over min, in %."""
+    values = np.asarray(probe.get("readings_ms") or [], dtype=float)
+    if values.size < 2:
+        return 0.0
+    lo = float(values.min())
+    fast = values[values <= lo * (1.0 + tolerance)]
+    return float(100.0 * (np.median(fast) - lo) / lo)
+
+
+def anchor_decision(table_probe: dict[str, Any], window_probe: dict[str, Any],
+                    noise_floor_pct: float) -> dict[str, Any]:  # fmt: skip
+    """The re-anchoring factor(s) of a window against a table's probes, and whether they are applied."""
+    small = probe_min(window_probe) / probe_min(table_probe)
+    large = None
+    if "large" in table_probe and "large" in window_probe:
+        large = float(window_probe["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"])
+    floor = max(MIN_NOISE_FLOOR_PCT, float(noise_floor_pct or 0.0))
+    moved = max(abs(small - 1.0), abs(large - 1.0) if large is not None else 0.0) * 100.0
+    applied = bool(moved > floor)
+    reason = (f"applied: probe moved {moved:.2f}% (> noise floor {floor:.2f}%)" if applied
+              else f"not applied: within noise (probe moved {moved:.2f}%, noise floor {floor:.2f}%)")  # fmt: skip
+    return {
+        "factor": round(small if applied else 1.0, 5),
+        "factor_large": round(large, 5) if (large is not None and applied) else (1.0 if large is not None else None),
+        "measured_factor": round(small, 5),
+        "measured_factor_large": round(large, 5) if large is not None else None,
+        "applied": applied,
+        "noise_floor_pct": round(floor, 3),
+        "statistic": "minimum of fast-state probe readings (as the models' min of readings)",
+        "reason": reason,
+    }
+
+
+def anchor_probes(table_probe: dict[str, Any], decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (table, now) probe pair for :func:`measure.anchor_scales` that reproduces ``decision``'s factors."""
+    base: dict[str, Any] = {"latency_ms": float(table_probe["latency_ms"])}
+    now: dict[str, Any] = {"latency_ms": base["latency_ms"] * float(decision["factor"])}
+    if decision.get("factor_large") is not None and "large" in table_probe:
+        base["large"] = {"latency_ms": float(table_probe["large"]["latency_ms"])}
+        now["large"] = {"latency_ms": base["large"]["latency_ms"] * float(decision["factor_large"])}
+    return base, now
+
+
+def anchor_factors(pred_ms: np.ndarray, table_probe: dict[str, Any], decision: dict[str, Any]) -> np.ndarray:
+    """Per-prediction factors of ``decision`` (ones when not applied)."""
+    from kdnas_deploy.latency.measure import anchor_scales
+
+    pred_ms = np.asarray(pred_ms, dtype=float)
+    if not decision["applied"]:
+        return np.ones(pred_ms.shape)
+    base, now = anchor_probes(table_probe, decision)
+    return anchor_scales(pred_ms, base, now)
