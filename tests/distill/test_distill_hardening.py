@@ -1,0 +1,94 @@
+"""Hardening of the distill library: checkpoints never run code, full disks are one line, caches are checked."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kdnas_deploy.distill import loop
+from kdnas_deploy.distill.loop import CHECKPOINT, SIGNATURE, LoopConfig, run_loop
+from kdnas_deploy.errors import DiskError
+
+CFG = LoopConfig(epochs=1, batch_size=4, learning_rate=0.05, seed=3, checkpoint_every=2)
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling would create the marker file
+
+
+def _run(work, signature=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(12, 3)
+
+    def loss_fn(idx):
+        return (model(x[idx]).squeeze(-1) ** 2).mean()
+
+    result = run_loop(config=CFG, lengths=np.ones(12, dtype=np.int64), modules={"m": model}, loss_fn=loss_fn,
+                      evaluate=lambda: ({}, 0.0), on_best=lambda: None, work_dir=work, progress=False,
+                      signature=signature)  # fmt: skip
+    return result, model
+
+
+def test_checkpoint_is_plain_tensors_and_has_a_signature_file(tmp_path):
+    work = tmp_path / "w"
+    _run(work, signature={"run": 1, "arch": (1, 2)})
+    assert json.loads((work / SIGNATURE).read_text()) == {"signature": {"run": 1, "arch": [1, 2]}}
+    saved = torch.load(work / CHECKPOINT, weights_only=True)
+    assert saved["signature"] == {"run": 1, "arch": [1, 2]}
+    result, _ = _run(work, signature={"run": 1, "arch": (1, 2)})
+    assert result.resumed_from_step == 3  # finished run found and resumed from
+
+
+def test_a_planted_pickle_never_runs(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    marker = tmp_path / "PWNED"
+    torch.save({"signature": None, "x": _Evil(str(marker))}, work / CHECKPOINT)
+    (work / SIGNATURE).write_text(json.dumps({"signature": None}))
+    result, _ = _run(work)
+    assert not marker.exists()
+    out = [line for line in capsys.readouterr().out.splitlines() if "checkpoint" in line]
+    assert len(out) == 1 and "ignoring the unreadable or unsafe checkpoint" in out[0]
+    assert "loading it could run code" in out[0]
+    assert result.resumed_from_step == 0
+
+
+def test_a_foreign_signature_is_refused_before_the_checkpoint_is_opened(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "w"
+    _run(work, signature={"run": 1})
+
+    def no_load(*a, **k):
+        raise AssertionError("torch.load called on a checkpoint of another run")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    result, _ = _run(work, signature={"run": 2})
+    assert "from a different run" in capsys.readouterr().out
+    assert result.resumed_from_step == 0
+    (work / SIGNATURE).unlink()
+    result, _ = _run(work, signature={"run": 2})  # no signature file: never opened either
+    assert result.resumed_from_step == 0
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(tmp_path, monkeypatch):
+    work = tmp_path / "w"
+
+    def full(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskError, match=r"cannot write .*\.checkpoint\.pt\.tmp: No space left on device"):
+        _run(work)
+    assert not any(p.name.endswith(".tmp") for p in work.iterdir())
+    assert loop.CHECKPOINT not in {p.name for p in work.iterdir()}
