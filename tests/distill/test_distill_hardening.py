@@ -92,3 +92,67 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_tmp(tmp_path,
         _run(work)
     assert not any(p.name.endswith(".tmp") for p in work.iterdir())
     assert loop.CHECKPOINT not in {p.name for p in work.iterdir()}
+
+
+@pytest.fixture()
+def tiny_cache_inputs(tiny_teacher, builtin_small):
+    from kdnas_deploy.distill.data import encode
+    from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer
+
+    task, train, _ = builtin_small
+    teacher = load_classifier(str(tiny_teacher), task)
+    enc = encode(train.select(range(24)), task, load_tokenizer(str(tiny_teacher)), 32)
+    return teacher, str(tiny_teacher), enc
+
+
+def _cache(inputs, cache_dir):
+    from kdnas_deploy.distill.cache import build_or_load_cache
+
+    teacher, teacher_dir, enc = inputs
+    return build_or_load_cache(teacher, teacher_dir, enc, 32, (0, 2), cache_dir, 8, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_a_corrupt_cache_is_detected_and_rebuilt(tiny_cache_inputs, tmp_path, caplog, damage):
+    first = _cache(tiny_cache_inputs, tmp_path)
+    ref = np.array(first.hidden[2])
+    target = first.folder / "hidden_2.npy"
+    size = target.stat().st_size
+    del first
+    if damage == "truncate":
+        with open(target, "r+b") as fh:
+            fh.truncate(size // 2)
+    else:
+        target.write_bytes(np.random.default_rng(0).bytes(size))
+    from kdnas_deploy.distill import cache as cache_mod
+
+    cache_mod._VERIFIED.clear()
+    again = _cache(tiny_cache_inputs, tmp_path)
+    assert not again.hit
+    assert "is corrupt" in caplog.text and "rebuilding" in caplog.text
+    assert np.array_equal(np.array(again.hidden[2]), ref)
+
+
+def test_a_cache_that_cannot_fit_is_refused_before_writing(tiny_cache_inputs, tmp_path, monkeypatch):
+    import shutil as sh
+
+    from kdnas_deploy import io
+
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    with pytest.raises(DiskError, match="not enough free space .* teacher-output cache"):
+        _cache(tiny_cache_inputs, tmp_path / "c")
+    assert not any((tmp_path / "c").iterdir())
+
+
+def test_no_space_while_preallocating_is_one_line_and_removes_the_partial_entry(tiny_cache_inputs, tmp_path,
+                                                                               monkeypatch):  # fmt: skip
+    from kdnas_deploy.distill import cache as cache_mod
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_mod.os, "posix_fallocate", full)
+    with pytest.raises(DiskError, match="No space left on device") as exc:
+        _cache(tiny_cache_inputs, tmp_path / "c")
+    assert exc.value.exit_code == 2
+    assert list((tmp_path / "c").iterdir()) == []
