@@ -65,3 +65,7 @@ class DiskError(KdnasError):
 
 class BusyError(KdnasError):
     """A run or work folder that another process is using (its lock is held)."""
+
+
+class OutputExistsError(KdnasError):
+    """An output path that already holds something else (a file, another build's table) and no ``--force``."""
