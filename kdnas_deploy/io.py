@@ -64,6 +64,30 @@ def make_dirs(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike[str], what: str = "the output") -> Path:
+    """Refuse, before any work, an output file ``path`` that cannot be written: a folder, a path below a file,
+    or one on a read-only or unwritable disk (measured at its nearest existing ancestor)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DiskError(f"cannot write {what} {path}: {os.strerror(errno.EISDIR)}")
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DiskError(f"cannot write {what} {path}: {probe} is {os.strerror(errno.ENOTDIR).lower()}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        code = errno.EROFS if _read_only(probe) else errno.EACCES
+        raise DiskError(f"cannot write {what} {path}: {os.strerror(code)}")
+    return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def check_free_space(folder: str | os.PathLike[str], needed: int, what: str = "the data") -> None:
     """Refuse (one line, exit 2) before writing ``needed`` bytes into ``folder`` when the disk cannot hold them
     (the nearest existing ancestor of ``folder`` is measured)."""

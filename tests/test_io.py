@@ -122,3 +122,17 @@ def test_atomic_directory_failure_is_typed_and_cleans_up(tmp_path, monkeypatch):
         with io.atomic_directory(final) as tmp:
             pass
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["model"]'
+
+
+def test_check_writable(tmp_path, monkeypatch):
+    io.check_writable(tmp_path / "new" / "deeper" / "m.json")
+    with pytest.raises(DiskError, match="Is a directory"):
+        io.check_writable(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DiskError, match="not a directory"):
+        io.check_writable(tmp_path / "f" / "m.json")
+    monkeypatch.setattr(io.os, "access", lambda p, mode: False)
+    monkeypatch.setattr(io, "_read_only", lambda p: True)
+    with pytest.raises(DiskError, match="Read-only file system") as exc:
+        io.check_writable(tmp_path / "m.json", "--json")
+    assert str(exc.value) == f"cannot write --json {tmp_path / 'm.json'}: Read-only file system"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,17 +72,29 @@ def _read_config(source: str) -> Any:
 
     try:
         return AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read the model config of {source}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - non-UTF-8, not JSON, a JSON list, an unknown model_type, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read the model config of {source}: {first}") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+                   "vocab.json", "merges.txt")  # fmt: skip
 
 
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    folder = Path(str(source))
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(
+            f"{folder} has no tokenizer (none of tokenizer.json, vocab.txt, ...): copy the tokenizer files of the "
+            "model it was trained from into it"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"cannot load a tokenizer from {source}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - tokenizers raise many types for corrupt or missing files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load a tokenizer from {source}: {first}") from None
 
 
 def load_classifier(source: str | Path, task: Task | None = None) -> PreTrainedModel:

@@ -156,3 +156,102 @@ def test_no_space_while_preallocating_is_one_line_and_removes_the_partial_entry(
         _cache(tiny_cache_inputs, tmp_path / "c")
     assert exc.value.exit_code == 2
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def _snapshot(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _broken_teacher(tiny_teacher, tmp_path, how):
+    import shutil
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, folder)
+    if how == "weights":
+        (folder / "model.safetensors").write_bytes(np.random.default_rng(1).bytes(4096))
+    elif how == "tokenizer":
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    elif how == "config":
+        (folder / "config.json").write_bytes(b"\xff\xfe{not utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["weights", "tokenizer", "config"])
+def test_distill_with_a_broken_teacher_refuses_in_one_line_and_writes_nothing(tiny_teacher, builtin_small,
+                                                                              tmp_path, how):  # fmt: skip
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.distill import DistillConfig, distill
+    from kdnas_deploy.errors import ModelError
+
+    teacher = _broken_teacher(tiny_teacher, tmp_path, how)
+    task, train, dev = builtin_small
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(ModelError) as exc:
+        distill(str(teacher), Architecture(1, 32, 2, 64), task, config=DistillConfig.proxy(), train=train, eval=dev,
+                out_dir=runs / "s", cache_dir=runs / "cache", progress=False)  # fmt: skip
+    assert "\n" not in str(exc.value) and str(teacher) in str(exc.value)
+    if how == "tokenizer":
+        assert "has no tokenizer" in str(exc.value)
+    assert _snapshot(runs) == []
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", float("nan")), ("epochs", float("inf")),
+                                         ("temperature", float("nan")), ("kd_weight", float("nan"))])
+def test_distill_refuses_non_finite_numbers_before_writing(tiny_teacher, builtin_small, tmp_path, field, value):
+    from dataclasses import replace
+
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.distill import DistillConfig, distill
+    from kdnas_deploy.errors import ConfigError
+
+    task, train, dev = builtin_small
+    with pytest.raises(ConfigError, match=field):
+        cfg = replace(DistillConfig.proxy(), **{field: value})
+        distill(str(tiny_teacher), Architecture(1, 32, 2, 64), task, config=cfg,
+                train=train, eval=dev, out_dir=tmp_path / "s", cache_dir=tmp_path / "c", progress=False)  # fmt: skip
+    assert _snapshot(tmp_path) == []
+
+
+def test_a_second_distill_into_the_same_folder_is_refused_while_the_first_runs(tiny_teacher, builtin_small, tmp_path):
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.distill import DistillConfig, distill
+    from kdnas_deploy.errors import BusyError
+    from kdnas_deploy.io import FolderLock
+
+    task, train, dev = builtin_small
+    with FolderLock(tmp_path / ".s.work"):
+        with pytest.raises(BusyError, match=r"\.s\.work is in use by another process \(pid \d+\)"):
+            distill(str(tiny_teacher), Architecture(1, 32, 2, 64), task, config=DistillConfig.proxy(), train=train,
+                    eval=dev, out_dir=tmp_path / "s", progress=False)  # fmt: skip
+    assert not (tmp_path / "s").exists()
+
+
+def test_evaluate_checks_numbers_and_json_before_running(tiny_teacher, builtin_small, tmp_path, monkeypatch):
+    from kdnas_deploy.distill import evaluate as ev
+    from kdnas_deploy.errors import ConfigError
+
+    task = builtin_small[0]
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: pytest.fail("evaluated before checking"))
+    with pytest.raises(ConfigError, match="batch size"):
+        ev.evaluate_model(str(tiny_teacher), task, batch_size=0)
+    with pytest.raises(ConfigError, match="max sequence length"):
+        ev.evaluate_model(str(tiny_teacher), task, max_seq_len=-1)
+    with pytest.raises(DiskError, match="Is a directory"):
+        ev.evaluate_model(str(tiny_teacher), task, json_path=tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DiskError, match="not a directory"):
+        ev.evaluate_model(str(tiny_teacher), task, json_path=tmp_path / "file" / "m.json")
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("epochs", -1), ("batch_size", 0), ("max_seq_len", 0),
+                                         ("learning_rate", float("nan")), ("max_train_samples", 0)])
+def test_finetune_refuses_bad_numbers_before_writing(tiny_backbone, builtin_small, tmp_path, field, value):
+    from kdnas_deploy.distill.finetune import FinetuneConfig, finetune_teacher
+    from kdnas_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        finetune_teacher(str(tiny_backbone), builtin_small[0], tmp_path / "t",
+                         FinetuneConfig(**{field: value}), progress=False)  # fmt: skip
+    assert _snapshot(tmp_path) == []
