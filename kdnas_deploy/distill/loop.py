@@ -218,6 +218,38 @@ def _evaluate_now(
     )
 
 
+def _optimizer(config: LoopConfig, params: list[Any], total_steps: int) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) with a linear warmup and decay."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def _restore(saved: dict[str, Any] | None, modules: dict[str, Any], optimizer: Any, scheduler: Any,
+             ema: WeightAverage | None) -> LoopState:  # fmt: skip
+    """Load a checkpoint into the modules, optimizer, scheduler, RNG and average; its loop state."""
+    import torch
+
+    if saved is None:
+        return LoopState()
+    for k, m in modules.items():
+        m.load_state_dict(saved["modules"][k])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    if ema is not None and saved.get("ema") is not None:
+        ema.load_state_dict(saved["ema"])
+    return LoopState(**saved["state"])
+
+
 def run_loop(
     *,
     config: LoopConfig,
@@ -236,35 +268,16 @@ def run_loop(
     ``config.eval_every``, every that many steps within an epoch."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(config.seed)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-    )
     n_batches = math.ceil(len(lengths) / config.batch_size)
     total_steps = max(1, math.ceil(config.epochs * n_batches))
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
+    optimizer, scheduler = _optimizer(config, params, total_steps)
     ema = WeightAverage(params, config.ema_decay) if config.ema_decay > 0 else None
-    state = LoopState()
     make_dirs(work_dir)
     ckpt = work_dir / CHECKPOINT
-    saved = _load_checkpoint(ckpt, signature, desc)
-    if saved is not None:
-        for k, m in modules.items():
-            m.load_state_dict(saved["modules"][k])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = LoopState(**saved["state"])
-        torch.set_rng_state(saved["torch_rng"])
-        if ema is not None and saved.get("ema") is not None:
-            ema.load_state_dict(saved["ema"])
+    state = _restore(_load_checkpoint(ckpt, signature, desc), modules, optimizer, scheduler, ema)
     resumed_from = state.global_step
 
     bar = tqdm(
