@@ -37,11 +37,20 @@ def disk_error(path: str | os.PathLike[str], exc: OSError, action: str = "write"
     return DiskError(f"cannot {action} {path}: {meaning}", exit_code=2 if code in USER_ERRNOS else 1)
 
 
+def embedded_errno(exc: BaseException) -> int | None:
+    """The errno of an I/O failure that a non-``OSError`` carries in its message (safetensors' Rust writer
+    raises ``SafetensorError: ... I/O error: No space left on device (os error 28)``)."""
+    import re
+
+    m = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(m.group(1)) if m else None
+
+
 @contextmanager
 def writing(path: str | os.PathLike[str], action: str = "write", cleanup: str | os.PathLike[str] | None = None
             ) -> Iterator[None]:  # fmt: skip
-    """Turn an ``OSError`` inside the block into a :class:`DiskError` for ``path``; remove ``cleanup`` (a
-    partial file) when the block fails."""
+    """Turn an ``OSError`` inside the block (or an error carrying ``(os error N)``, as safetensors raises) into
+    a :class:`DiskError` for ``path``; remove ``cleanup`` (a partial file) when the block fails."""
     try:
         yield
     except OSError as exc:
@@ -50,10 +59,13 @@ def writing(path: str | os.PathLike[str], action: str = "write", cleanup: str | 
         if isinstance(exc, FileExistsError) and not exc.errno:
             raise  # atomic_directory's "not empty" refusal: the CLI reports it with --force advice
         raise disk_error(path, exc, action) from None
-    except BaseException:
+    except BaseException as exc:
         if cleanup is not None:
             Path(cleanup).unlink(missing_ok=True)
-        raise
+        code = embedded_errno(exc) if isinstance(exc, Exception) and not isinstance(exc, DiskError) else None
+        if code is None:
+            raise
+        raise disk_error(path, OSError(code, os.strerror(code)), action) from None
 
 
 def make_dirs(path: str | os.PathLike[str]) -> Path:

@@ -136,3 +136,15 @@ def test_check_writable(tmp_path, monkeypatch):
     with pytest.raises(DiskError, match="Read-only file system") as exc:
         io.check_writable(tmp_path / "m.json", "--json")
     assert str(exc.value) == f"cannot write --json {tmp_path / 'm.json'}: Read-only file system"
+
+
+def test_an_io_error_inside_another_exception_type_is_a_disk_error(tmp_path):
+    class SafetensorError(Exception):
+        pass
+
+    with pytest.raises(DiskError, match="cannot write .*m: No space left on device"):
+        with io.writing(tmp_path / "m"):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    with pytest.raises(ValueError):
+        with io.writing(tmp_path / "m"):
+            raise ValueError("unrelated")
