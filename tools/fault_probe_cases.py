@@ -183,6 +183,12 @@ def paths(probe: Any, fx: dict[str, Path]) -> None:
         d = probe.case_dir()
         probe.case(f"{cmd} --task sst2 offline", "paths", with_opt(base(cmd, fx, d), "--task", "sst2"),
                    targets=_targets(fx, d), extra={"max_seconds": 20})  # fmt: skip
+    d = probe.case_dir()  # a model whose vocabulary is smaller than the benchmark's random token ids
+    from tools.fault_probe import save_tiny_teacher
+
+    small = save_tiny_teacher(d / "small-vocab", min_vocab=0)
+    probe.case("bench a model with an 82-token vocabulary", "paths", [*base("bench", fx, d)[:1], str(small),
+               *base("bench", fx, d)[2:]], "ok")  # fmt: skip
     for bad in ("L=2,L=3,H=32,A=2,F=64", "L=x,H=32,A=2,F=64", "L=1,H=33,A=2,F=64", "{not json", "L=0,H=32,A=2,F=64"):
         d = probe.case_dir()
         probe.case(f"distill --arch {bad}", "paths", with_opt(base("distill", fx, d), "--arch", bad),
