@@ -243,7 +243,6 @@ def corrupt(probe: Any, fx: dict[str, Path]) -> None:
         (d / name).write_bytes(data)
         probe.case(f"distill --task {name}", "corrupt", with_opt(base("distill", fx, d), "--task", str(d / name)),
                    targets=_targets(fx, d))  # fmt: skip
-    search_logs(probe, fx)
 
 
 def _reference_search(probe: Any, fx: dict[str, Path]) -> Path | None:
@@ -365,4 +364,5 @@ def disks(probe: Any, fx: dict[str, Path]) -> None:
             probe.case(f"{cmd} --json {how}", "disks", argv, "fail_clean", targets=[mnt], **kw)
 
 
-GROUPS = [("numbers", numbers), ("paths", paths), ("corrupt", corrupt), ("pickles", pickles), ("disks", disks)]
+GROUPS = [("numbers", numbers), ("paths", paths), ("corrupt", corrupt), ("logs", search_logs), ("pickles", pickles),
+          ("disks", disks)]  # fmt: skip

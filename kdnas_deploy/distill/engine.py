@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RECORD_SCHEMA_VERSION = 1
 IMPORTANCE_SAMPLES = 256
+MAX_EPOCHS, MAX_BATCH, MAX_SEQ_LEN = 1000, 1 << 20, 1 << 16  # beyond these a run never ends or cannot fit
 
 
 @dataclass(frozen=True)
@@ -124,17 +125,18 @@ def _init_source(path: str, task: Task, t_model: Any) -> Any:
 def check_numbers(config: DistillConfig) -> None:
     """Refuse numbers no run can use (a typed error before anything is loaded or written)."""
     checks = {
-        "epochs": config.epochs > 0,
-        "batch_size": config.batch_size >= 1,
-        "eval_batch_size": config.eval_batch_size >= 1,
-        "learning_rate": config.learning_rate > 0,
-        "max_seq_len": config.max_seq_len >= 2,
+        "epochs": 0 < config.epochs <= MAX_EPOCHS,
+        "batch_size": 1 <= config.batch_size <= MAX_BATCH,
+        "eval_batch_size": 1 <= config.eval_batch_size <= MAX_BATCH,
+        "learning_rate": 0 < config.learning_rate <= 1e3,
+        "max_seq_len": 2 <= config.max_seq_len <= MAX_SEQ_LEN,
         "temperature": config.temperature > 0,
         "warmup_ratio": 0 <= config.warmup_ratio < 1,
         "weight_decay": config.weight_decay >= 0,
         "checkpoint_every": config.checkpoint_every >= 0,
         "eval_every": config.eval_every >= 0,
         "ema_decay": 0 <= config.ema_decay < 1,
+        "augment_copies": 0 <= config.augment_copies <= 100,
     }
     for name, ok in checks.items():
         value = getattr(config, name)

@@ -42,11 +42,11 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Metrics of ``model_dir`` on ``task``'s ``split``; written to ``json_path`` when given (checked, with
     the numbers and the model, before the evaluation runs)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
+        raise ConfigError(f"batch size must be an integer in [1, {1 << 20}], got {batch_size!r}")
     if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
-                                    or max_seq_len < 2):  # fmt: skip
-        raise ConfigError(f"max sequence length must be an integer >= 2, got {max_seq_len!r}")
+                                    or not 2 <= max_seq_len <= 1 << 16):  # fmt: skip
+        raise ConfigError(f"max sequence length must be an integer in [2, {1 << 16}], got {max_seq_len!r}")
     if json_path is not None:
         check_writable(json_path, "--json")
     source = resolve_model(model_dir)

@@ -50,10 +50,10 @@ class FinetuneConfig:
     def check(self) -> None:
         """Refuse numbers no fine-tuning can use (``epochs 0`` would publish an untrained teacher)."""
         checks = {
-            "epochs": self.epochs > 0,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "max_seq_len": self.max_seq_len >= 8,
+            "epochs": 0 < self.epochs <= 1000,
+            "batch_size": 1 <= self.batch_size <= 1 << 20,
+            "learning_rate": 0 < self.learning_rate <= 1e3,
+            "max_seq_len": 8 <= self.max_seq_len <= 1 << 16,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "weight_decay": self.weight_decay >= 0,
             "max_train_samples": self.max_train_samples is None or self.max_train_samples >= 1,

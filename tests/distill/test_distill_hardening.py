@@ -197,7 +197,8 @@ def test_distill_with_a_broken_teacher_refuses_in_one_line_and_writes_nothing(ti
     assert _snapshot(runs) == []
 
 
-@pytest.mark.parametrize("field,value", [("learning_rate", float("nan")), ("epochs", float("inf")),
+@pytest.mark.parametrize("field,value", [("learning_rate", float("nan")), ("epochs", float("inf")), ("epochs", 1e300),
+                                         ("batch_size", 10**12), ("augment_copies", 10**12),
                                          ("temperature", float("nan")), ("kd_weight", float("nan"))])
 def test_distill_refuses_non_finite_numbers_before_writing(tiny_teacher, builtin_small, tmp_path, field, value):
     from dataclasses import replace
@@ -246,7 +247,8 @@ def test_evaluate_checks_numbers_and_json_before_running(tiny_teacher, builtin_s
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("epochs", -1), ("batch_size", 0), ("max_seq_len", 0),
-                                         ("learning_rate", float("nan")), ("max_train_samples", 0)])
+                                         ("learning_rate", float("nan")), ("max_train_samples", 0),
+                                         ("epochs", 1e300), ("batch_size", 10**12)])
 def test_finetune_refuses_bad_numbers_before_writing(tiny_backbone, builtin_small, tmp_path, field, value):
     from kdnas_deploy.distill.finetune import FinetuneConfig, finetune_teacher
     from kdnas_deploy.errors import ConfigError
