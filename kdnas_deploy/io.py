@@ -184,13 +184,23 @@ def read_jsonl(path: str | os.PathLike[str], repair: bool = False) -> list[dict[
         raise disk_error(path, exc, "read") from None
     records, keep = _valid_prefix(path, data)
     if keep < len(data):
-        log.warning("%s: dropped a torn last line (%d bytes, from an interrupted write)", path, len(data) - keep)
+        _warn_torn(path, len(data) - keep)
         if repair:
             _truncate(path, keep)
     elif data and not data.endswith(b"\n") and repair:
         with writing(path), open(path, "ab") as fh:
             fh.write(b"\n")
     return records
+
+
+_WARNED: set[tuple[str, int]] = set()
+
+
+def _warn_torn(path: Path, n: int) -> None:
+    """One warning per torn tail (a log is read several times by one run)."""
+    if (str(path), n) not in _WARNED:
+        _WARNED.add((str(path), n))
+        log.warning("%s: dropped a torn last line (%d bytes, from an interrupted write)", path, n)
 
 
 def _truncate(path: Path, size: int) -> None:
@@ -216,7 +226,7 @@ def _repair_tail(path: Path, fh: IO[bytes]) -> None:
         fh.seek(0, os.SEEK_END)
         fh.write(b"\n")  # a whole record that only lacks its newline
     except (ValueError, UnicodeDecodeError):
-        log.warning("%s: dropped a torn last line (%d bytes, from an interrupted write)", path, size - start)
+        _warn_torn(path, size - start)
         fh.truncate(start)
     fh.seek(0, os.SEEK_END)
 

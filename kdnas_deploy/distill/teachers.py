@@ -114,8 +114,18 @@ def load_classifier(source: str | Path, task: Task | None = None) -> PreTrainedM
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
-        raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
+        raise checkpoint_error(source, exc) from None
     return model.eval()
+
+
+def checkpoint_error(source: str | Path, exc: Exception) -> ModelError:
+    """One line for a checkpoint that does not load (weights are loaded with ``weights_only``: a pickle that
+    holds code is refused, never run)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "Unable to load weights from pytorch checkpoint" in first:
+        first = ("pytorch_model.bin is corrupt or holds more than tensors (refused: loading it could run code); "
+                 "use model.safetensors")  # fmt: skip
+    return ModelError(f"cannot load the checkpoint in {source}: {first}")
 
 
 def check_labels(num_labels: int, task: Task, source: str | Path) -> None:
@@ -140,7 +150,7 @@ def load_backbone_for_finetune(source: str | Path, task: Task) -> PreTrainedMode
             attn_implementation="sdpa",
         )
     except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
-        raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
+        raise checkpoint_error(source, exc) from None
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}

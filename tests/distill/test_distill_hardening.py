@@ -257,3 +257,20 @@ def test_finetune_refuses_bad_numbers_before_writing(tiny_backbone, builtin_smal
         finetune_teacher(str(tiny_backbone), builtin_small[0], tmp_path / "t",
                          FinetuneConfig(**{field: value}), progress=False)  # fmt: skip
     assert _snapshot(tmp_path) == []
+
+
+def test_a_pickled_pytorch_model_bin_is_refused_and_never_runs(tiny_teacher, builtin_small, tmp_path):
+    import pickle
+    import shutil
+
+    from kdnas_deploy.distill.teachers import load_classifier
+    from kdnas_deploy.errors import ModelError
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "PWNED"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Evil(str(marker))}))
+    with pytest.raises(ModelError, match="holds more than tensors"):
+        load_classifier(str(folder), builtin_small[0])
+    assert not marker.exists()
