@@ -50,3 +50,22 @@ class ConfigError(KdnasError):
 
 class SearchError(KdnasError):
     """An impossible budget, a mismatching run folder given to ``--resume``."""
+
+
+class DiskError(KdnasError):
+    """A write that failed: no space left, a read-only or unwritable path, a path whose parent is a file.
+
+    ``exit_code`` is 2 where the user's path or disk is the cause (ENOSPC, EROFS, EACCES, ...), 1 otherwise
+    (an I/O fault that is not the user's input)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class BusyError(KdnasError):
+    """A run or work folder that another process is using (its lock is held)."""
+
+
+class OutputExistsError(KdnasError):
+    """An output path that already holds something else (a file, another build's table) and no ``--force``."""

@@ -12,7 +12,6 @@ import click
 
 from kdnas_deploy.cli import options as o
 from kdnas_deploy.cli.latency_transfer import transfer
-from kdnas_deploy.errors import TableError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ def build(
     from kdnas_deploy.latency.profiler import build_table, validate_grid
     from kdnas_deploy.space import SearchSpace
 
-    refuse_existing_out(out, force)
     space = SearchSpace.load(space_spec)
     b, s = validate_grid(batches, seqs)
     be = get_backend(device, precision, threads=threads, backend=backend)
@@ -103,24 +101,12 @@ def build(
         progress=not no_progress,
         keep_models=keep_models,
         export_workers=export_workers,
+        force=force,
     )
     click.echo(
         f"wrote {out}: {len(table.data['entries'])} entries, {len(space.variants)} variants x depths "
         f"{list(table.anchors)}, probe {table.probe_ms:.3f} ms, {time.time() - t0:.0f} s"
     )
-
-
-def refuse_existing_out(out: Path, force: bool) -> None:
-    """Refuse a non-empty existing ``--out`` without ``--force``, before anything is written.
-
-    The table file is only written (atomically) when a build finishes, so an unfinished build of the same
-    table has no ``--out`` yet and resumes from its work folder without ``--force``.
-    """
-    if force or not out.exists():
-        return
-    if out.is_file() and out.stat().st_size == 0:
-        return
-    raise TableError(f"{out} already exists and is not empty (use --force to replace it)")
 
 
 @latency.command(name="list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -17,10 +18,10 @@ from kdnas_deploy.distill.config import DistillConfig, student_layer_pairs
 from kdnas_deploy.distill.data import augment_masked, collate, encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.init import importance_scores, init_from_teacher
 from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
-from kdnas_deploy.distill.losses import LOSSES, LossInputs
+from kdnas_deploy.distill.objective import DistillLoss, projections_for
 from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
-from kdnas_deploy.errors import ModelError
-from kdnas_deploy.io import atomic_directory, atomic_write_json, atomic_write_text
+from kdnas_deploy.errors import ConfigError, ModelError
+from kdnas_deploy.io import FolderLock, atomic_directory, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RECORD_SCHEMA_VERSION = 1
 IMPORTANCE_SAMPLES = 256
+MAX_EPOCHS, MAX_BATCH, MAX_SEQ_LEN = 1000, 1 << 20, 1 << 16  # beyond these a run never ends or cannot fit
 
 
 @dataclass(frozen=True)
@@ -42,27 +44,6 @@ class DistillResult:
     cache_hit: bool | None = None  # None: teacher run live
     cache_bytes: int = 0
     loop_seconds: float = 0.0  # optimisation steps only
-
-
-class _Capture:
-    """Forward hooks storing the query/key/value projections of one attention layer."""
-
-    def __init__(self, attention_self: Any):
-        self.out: dict[str, Any] = {}
-        self.handles = [
-            getattr(attention_self, name).register_forward_hook(self._hook(name[0]))
-            for name in ("query", "key", "value")
-        ]
-
-    def _hook(self, key: str):
-        def hook(_module, _inputs, output):
-            self.out[key] = output
-
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def _needed_teacher_layers(
@@ -141,6 +122,123 @@ def _init_source(path: str, task: Task, t_model: Any) -> Any:
     return model
 
 
+def check_numbers(config: DistillConfig) -> None:
+    """Refuse numbers no run can use (a typed error before anything is loaded or written)."""
+    checks = {
+        "epochs": 0 < config.epochs <= MAX_EPOCHS,
+        "batch_size": 1 <= config.batch_size <= MAX_BATCH,
+        "eval_batch_size": 1 <= config.eval_batch_size <= MAX_BATCH,
+        "learning_rate": 0 < config.learning_rate <= 1e3,
+        "max_seq_len": 2 <= config.max_seq_len <= MAX_SEQ_LEN,
+        "temperature": config.temperature > 0,
+        "warmup_ratio": 0 <= config.warmup_ratio < 1,
+        "weight_decay": config.weight_decay >= 0,
+        "checkpoint_every": config.checkpoint_every >= 0,
+        "eval_every": config.eval_every >= 0,
+        "ema_decay": 0 <= config.ema_decay < 1,
+        "augment_copies": 0 <= config.augment_copies <= 100,
+    }
+    for name, ok in checks.items():
+        value = getattr(config, name)
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"distill: {name} = {value!r} is out of range")
+    for name, w in config.loss_weights().items():
+        if not (math.isfinite(w) and w >= 0):
+            raise ConfigError(f"distill: {name}_weight = {w!r} must be a finite number >= 0")
+
+
+def check_out_dir(out_dir: str | Path | None, force: bool) -> Path | None:
+    """``out_dir`` as a Path; refused (before anything is written) when it is a file, or a non-empty folder
+    without ``force``."""
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(str(out_dir))
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise FileExistsError(str(out_dir))
+    return out_dir
+
+
+def _new_student(arch: Architecture, task: Task, config: DistillConfig, t_model: Any) -> Any:
+    import torch
+
+    from kdnas_deploy.student import build_student
+
+    torch.manual_seed(config.seed)
+    student = build_student(
+        arch,
+        num_labels=task.num_labels,
+        seed=config.seed,
+        problem_type="regression" if task.is_regression else "single_label_classification",
+        vocab_size=t_model.config.vocab_size,
+        type_vocab_size=getattr(t_model.config, "type_vocab_size", 2),
+        pad_token_id=getattr(t_model.config, "pad_token_id", 0),
+    )
+    if t_model.config.id2label:
+        student.config.id2label = dict(t_model.config.id2label)
+        student.config.label2id = dict(t_model.config.label2id)
+    return student
+
+
+def _init_student(student: Any, arch: Architecture, task: Task, config: DistillConfig, t_model: Any,
+                  train_enc: Any) -> dict[str, Any]:  # fmt: skip
+    """Copy the teacher's (or ``init_from``'s) most important weights into ``student`` under ``init``."""
+    init_info: dict[str, Any] = {"init": config.init}
+    if config.init != "teacher":
+        return init_info
+    init_dir = None if config.init_from is None else resolve_model(config.init_from)
+    source_model = t_model if init_dir is None else _init_source(init_dir, task, t_model)
+    sample = np.arange(min(IMPORTANCE_SAMPLES, len(train_enc)))
+    batches = [collate(train_enc, sample[i : i + 64]) for i in range(0, len(sample), 64)]
+    scores = importance_scores(source_model, batches)
+    init_info.update(init_from_teacher(student, source_model, arch, config.layer_mapping, scores))
+    if init_dir is not None:
+        init_info["init_from"] = init_dir
+    return init_info
+
+
+@dataclass
+class _Prepared:
+    """Everything a distillation needs, loaded and checked before anything is written."""
+
+    teacher_dir: str
+    t_model: Any
+    tokenizer: Any
+    train_enc: Any
+    eval_enc: Any
+
+
+def _prepare(teacher: str | Path, task: Task, config: DistillConfig, train: Any, eval_ds: Any) -> _Prepared:
+    teacher_dir = resolve_model(teacher)
+    t_model = load_classifier(teacher_dir, task)
+    for p in t_model.parameters():
+        p.requires_grad_(False)
+    tokenizer = load_tokenizer(teacher_dir)
+    train_ds = train if train is not None else task.load_split("train")
+    eval_ds = eval_ds if eval_ds is not None else task.load_split("dev")
+    train_enc = _train_encoding(train_ds, task, tokenizer, config, teacher_dir)
+    if len(train_enc) == 0:
+        from kdnas_deploy.errors import DataError
+
+        raise DataError(f"task {task.name!r}: the training split is empty")
+    return _Prepared(teacher_dir, t_model, tokenizer, train_enc, encode(eval_ds, task, tokenizer, config.max_seq_len))
+
+
+def _loop_config(config: DistillConfig, persistent: bool) -> LoopConfig:
+    return LoopConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every if persistent else 0,
+        eval_every=config.eval_every,
+        ema_decay=config.ema_decay,
+    )
+
+
 def distill(
     teacher: str | Path,
     arch: Architecture,
@@ -157,209 +255,44 @@ def distill(
     """Distill a student of shape ``arch`` from ``teacher`` on ``task`` (see :class:`DistillConfig`).
 
     ``out_dir`` None: nothing is saved (proxy runs). With ``out_dir`` the run resumes from
-    ``.<out>.work/`` after a kill, and the best epoch's student is published as an HF folder."""
-    import torch
-
-    from kdnas_deploy.student import build_student
-
+    ``.<out>.work/`` after a kill (locked while in use), and the best epoch's student is published as an HF
+    folder. Everything that can be checked (numbers, out folder, teacher, data) is checked before a write."""
     t_start = time.time()
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists() and any(out_dir.iterdir()) and not force:
-            raise FileExistsError(str(out_dir))
-    teacher_dir = resolve_model(teacher)
-    t_model = load_classifier(teacher_dir, task)
-    for p in t_model.parameters():
-        p.requires_grad_(False)
-    tokenizer = load_tokenizer(teacher_dir)
-    train_ds = train if train is not None else task.load_split("train")
-    eval_ds = eval if eval is not None else task.load_split("dev")
-    train_enc = _train_encoding(train_ds, task, tokenizer, config, teacher_dir)
-    eval_enc = encode(eval_ds, task, tokenizer, config.max_seq_len)
-
-    torch.manual_seed(config.seed)
-    student = build_student(
-        arch,
-        num_labels=task.num_labels,
-        seed=config.seed,
-        problem_type="regression" if task.is_regression else "single_label_classification",
-        vocab_size=t_model.config.vocab_size,
-        type_vocab_size=getattr(t_model.config, "type_vocab_size", 2),
-        pad_token_id=getattr(t_model.config, "pad_token_id", 0),
-    )
-    if t_model.config.id2label:
-        student.config.id2label = dict(t_model.config.id2label)
-        student.config.label2id = dict(t_model.config.label2id)
-    init_info: dict[str, Any] = {"init": config.init}
-    if config.init == "teacher":
-        init_dir = None if config.init_from is None else resolve_model(config.init_from)
-        source_model = t_model if init_dir is None else _init_source(init_dir, task, t_model)
-        sample = np.arange(min(IMPORTANCE_SAMPLES, len(train_enc)))
-        batches = [collate(train_enc, sample[i : i + 64]) for i in range(0, len(sample), 64)]
-        scores = importance_scores(source_model, batches)
-        init_info.update(init_from_teacher(student, source_model, arch, config.layer_mapping, scores))
-        if init_dir is not None:
-            init_info["init_from"] = init_dir
-        del source_model
-
-    t_hidden = t_model.config.hidden_size
-    pairs, rel_layer, layers = _teacher_plan(config, arch.num_layers, t_model.config.num_hidden_layers)
-    cache_mb = _cache_mb(train_enc, t_hidden, layers)
-    if cache_dir is not None and cache_mb <= config.cache_max_mb:
-        source: Any = build_or_load_cache(
-            t_model,
-            teacher_dir,
-            train_enc,
-            config.max_seq_len,
-            layers,
-            cache_dir,
-            config.eval_batch_size,
-            progress,
-        )
-    else:
-        source = LiveTeacher(t_model, layers)
-
-    projections = torch.nn.ModuleList([torch.nn.Linear(arch.hidden_size, t_hidden) for _ in pairs])
-    if arch.hidden_size == t_hidden:
-        with torch.no_grad():
-            for proj in projections:
-                proj.weight.copy_(torch.eye(t_hidden))
-                proj.bias.zero_()
-    t_attn = t_model.bert.encoder.layer[rel_layer - 1].attention.self if config.relation_weight > 0 else None
-    capture = _Capture(student.bert.encoder.layer[-1].attention.self) if t_attn is not None else None
-    labels_t = torch.as_tensor(train_enc.labels)
-    weights = {k: w for k, w in config.loss_weights().items() if w > 0}
-    part_sums = dict.fromkeys(weights, 0.0)
-
-    def loss_fn(idx: np.ndarray) -> torch.Tensor:
-        inputs = collate(train_enc, idx)
-        tb = source.batch(train_enc, idx, inputs)
-        out = student(**inputs, output_hidden_states=bool(pairs))
-        hidden_pairs = [
-            (proj(out.hidden_states[s]), tb.hidden[t])
-            for proj, (s, t) in zip(projections, pairs, strict=True)
-        ]
-        relations = {}
-        if t_attn is not None and capture is not None:
-            with torch.no_grad():
-                h_in = tb.hidden[rel_layer - 1]
-                t_qkv = {"q": t_attn.query(h_in), "k": t_attn.key(h_in), "v": t_attn.value(h_in)}
-            relations = {k: (capture.out[k], t_qkv[k]) for k in ("q", "k", "v")}
-        x = LossInputs(
-            out.logits,
-            tb.logits,
-            labels_t[idx],
-            inputs["attention_mask"],
-            task.is_regression,
-            config.temperature,
-            hidden_pairs,
-            relations,
-            config.relation_heads,
-        )
-        total = torch.zeros(())
-        for name, w in weights.items():
-            value = LOSSES[name](x)
-            part_sums[name] += float(value.detach())
-            total = total + w * value
-        return total
-
-    def evaluate() -> tuple[dict[str, float], float]:
-        metrics = evaluate_logits(task, predict(student, eval_enc, config.eval_batch_size), eval_enc.labels)
-        return metrics, metrics[task.main_metric]
-
-    persistent = out_dir is not None
-    work = (
-        out_dir.with_name(f".{out_dir.name}.work")
-        if out_dir is not None
-        else Path(tempfile.mkdtemp(prefix="kdnas-distill-"))
-    )
-    best_dir = work / "best"
-
-    def on_best() -> None:
-        if persistent:
-            publish_best(best_dir, student)
-
-    loop_cfg = LoopConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every if persistent else 0,
-        eval_every=config.eval_every,
-        ema_decay=config.ema_decay,
-    )
+    check_numbers(config)
+    out_dir = check_out_dir(out_dir, force)
+    prep = _prepare(teacher, task, config, train, eval)
+    student = _new_student(arch, task, config, prep.t_model)
+    init_info = _init_student(student, arch, task, config, prep.t_model, prep.train_enc)
+    t_hidden = prep.t_model.config.hidden_size
+    pairs, rel_layer, layers = _teacher_plan(config, arch.num_layers, prep.t_model.config.num_hidden_layers)
+    cache_mb = _cache_mb(prep.train_enc, t_hidden, layers)
+    lock = FolderLock(out_dir.with_name(f".{out_dir.name}.work")).acquire() if out_dir is not None else None
     try:
-        result = run_loop(
-            config=loop_cfg,
-            lengths=train_enc.lengths,
-            modules={"student": student, "projections": projections},
-            loss_fn=loss_fn,
-            evaluate=evaluate,
-            on_best=on_best,
-            work_dir=work,
-            progress=progress,
-            desc=f"distill {arch.short()}",
-            signature={
-                "teacher": teacher_dir,
-                "arch": arch.to_dict(),
-                "config": config.to_dict(),
-                "train": train_enc.fingerprint,
-            },
-        )
+        if cache_dir is not None and cache_mb <= config.cache_max_mb:
+            source: Any = build_or_load_cache(prep.t_model, prep.teacher_dir, prep.train_enc, config.max_seq_len,
+                                              layers, cache_dir, config.eval_batch_size, progress)  # fmt: skip
+        else:
+            source = LiveTeacher(prep.t_model, layers)
+        projections = projections_for(arch, t_hidden, pairs)
+        loss = DistillLoss(student=student, projections=projections, source=source, train_enc=prep.train_enc,
+                           task=task, config=config, pairs=pairs, rel_layer=rel_layer,
+                           t_model=prep.t_model)  # fmt: skip
+        result, work = _train(student, projections, loss, task, config, prep, arch, out_dir, progress)
+        state = result.state
+        best = state.history[state.best_index]
+        metrics = {k: float(v) for k, v in best.items() if k in task.metric_names}
+        wall = time.time() - t_start
+        model_dir = None
+        if out_dir is not None:
+            cache_info = {"hit": getattr(source, "hit", None), "bytes": source.size_bytes,
+                          "estimated_mb": round(cache_mb, 1), "used": isinstance(source, CachedTeacher)}  # fmt: skip
+            record = _record(teacher, prep, arch, task, config, init_info, layers, metrics, result, wall,
+                             cache_info if cache_dir else None)  # fmt: skip
+            _publish(out_dir, work, prep.tokenizer, arch, record)
+            model_dir = str(out_dir)
     finally:
-        if capture is not None:
-            capture.remove()
-        if not persistent:
-            shutil.rmtree(work, ignore_errors=True)
-    state = result.state
-    best = state.history[state.best_index]
-    metrics = {k: float(v) for k, v in best.items() if k in task.metric_names}
-    wall = time.time() - t_start
-    model_dir = None
-    if out_dir is not None:
-        record = {
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "kind": "student",
-            "teacher": str(teacher),
-            "teacher_path": teacher_dir,
-            "architecture": arch.to_dict(),
-            "task": task.describe(),
-            "config": config.to_dict(),
-            "data": {
-                "train_examples": len(train_enc),
-                "train_fingerprint": train_enc.fingerprint,
-                "eval_examples": len(eval_enc),
-                "eval_fingerprint": eval_enc.fingerprint,
-            },
-            "init": init_info,
-            "teacher_layers_used": list(layers),
-            "metrics": metrics,
-            "best_epoch": state.best_epoch,
-            "history": state.history,
-            "final_loss": state.last_epoch_loss,
-            "train_seconds": round(state.train_seconds, 2),
-            "wall_seconds_this_run": round(wall, 2),
-            "resumed_from_step": result.resumed_from_step,
-            "cache": {
-                "hit": getattr(source, "hit", None),
-                "bytes": source.size_bytes,
-                "estimated_mb": round(cache_mb, 1),
-                "used": isinstance(source, CachedTeacher),
-            }
-            if cache_dir
-            else None,
-        }
-        with atomic_directory(out_dir, force=True) as tmp:
-            for item in best_dir.iterdir():
-                shutil.copy2(item, tmp / item.name)
-            tokenizer.save_pretrained(tmp)
-            atomic_write_text(tmp / "architecture.json", arch.to_json() + "\n")
-            atomic_write_json(tmp / "distill_record.json", record)
-        publishable(out_dir)
-        shutil.rmtree(work, ignore_errors=True)
-        model_dir = str(out_dir)
+        if lock is not None:
+            lock.release()
     return DistillResult(
         metrics=metrics,
         score=float(metrics[task.main_metric]),
@@ -371,3 +304,89 @@ def distill(
         cache_bytes=int(source.size_bytes),
         loop_seconds=round(state.train_seconds, 3),
     )
+
+
+def _train(student: Any, projections: Any, loss: DistillLoss, task: Task, config: DistillConfig,
+           prep: _Prepared, arch: Architecture, out_dir: Path | None, progress: bool) -> tuple[Any, Path]:  # fmt: skip
+    """Run the resumable loop; the best epoch's student is kept in ``<work>/best`` for persistent runs."""
+    persistent = out_dir is not None
+    work = out_dir.with_name(f".{out_dir.name}.work") if out_dir is not None else Path(
+        tempfile.mkdtemp(prefix="kdnas-distill-"))  # fmt: skip
+    best_dir = work / "best"
+    eval_enc = prep.eval_enc
+
+    def evaluate() -> tuple[dict[str, float], float]:
+        metrics = evaluate_logits(task, predict(student, eval_enc, config.eval_batch_size), eval_enc.labels)
+        return metrics, metrics[task.main_metric]
+
+    def on_best() -> None:
+        if persistent:
+            publish_best(best_dir, student)
+
+    try:
+        result = run_loop(
+            config=_loop_config(config, persistent),
+            lengths=prep.train_enc.lengths,
+            modules={"student": student, "projections": projections},
+            loss_fn=loss,
+            evaluate=evaluate,
+            on_best=on_best,
+            work_dir=work,
+            progress=progress,
+            desc=f"distill {arch.short()}",
+            signature={
+                "teacher": prep.teacher_dir,
+                "arch": arch.to_dict(),
+                "config": config.to_dict(),
+                "train": prep.train_enc.fingerprint,
+            },
+        )
+    finally:
+        loss.close()
+        if not persistent:
+            shutil.rmtree(work, ignore_errors=True)
+    return result, work
+
+
+def _record(teacher: str | Path, prep: _Prepared, arch: Architecture, task: Task, config: DistillConfig,
+            init_info: dict[str, Any], layers: tuple[int, ...], metrics: dict[str, float], result: Any,
+            wall: float, cache: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    state = result.state
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "kind": "student",
+        "teacher": str(teacher),
+        "teacher_path": prep.teacher_dir,
+        "architecture": arch.to_dict(),
+        "task": task.describe(),
+        "config": config.to_dict(),
+        "data": {
+            "train_examples": len(prep.train_enc),
+            "train_fingerprint": prep.train_enc.fingerprint,
+            "eval_examples": len(prep.eval_enc),
+            "eval_fingerprint": prep.eval_enc.fingerprint,
+        },
+        "init": init_info,
+        "teacher_layers_used": list(layers),
+        "metrics": metrics,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "final_loss": state.last_epoch_loss,
+        "train_seconds": round(state.train_seconds, 2),
+        "wall_seconds_this_run": round(wall, 2),
+        "resumed_from_step": result.resumed_from_step,
+        "cache": cache,
+    }
+
+
+def _publish(out_dir: Path, work: Path, tokenizer: Any, arch: Architecture, record: dict[str, Any]) -> None:
+    """Move the best student, its tokenizer, architecture and record into ``out_dir`` (atomically)."""
+    best_dir = work / "best"
+    with atomic_directory(out_dir, force=True) as tmp:
+        for item in best_dir.iterdir():
+            shutil.copy2(item, tmp / item.name)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_text(tmp / "architecture.json", arch.to_json() + "\n")
+        atomic_write_json(tmp / "distill_record.json", record)
+    publishable(out_dir)
+    shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from kdnas_deploy.distill.data import encode, evaluate_logits, predict
 from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
-from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.io import atomic_write_json, check_writable
 from kdnas_deploy.tasks.base import canonical_split
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,15 @@ def evaluate_model(
     json_path: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Metrics of ``model_dir`` on ``task``'s ``split``; written to ``json_path`` when given."""
+    """Metrics of ``model_dir`` on ``task``'s ``split``; written to ``json_path`` when given (checked, with
+    the numbers and the model, before the evaluation runs)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20:
+        raise ConfigError(f"batch size must be an integer in [1, {1 << 20}], got {batch_size!r}")
+    if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
+                                    or not 2 <= max_seq_len <= 1 << 16):  # fmt: skip
+        raise ConfigError(f"max sequence length must be an integer in [2, {1 << 16}], got {max_seq_len!r}")
+    if json_path is not None:
+        check_writable(json_path, "--json")
     source = resolve_model(model_dir)
     split = canonical_split(split)
     model = load_classifier(source, task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from kdnas_deploy.distill.data import encode, evaluate_logits, predict, publishable
 from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.teachers import load_backbone_for_finetune, load_tokenizer, resolve_model
-from kdnas_deploy.io import atomic_directory, atomic_write_json
+from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.io import FolderLock, atomic_directory, atomic_write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -45,6 +47,23 @@ class FinetuneConfig:
     def with_overrides(self, **kwargs: Any) -> FinetuneConfig:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
+    def check(self) -> None:
+        """Refuse numbers no fine-tuning can use (``epochs 0`` would publish an untrained teacher)."""
+        checks = {
+            "epochs": 0 < self.epochs <= 1000,
+            "batch_size": 1 <= self.batch_size <= 1 << 20,
+            "learning_rate": 0 < self.learning_rate <= 1e3,
+            "max_seq_len": 8 <= self.max_seq_len <= 1 << 16,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "max_train_samples": self.max_train_samples is None or self.max_train_samples >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"teacher finetune: {name} = {value!r} is out of range")
+
 
 FINETUNE_PRESETS = {"default": FinetuneConfig.default, "fast": FinetuneConfig.fast}
 
@@ -65,24 +84,43 @@ def finetune_teacher(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``task``; write an HF folder + ``dev_metrics.json`` + ``teacher_record.json``.
 
-    Resumable: a killed run continues from ``.<out>.work/`` next to ``out_dir``."""
-    import torch
-
+    Resumable: a killed run continues from ``.<out>.work/`` next to ``out_dir`` (locked while in use). The
+    numbers, the out folder, the model and the data are all checked before anything is written."""
     config = config or FinetuneConfig()
+    config.check()
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise FileExistsError(str(out_dir))
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    train_ds = subsample(task.load_split("train"), config.max_train_samples, config.seed)
-    dev_ds = task.load_split("dev")
-    train = encode(train_ds, task, tokenizer, config.max_seq_len)
-    dev = encode(dev_ds, task, tokenizer, config.max_seq_len)
+    train = encode(subsample(task.load_split("train"), config.max_train_samples, config.seed), task, tokenizer,
+                   config.max_seq_len)  # fmt: skip
+    dev = encode(task.load_split("dev"), task, tokenizer, config.max_seq_len)
     net = load_backbone_for_finetune(source, task)
     work = out_dir.with_name(f".{out_dir.name}.work")
+    with FolderLock(work):
+        t0 = time.time()
+        result = _train(net, tokenizer, task, config, train, dev, work, source, progress)
+        record, metrics_doc = _records(model, source, task, config, train, dev, result, time.time() - t0)
+        with atomic_directory(out_dir, force=True) as tmp:
+            for item in (work / "best").iterdir():
+                shutil.copy2(item, tmp / item.name)
+            atomic_write_json(tmp / "teacher_record.json", record)
+            atomic_write_json(tmp / "dev_metrics.json", metrics_doc)
+        publishable(out_dir)
+        shutil.rmtree(work, ignore_errors=True)
+    metrics = {k: v for k, v in metrics_doc.items() if k in task.metric_names}
+    return {"out_dir": str(out_dir), "metrics": metrics, "record": record}
+
+
+def _train(net: Any, tokenizer: Any, task: Task, config: FinetuneConfig, train: Any, dev: Any, work: Path,
+           source: str, progress: bool) -> Any:  # fmt: skip
+    import torch
+
+    from kdnas_deploy.distill.data import collate
+
     best_dir = work / "best"
     labels_t = torch.as_tensor(train.labels)
-    from kdnas_deploy.distill.data import collate
 
     def loss_fn(idx):
         out = net(**collate(train, idx), labels=labels_t[idx])
@@ -104,8 +142,7 @@ def finetune_teacher(
         weight_decay=config.weight_decay,
         checkpoint_every=config.checkpoint_every,
     )
-    t0 = time.time()
-    result = run_loop(
+    return run_loop(
         config=loop_cfg,
         lengths=train.lengths,
         modules={"model": net},
@@ -117,6 +154,12 @@ def finetune_teacher(
         desc=f"finetune {task.name}",
         signature={"model": source, "config": asdict(config), "task": task.name, "train": train.fingerprint},
     )
+
+
+def _records(model: str | Path, source: str, task: Task, config: FinetuneConfig, train: Any, dev: Any,
+             result: Any, wall: float) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    import torch
+
     state = result.state
     best = state.history[state.best_index]
     metrics = {k: v for k, v in best.items() if k in task.metric_names}
@@ -132,7 +175,7 @@ def finetune_teacher(
         "best_epoch": state.best_epoch,
         "history": state.history,
         "train_seconds": round(state.train_seconds, 2),
-        "wall_seconds_this_run": round(time.time() - t0, 2),
+        "wall_seconds_this_run": round(wall, 2),
         "torch_threads": torch.get_num_threads(),
     }
     metrics_doc = {
@@ -142,11 +185,4 @@ def finetune_teacher(
         "num_examples": len(dev),
         **metrics,
     }
-    with atomic_directory(out_dir, force=True) as tmp:
-        for item in best_dir.iterdir():
-            shutil.copy2(item, tmp / item.name)
-        atomic_write_json(tmp / "teacher_record.json", record)
-        atomic_write_json(tmp / "dev_metrics.json", metrics_doc)
-    publishable(out_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    return {"out_dir": str(out_dir), "metrics": metrics, "record": record}
+    return record, metrics_doc

@@ -4,6 +4,7 @@ best model kept."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdnas_deploy.distill.data import bucket_batches
+from kdnas_deploy.io import make_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 CHECKPOINT = "checkpoint.pt"
+SIGNATURE = "checkpoint.json"
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,27 @@ class LoopResult:
 
 
 def publish_best(best_dir: Path, *saveables: Any) -> None:
-    """Save each object with ``save_pretrained`` into a temporary folder, then replace ``best_dir`` by it."""
+    """Save each object with ``save_pretrained`` into a temporary folder, then replace ``best_dir`` by it (a
+    failed write is one :class:`~kdnas_deploy.errors.DiskError` line and leaves no temporary folder)."""
     import shutil
+
+    from kdnas_deploy.io import writing
 
     tmp = best_dir.with_name(best_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for obj in saveables:
-        obj.save_pretrained(tmp)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    tmp.rename(best_dir)
+    try:
+        with writing(best_dir):
+            for obj in saveables:
+                obj.save_pretrained(tmp)
+            shutil.rmtree(best_dir, ignore_errors=True)
+            tmp.rename(best_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _save_checkpoint(
@@ -79,22 +94,62 @@ def _save_checkpoint(
     signature: dict[str, Any] | None = None,
     ema: WeightAverage | None = None,
 ) -> None:
+    """Tensors and plain containers only (it loads with ``weights_only=True``); the signature also goes to a
+    small JSON beside it, checked before the checkpoint is opened at all."""
     import torch
 
+    from kdnas_deploy.io import atomic_write_json, writing
+
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(
-        {
-            "modules": {k: m.state_dict() for k, m in modules.items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": asdict(state),
-            "torch_rng": torch.get_rng_state(),
-            "signature": signature,
-            "ema": ema.state_dict() if ema is not None else None,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    payload = {
+        "modules": {k: m.state_dict() for k, m in modules.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": asdict(state),
+        "torch_rng": torch.get_rng_state(),
+        "signature": _jsonable(signature),
+        "ema": ema.state_dict() if ema is not None else None,
+    }
+    with writing(tmp, cleanup=tmp):
+        torch.save(payload, tmp)
+    atomic_write_json(path.with_name(SIGNATURE), {"signature": _jsonable(signature)})
+    with writing(path, cleanup=tmp):
+        os.replace(tmp, path)
+
+
+def _load_checkpoint(ckpt: Path, signature: dict[str, Any] | None, desc: str) -> dict[str, Any] | None:
+    """The checkpoint of this run in ``ckpt``'s folder, or None (with one line why) when there is none, it is
+    from another run (signature JSON checked first, the checkpoint is not even opened), or it holds anything
+    but tensors and plain containers (``weights_only=True``: a planted pickle never runs)."""
+    import torch
+
+    if not ckpt.is_file():
+        return None
+    sig_file = ckpt.with_name(SIGNATURE)
+    try:
+        stored = json.loads(sig_file.read_text(encoding="utf-8")).get("signature")
+    except (OSError, ValueError, AttributeError):
+        print(f"{desc}: checkpoint in {ckpt.parent} has no readable {SIGNATURE}; starting afresh", flush=True)
+        return None
+    if stored != _jsonable(signature):
+        print(f"{desc}: checkpoint in {ckpt.parent} is from a different run; starting afresh", flush=True)
+        return None
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = "it holds more than tensors and plain data; loading it could run code"
+        else:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        print(f"{desc}: ignoring the unreadable or unsafe checkpoint {ckpt} ({reason}); starting afresh",
+              flush=True)  # fmt: skip
+        return None
+    if not isinstance(saved, dict) or saved.get("signature") != stored:
+        print(f"{desc}: checkpoint {ckpt} does not match its {SIGNATURE}; starting afresh", flush=True)
+        return None
+    return saved
 
 
 class WeightAverage:
@@ -163,6 +218,38 @@ def _evaluate_now(
     )
 
 
+def _optimizer(config: LoopConfig, params: list[Any], total_steps: int) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) with a linear warmup and decay."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def _restore(saved: dict[str, Any] | None, modules: dict[str, Any], optimizer: Any, scheduler: Any,
+             ema: WeightAverage | None) -> LoopState:  # fmt: skip
+    """Load a checkpoint into the modules, optimizer, scheduler, RNG and average; its loop state."""
+    import torch
+
+    if saved is None:
+        return LoopState()
+    for k, m in modules.items():
+        m.load_state_dict(saved["modules"][k])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    if ema is not None and saved.get("ema") is not None:
+        ema.load_state_dict(saved["ema"])
+    return LoopState(**saved["state"])
+
+
 def run_loop(
     *,
     config: LoopConfig,
@@ -181,39 +268,16 @@ def run_loop(
     ``config.eval_every``, every that many steps within an epoch."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(config.seed)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-    )
     n_batches = math.ceil(len(lengths) / config.batch_size)
     total_steps = max(1, math.ceil(config.epochs * n_batches))
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
+    optimizer, scheduler = _optimizer(config, params, total_steps)
     ema = WeightAverage(params, config.ema_decay) if config.ema_decay > 0 else None
-    state = LoopState()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(work_dir)
     ckpt = work_dir / CHECKPOINT
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.is_file() else None
-    if saved is not None and saved.get("signature") != signature:
-        bar_note = f"{desc}: checkpoint in {work_dir} is from a different run; starting afresh"
-        print(bar_note, flush=True)
-        saved = None
-    if saved is not None:
-        for k, m in modules.items():
-            m.load_state_dict(saved["modules"][k])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = LoopState(**saved["state"])
-        torch.set_rng_state(saved["torch_rng"])
-        if ema is not None and saved.get("ema") is not None:
-            ema.load_state_dict(saved["ema"])
+    state = _restore(_load_checkpoint(ckpt, signature, desc), modules, optimizer, scheduler, ema)
     resumed_from = state.global_step
 
     bar = tqdm(

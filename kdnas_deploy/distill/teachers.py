@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,17 +72,29 @@ def _read_config(source: str) -> Any:
 
     try:
         return AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read the model config of {source}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - non-UTF-8, not JSON, a JSON list, an unknown model_type, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read the model config of {source}: {first}") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+                   "vocab.json", "merges.txt")  # fmt: skip
 
 
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    folder = Path(str(source))
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(
+            f"{folder} has no tokenizer (none of tokenizer.json, vocab.txt, ...): copy the tokenizer files of the "
+            "model it was trained from into it"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"cannot load a tokenizer from {source}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - tokenizers raise many types for corrupt or missing files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load a tokenizer from {source}: {first}") from None
 
 
 def load_classifier(source: str | Path, task: Task | None = None) -> PreTrainedModel:
@@ -103,8 +114,18 @@ def load_classifier(source: str | Path, task: Task | None = None) -> PreTrainedM
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
-        raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
+        raise checkpoint_error(source, exc) from None
     return model.eval()
+
+
+def checkpoint_error(source: str | Path, exc: Exception) -> ModelError:
+    """One line for a checkpoint that does not load (weights are loaded with ``weights_only``: a pickle that
+    holds code is refused, never run)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "Unable to load weights from pytorch checkpoint" in first:
+        first = ("pytorch_model.bin is corrupt or holds more than tensors (refused: loading it could run code); "
+                 "use model.safetensors")  # fmt: skip
+    return ModelError(f"cannot load the checkpoint in {source}: {first}")
 
 
 def check_labels(num_labels: int, task: Task, source: str | Path) -> None:
@@ -129,7 +150,7 @@ def load_backbone_for_finetune(source: str | Path, task: Task) -> PreTrainedMode
             attn_implementation="sdpa",
         )
     except Exception as exc:  # noqa: BLE001 - safetensors/torch raise many types for corrupt files
-        raise ModelError(f"cannot load the checkpoint in {source}: {str(exc).splitlines()[0]}") from None
+        raise checkpoint_error(source, exc) from None
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}

@@ -118,6 +118,25 @@ class _Journal:
         append_jsonl(self.path, {"type": "probe", "which": which, "t": t, "ms": ms, "small": small})
 
 
+def refuse_foreign_out(out: Path, identity: dict[str, Any], force: bool) -> None:
+    """Without ``force``, refuse an ``out`` that holds anything but this build's own table (same space,
+    backend and precision), before anything is written."""
+    if force or not out.exists() or (out.is_file() and out.stat().st_size == 0):
+        return
+    from kdnas_deploy.errors import OutputExistsError
+
+    if out.is_dir():
+        raise OutputExistsError(f"--out {out} is a folder; the table is a JSON file")
+    try:
+        doc = json.loads(out.read_text(encoding="utf-8"))
+        mine = all(doc.get(k) == identity[k] for k in ("space_fingerprint", "backend", "precision"))
+    except (OSError, ValueError, AttributeError):
+        mine = False
+    if not mine:
+        raise OutputExistsError(f"--out {out} already exists and is not this build's table (use --force to "
+                                "replace it)")  # fmt: skip
+
+
 def build_table(
     space: SearchSpace,
     backend: Backend,
@@ -131,13 +150,16 @@ def build_table(
     progress: bool = True,
     keep_models: bool = False,
     export_workers: int = 0,
+    force: bool = False,
 ) -> LatencyTable:
-    """Profile ``space`` on ``backend`` and write the table to ``out`` (atomically). Resumable."""
+    """Profile ``space`` on ``backend`` and write the table to ``out`` (atomically). Resumable. An existing
+    ``out`` that is not this build's own table is refused unless ``force``."""
     t_start = time.time()
     out = Path(out)
     policy = policy or MeasurePolicy()
     batches, seqs = validate_grid(batches, seqs)
     identity = _build_identity(space, backend, batches, seqs, policy, seed)
+    refuse_foreign_out(out, identity, force)
     work = Path(workdir) if workdir else default_workdir(out, identity)
     work.mkdir(parents=True, exist_ok=True)
     journal = _Journal.open(work, identity, log)

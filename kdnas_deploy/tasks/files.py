@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot parse {path}: {exc}") from None
+        raise DataError(f"cannot parse {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                        ) from None  # fmt: skip
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: a JSON task file must be a list of objects (or JSON lines)")
     return data

@@ -104,8 +104,13 @@ def resolve_glue_dir(data_dir: str | os.PathLike[str] | None) -> Path | None:
 def read_glue_tsv(path: Path, spec: GlueSpec, name: str) -> dict[str, list]:
     if not path.is_file():
         raise DataError(f"GLUE file not found: {path} (expected the original GLUE layout)")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     if not rows:
         raise DataError(f"{path} is empty")
     if spec.header:
@@ -156,10 +161,42 @@ def _local_loader(name: str, spec: GlueSpec, root: Path):
     return load
 
 
+OFFLINE_ENVS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _offline_reason() -> str | None:
+    """Why the hub cannot be used (an offline switch, or no route to it within a second), else None: a
+    ``datasets`` call offline retries for half a minute before failing."""
+    for env in OFFLINE_ENVS:
+        if os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{env} is set"
+    import socket
+
+    try:
+        socket.create_connection(HUB_HOST, timeout=1.0).close()
+    except OSError:
+        return f"{HUB_HOST[0]} is unreachable"
+    return None
+
+
+def _cached_locally(name: str) -> bool:
+    """True when ``datasets`` has this GLUE config in its local cache (so offline loading can work)."""
+    root = Path(os.environ.get("HF_DATASETS_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache"
+                / "huggingface")) / "datasets")  # fmt: skip
+    return any(root.glob(f"*glue*/{name}")) if root.is_dir() else False
+
+
 def _hub_loader(name: str, spec: GlueSpec):
     def load(split: str) -> datasets.Dataset:
         import datasets
 
+        reason = None if _cached_locally(name) else _offline_reason()
+        if reason is not None:
+            raise DataError(
+                f"GLUE {name!r} is not available offline ({reason}) and not cached: pass --data-dir DIR "
+                f"(the original GLUE layout) or set {GLUE_DIR_ENV}"
+            )
         hf_split = "train" if split == "train" else spec.hf_dev
         try:
             ds = datasets.load_dataset("glue", name, split=hf_split)
