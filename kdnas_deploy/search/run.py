@@ -94,8 +94,16 @@ class SearchRun:
 
     def open(self) -> None:
         """Create the run folder, or check the stored config when resuming. Never deletes anything."""
-        open_run_folder(self.dir, self._config_doc(), self.resume, unused_sections(self.cfg.strategy), self.echo)
+        self._lock = open_run_folder(
+            self.dir, self._config_doc(), self.resume, unused_sections(self.cfg.strategy), self.echo
+        )
         self.records = load_records(self.dir)
+
+    def _release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
 
     # ------------------------------------------------------------------ records
     def _history(self, before_episode: int) -> tuple[Evaluated, ...]:
@@ -248,7 +256,14 @@ class SearchRun:
     def run(self, check: Callable[[], None] | None = None) -> dict[str, Any]:
         """Begin the executor, run ``check`` (validation that may take a while: it overlaps the executor's
         start-up), open the run folder, search, write the results, distill the finalists. The executor is
-        closed exactly once whatever happens after ``begin()``: a refused run folder leaks no Ray instance."""
+        closed exactly once whatever happens after ``begin()``: a refused run folder leaks no Ray instance.
+        The run folder stays locked (``.lock``) until the run ends."""
+        try:
+            return self._run(check)
+        finally:
+            self._release()
+
+    def _run(self, check: Callable[[], None] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
         self.executor.begin()  # e.g. Ray: start connecting now, while the rest of the setup runs
         try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import SearchError
-from kdnas_deploy.io import atomic_write_yaml, read_jsonl
+from kdnas_deploy.io import FolderLock, atomic_write_yaml, is_empty_dir, read_jsonl
 from kdnas_deploy.search.config import config_diff
 
 RUN_SCHEMA_VERSION = 1
@@ -30,17 +30,34 @@ def record_key(arch_dict: dict[str, int]) -> Architecture:
 
 def open_run_folder(
     run_dir: Path, doc: dict[str, Any], resume: bool, unused: Sequence[str], echo: Callable[[str], None]
-) -> None:
-    """Create the run folder with ``doc`` as its ``config.yaml``, or check the stored one when resuming."""
+) -> FolderLock:
+    """Create the run folder with ``doc`` as its ``config.yaml``, or check the stored one when resuming.
+    Returns the folder's lock, held (a second process on the same folder gets a one-line BusyError); the
+    caller releases it when the run ends. A refused folder gets no lock file."""
     cfg_path = run_dir / CONFIG_FILE
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchError(f"--out {run_dir} is a file, not a folder")
-    non_empty = run_dir.is_dir() and any(run_dir.iterdir())
+    non_empty = not is_empty_dir(run_dir)
     if non_empty and not resume:
         raise SearchError(f"run folder {run_dir} is not empty: pass --resume to continue it, or choose another --out")
-    if not non_empty:
-        atomic_write_yaml(cfg_path, doc)
-        return
+    if non_empty and not cfg_path.is_file():
+        raise SearchError(f"cannot resume {run_dir}: it has no {CONFIG_FILE}, so it is not a search run folder")
+    lock = FolderLock(run_dir).acquire()
+    try:
+        if not non_empty:
+            atomic_write_yaml(cfg_path, doc)
+        else:
+            _check_resume(run_dir, cfg_path, doc, unused, echo)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_resume(
+    run_dir: Path, cfg_path: Path, doc: dict[str, Any], unused: Sequence[str], echo: Callable[[str], None]
+) -> None:
+    """Refuse to resume a folder made with another configuration; record changed final-stage settings."""
     old = _stored_config(run_dir, cfg_path)
     # settings of a strategy this run does not use (the controller of a random search) cannot matter;
     # FINAL_STAGE_SETTINGS only say how many finished candidates get the full distillation
