@@ -31,11 +31,14 @@ from kdnas_deploy.pipeline.tables import (
     no_match_line,
     table_mismatches,
     table_search_dirs,
+    transfer_line,
+    transfer_reference,
 )
 from kdnas_deploy.search.budget import apply_headroom
 from kdnas_deploy.space import SearchSpace
 
 RUN_SCHEMA_VERSION = 1
+TRANSFER_K = 10  # models measured when run transfers another machine's table
 __all__ = ["TABLE_DIRS_ENV", "Pipeline", "find_table", "run_pipeline", "table_matches", "table_search_dirs"]
 
 
@@ -82,6 +85,10 @@ class Pipeline:
             if found is not None:
                 self.echo(f"[latency-{dev.name}] reusing {found} (fingerprint matches this machine)")
                 return {"table": str(found), "reused": True}
+            ref = transfer_reference(candidates) if cfg.latency.transfer == "auto" else None
+            if ref is not None:
+                self.echo(f"[latency-{dev.name}] {transfer_line(ref, TRANSFER_K)}")
+                return self._transfer_table(dev, need, ref.path)
             self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
             return self._build_table(dev, need)
 
@@ -102,6 +109,26 @@ class Pipeline:
         if cached is not None:
             self.echo(f"[latency-{dev.name}] kept in the table cache: {cached}")
         return {"table": str(out), "reused": False, "cached_copy": str(cached) if cached else None}
+
+    def _transfer_table(self, dev: DeviceSection, need: TableRequirement, ref: Path) -> dict[str, Any]:
+        """Transfer ``ref`` (another machine's table) to this one into the run folder, kept in the table cache
+        like a built table, so the next run finds it through the fingerprint match."""
+        from kdnas_deploy.latency import transfer
+        from kdnas_deploy.latency.backends import get_backend
+        from kdnas_deploy.search.budget import file_sha256
+
+        out = self.run_dir / "latency" / f"{dev.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+        transfer.transfer_table(ref, backend, k=TRANSFER_K, out=out, log=self.echo, progress=self.progress,
+                                space=self.space, force=True)  # fmt: skip
+        name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
+                f"-transferred-{file_sha256(out)[:10]}.json")
+        cached = keep_in_cache(out, name)
+        if cached is not None:
+            self.echo(f"[latency-{dev.name}] kept in the table cache: {cached}")
+        return {"table": str(out), "reused": False, "transferred_from": str(ref),
+                "cached_copy": str(cached) if cached else None}
 
     def teacher_stage(self) -> dict[str, Any]:
         cfg = self.config
