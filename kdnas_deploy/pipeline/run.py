@@ -21,7 +21,7 @@ from kdnas_deploy.errors import ConfigError, SearchError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
-from kdnas_deploy.pipeline.summary import RunFacts, write_outputs
+from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
 from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
@@ -238,14 +238,18 @@ class Pipeline:
             anchored = self.run_dir / "bench_table.json"
             shutil.copyfile(table, anchored)
             scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
+            anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
             bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads)
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
             raw = run_bench_predictions(table, paths, cfg.bench.batch, cfg.bench.seq)
-            for row, raw_ms in zip(rows, raw, strict=True):
+            factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
+            for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
                 row["predicted_raw_ms"] = raw_ms
+                row["predicted_ms"] = anchored_prediction(row, factor)
             out = self.run_dir / "bench.json"
             atomic_write_json(out, rows)
-            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchored_table": str(anchored)}
+            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
+                    "anchored_table": str(anchored)}
 
         return self.stages.run("bench", inputs, work).outputs
 
