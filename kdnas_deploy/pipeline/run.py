@@ -17,7 +17,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
-from kdnas_deploy.errors import ConfigError, SearchError
+from kdnas_deploy.errors import ConfigError, SearchError, TableError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
@@ -88,8 +88,12 @@ class Pipeline:
             ref = transfer_reference(candidates) if cfg.latency.transfer == "auto" else None
             if ref is not None:
                 self.echo(f"[latency-{dev.name}] {transfer_line(ref, TRANSFER_K)}")
-                return self._transfer_table(dev, need, ref.path)
-            self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
+                try:
+                    return self._transfer_table(dev, need, ref.path)
+                except TableError as exc:  # the reference cannot be transferred here: build as without one
+                    self.echo(f"[latency-{dev.name}] cannot transfer {ref.path.name} ({exc}); building one (~4 min)")
+            else:
+                self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
             return self._build_table(dev, need)
 
         return self.stages.run(f"latency-{dev.name}", inputs, work).outputs

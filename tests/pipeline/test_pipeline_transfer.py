@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.errors import ConfigError, TableError
 from kdnas_deploy.latency import profiler, transfer
 from kdnas_deploy.latency.fingerprint import MACHINE_KEYS, machine_fingerprint
 from kdnas_deploy.latency.table import LatencyTable
@@ -97,6 +97,19 @@ def test_another_thread_count_is_another_machine(world, monkeypatch, tmp_path):
     out, lines = _resolve(monkeypatch, tmp_path, shipped, "run1")
     assert [c[2] for c in world["transfer"]] == [2] and not world["build"]
     assert any("(threads 2 vs 1); transferring ref.json" in x for x in lines)
+
+
+def test_a_reference_transfer_refuses_falls_back_to_a_build(world, monkeypatch, tmp_path):
+    shipped = _reference(tmp_path)
+
+    def refuse(ref, backend, **kw):
+        raise TableError("ref.json was measured with backend x, the target is cpu-ort")
+
+    monkeypatch.setattr(transfer, "transfer_table", refuse)
+    out, lines = _resolve(monkeypatch, tmp_path, shipped, "run1")
+    assert len(world["build"]) == 1 and out["reused"] is False
+    said = [x for x in lines if "building one" in x]
+    assert len(said) == 1 and said[0].startswith("[latency-cpu] cannot transfer ref.json (ref.json was measured")
 
 
 def test_no_other_machine_table_builds_even_with_auto(world, monkeypatch, tmp_path):
