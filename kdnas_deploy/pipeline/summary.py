@@ -95,6 +95,16 @@ def anchored_prediction(row: dict[str, Any], factor: float) -> float | None:
     return round(float(raw) * factor, 4) if raw is not None else row.get("predicted_ms")
 
 
+def budget_verdict(summary: dict[str, Any], anchor_statement: str, measured_anchored: float) -> str:
+    """``meets the budget`` / ``MISSES the budget as measured now, but meets it at the table's machine state``."""
+    if summary["meets_budget_measured"]:
+        return "meets the budget"
+    if summary["meets_budget_at_table_state"]:
+        return (f"MISSES the budget as measured now, but meets it at the table's machine state ({anchor_statement}:"
+                f" {measured_anchored:.3f} ms)")  # fmt: skip
+    return "MISSES the budget"
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """What the summary needs to know about the run itself (plain data, not the pipeline object)."""
@@ -161,12 +171,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
                  student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
     ]
-    verdict = "meets" if summary["meets_budget_measured"] else "MISSES"
-    if not summary["meets_budget_measured"] and summary["meets_budget_at_table_state"]:
-        verdict += (f" the budget as measured now, but meets it at the table's machine state ({anchor['statement']}:"
-                    f" {measured_anchored:.3f} ms)")
-    else:
-        verdict += " the budget"
+    verdict = budget_verdict(summary, anchor["statement"], measured_anchored)
     report = Report(
         title=f"kdnas-deploy run: {facts.task}",
         budgets=[(name, b) for name, (_, b) in zip(devices, budgets, strict=True)],
