@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kdnas_deploy.config import build, read_mapping, to_plain
 from kdnas_deploy.errors import ConfigError
@@ -55,8 +55,13 @@ class DeviceSection:
 
 @dataclass(frozen=True)
 class LatencySection:
+    """The grid point the run predicts at, and what it does when no table matches this machine: ``transfer:
+    auto`` transfers a table of another machine (same space, device, precision, ...) from a few measured models
+    (``latency transfer``, ~1 min) when one exists, ``never`` always builds a full table (~4 min)."""
+
     batch: int = 1
     seq: int = 128
+    transfer: Literal["auto", "never"] = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)

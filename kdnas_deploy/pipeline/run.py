@@ -17,11 +17,11 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
-from kdnas_deploy.errors import ConfigError, SearchError
+from kdnas_deploy.errors import ConfigError, SearchError, TableError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
-from kdnas_deploy.pipeline.summary import RunFacts, write_outputs
+from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
 from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
@@ -31,11 +31,14 @@ from kdnas_deploy.pipeline.tables import (
     no_match_line,
     table_mismatches,
     table_search_dirs,
+    transfer_line,
+    transfer_reference,
 )
 from kdnas_deploy.search.budget import apply_headroom
 from kdnas_deploy.space import SearchSpace
 
 RUN_SCHEMA_VERSION = 1
+TRANSFER_K = 10  # models measured when run transfers another machine's table
 __all__ = ["TABLE_DIRS_ENV", "Pipeline", "find_table", "run_pipeline", "table_matches", "table_search_dirs"]
 
 
@@ -82,7 +85,15 @@ class Pipeline:
             if found is not None:
                 self.echo(f"[latency-{dev.name}] reusing {found} (fingerprint matches this machine)")
                 return {"table": str(found), "reused": True}
-            self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
+            ref = transfer_reference(candidates) if cfg.latency.transfer == "auto" else None
+            if ref is not None:
+                self.echo(f"[latency-{dev.name}] {transfer_line(ref, TRANSFER_K)}")
+                try:
+                    return self._transfer_table(dev, need, ref.path)
+                except TableError as exc:  # the reference cannot be transferred here: build as without one
+                    self.echo(f"[latency-{dev.name}] cannot transfer {ref.path.name} ({exc}); building one (~4 min)")
+            else:
+                self.echo(f"[latency-{dev.name}] {no_match_line(candidates, need)}")
             return self._build_table(dev, need)
 
         return self.stages.run(f"latency-{dev.name}", inputs, work).outputs
@@ -102,6 +113,26 @@ class Pipeline:
         if cached is not None:
             self.echo(f"[latency-{dev.name}] kept in the table cache: {cached}")
         return {"table": str(out), "reused": False, "cached_copy": str(cached) if cached else None}
+
+    def _transfer_table(self, dev: DeviceSection, need: TableRequirement, ref: Path) -> dict[str, Any]:
+        """Transfer ``ref`` (another machine's table) to this one into the run folder, kept in the table cache
+        like a built table, so the next run finds it through the fingerprint match."""
+        from kdnas_deploy.latency import transfer
+        from kdnas_deploy.latency.backends import get_backend
+        from kdnas_deploy.search.budget import file_sha256
+
+        out = self.run_dir / "latency" / f"{dev.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+        transfer.transfer_table(ref, backend, k=TRANSFER_K, out=out, log=self.echo, progress=self.progress,
+                                space=self.space, force=True)  # fmt: skip
+        name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
+                f"-transferred-{file_sha256(out)[:10]}.json")
+        cached = keep_in_cache(out, name)
+        if cached is not None:
+            self.echo(f"[latency-{dev.name}] kept in the table cache: {cached}")
+        return {"table": str(out), "reused": False, "transferred_from": str(ref),
+                "cached_copy": str(cached) if cached else None}
 
     def teacher_stage(self) -> dict[str, Any]:
         cfg = self.config
@@ -211,14 +242,18 @@ class Pipeline:
             anchored = self.run_dir / "bench_table.json"
             shutil.copyfile(table, anchored)
             scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
+            anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
             bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads)
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
             raw = run_bench_predictions(table, paths, cfg.bench.batch, cfg.bench.seq)
-            for row, raw_ms in zip(rows, raw, strict=True):
+            factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
+            for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
                 row["predicted_raw_ms"] = raw_ms
+                row["predicted_ms"] = anchored_prediction(row, factor)
             out = self.run_dir / "bench.json"
             atomic_write_json(out, rows)
-            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchored_table": str(anchored)}
+            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
+                    "anchored_table": str(anchored)}
 
         return self.stages.run("bench", inputs, work).outputs
 

@@ -59,6 +59,52 @@ def _validation_for(table_path: str) -> dict[str, Any] | None:
     return None
 
 
+def machine_anchor(bench: dict[str, Any]) -> dict[str, Any]:
+    """The bench's re-anchoring decision (:func:`kdnas_deploy.latency.anchor.anchor_decision`, stored by
+    ``recalibrate`` as the anchored table's ``calibration.anchor``) with the one statement run prints about it."""
+    anchor = bench.get("anchor")
+    if anchor is None and bench.get("anchored_table") and Path(bench["anchored_table"]).is_file():
+        cal = json.loads(Path(bench["anchored_table"]).read_text(encoding="utf-8")).get("calibration") or {}
+        anchor = cal.get("anchor")
+    if anchor is None:  # a bench recorded before re-anchoring decisions: its probe scale, as it was applied
+        scale = float(bench.get("probe_scale") or 1.0)
+        anchor = {"factor": scale, "measured_factor": scale, "applied": scale != 1.0, "noise_floor_pct": None,
+                  "reason": "applied: recorded before re-anchoring decisions" if scale != 1.0 else "not applied"}
+    keep = ("factor", "measured_factor", "applied", "noise_floor_pct", "reason")
+    out = {k: anchor.get(k) for k in keep}
+    out["measured_factor"] = out["measured_factor"] if out["measured_factor"] is not None else out["factor"]
+    out["statement"] = anchor_statement(out)
+    return out
+
+
+def anchor_statement(anchor: dict[str, Any]) -> str:
+    """``probe factor 1.0120: within noise: not applied`` or ``machine 1.50x slower now per the probe
+    (factor 1.5000, applied to the predictions)``: the figure the probe's own log line gives."""
+    if not anchor["applied"]:
+        floor = anchor.get("noise_floor_pct")
+        noise = f" (noise floor {floor:.2f}%)" if floor is not None else ""
+        return f"probe factor {anchor['measured_factor']:.4f}: within noise: not applied{noise}"
+    f = float(anchor["factor"])
+    pace = f"{f:.2f}x slower" if f >= 1 else f"{1 / f:.2f}x faster"
+    return f"machine {pace} now per the probe (factor {f:.4f}, applied to the predictions)"
+
+
+def anchored_prediction(row: dict[str, Any], factor: float) -> float | None:
+    """The table's raw prediction for a bench row rescaled by the one anchor factor (its own value if no raw)."""
+    raw = row.get("predicted_raw_ms")
+    return round(float(raw) * factor, 4) if raw is not None else row.get("predicted_ms")
+
+
+def budget_verdict(summary: dict[str, Any], anchor_statement: str, measured_anchored: float) -> str:
+    """``meets the budget`` / ``MISSES the budget as measured now, but meets it at the table's machine state``."""
+    if summary["meets_budget_measured"]:
+        return "meets the budget"
+    if summary["meets_budget_at_table_state"]:
+        return (f"MISSES the budget as measured now, but meets it at the table's machine state ({anchor_statement}:"
+                f" {measured_anchored:.3f} ms)")  # fmt: skip
+    return "MISSES the budget"
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """What the summary needs to know about the run itself (plain data, not the pipeline object)."""
@@ -83,9 +129,12 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     budget_ms = budgets[0][1]
     measured = student_row["median_ms"]
     speedup = teacher_row["median_ms"] / measured
-    # measured latency brought back to the machine state the table (and so the budget) was measured in
-    drift = (student_row["predicted_ms"] / student_row["predicted_raw_ms"]
-             if student_row.get("predicted_ms") and student_row.get("predicted_raw_ms") else 1.0)
+    # One figure for the machine's speed now: the bench's probe re-anchoring decision. Predictions are rescaled
+    # by it, and the measured latency brought back to the table's machine state, only when it was applied.
+    anchor = machine_anchor(bench)
+    drift = anchor["factor"] if anchor["applied"] else 1.0
+    for row in (teacher_row, student_row):
+        row["predicted_ms"] = anchored_prediction(row, drift)
     measured_anchored = measured / drift
     devices = facts.devices
     summary = {
@@ -105,6 +154,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
                     "predicted_raw_ms": student_row.get("predicted_raw_ms"),
                     "measured_at_table_state_ms": round(measured_anchored, 4)},
         "machine_drift_factor": round(drift, 4),
+        "machine_anchor": anchor,
         "speedup": round(speedup, 3),
         "metric_retained": (round(student_metrics[metric] / teacher["dev_metrics"][metric], 4)
                             if metric in student_metrics and teacher["dev_metrics"].get(metric) else None),
@@ -121,12 +171,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
                  student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
     ]
-    verdict = "meets" if summary["meets_budget_measured"] else "MISSES"
-    if not summary["meets_budget_measured"] and summary["meets_budget_at_table_state"]:
-        verdict += (f" the budget as measured now, but meets it at the table's machine state (machine {drift:.2f}x"
-                    f" slower now per the probe: {measured_anchored:.3f} ms)")
-    else:
-        verdict += " the budget"
+    verdict = budget_verdict(summary, anchor["statement"], measured_anchored)
     report = Report(
         title=f"kdnas-deploy run: {facts.task}",
         budgets=[(name, b) for name, (_, b) in zip(devices, budgets, strict=True)],
@@ -135,6 +180,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         figures=[("Search: proxy metric against predicted latency, Pareto front",
                   Path(search["run"]) / "search.png"), ("Latency: predicted against measured", figure)],
         facts=[("Measured student latency", f"{measured:.3f} ms on {devices[0]}: {verdict}"),
+               ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
                ("Latency tables", ", ".join(f"{n}: {t}" for n, t in tables.items()))],
     )

@@ -10,6 +10,7 @@ Candidates, in order: ``$KDNAS_TABLE_DIRS`` (``os.pathsep``-separated), ``./late
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -127,10 +128,7 @@ def no_match_line(candidates: list[Candidate], need: TableRequirement) -> str:
     """The line ``run`` prints before it builds a table: the closest shipped table's difference."""
     machine = [c for c in candidates if c.why and all(_is_machine(w) for w in c.why)]
     if machine:
-        first = machine[0].why[0]
-        key, _, rest = first.partition(": table has ")
-        table_value, _, here = rest.partition(", this machine has ")
-        detail = f" ({key} {here} vs {table_value})" if here else f" ({first})"
+        detail = f" ({_difference(machine[0].why[0])})"
     elif candidates:
         detail = f" (closest: {candidates[0].path.name}: {candidates[0].why[0]})"
     else:
@@ -138,8 +136,41 @@ def no_match_line(candidates: list[Candidate], need: TableRequirement) -> str:
     return f"no shipped table matches this machine{detail}; building one (~4 min)"
 
 
+def transfer_reference(candidates: list[Candidate]) -> Candidate | None:
+    """The first table that serves the run in everything but the machine (its thread count included): one
+    :func:`kdnas_deploy.latency.transfer.transfer_table` can transfer to this machine; None if there is none."""
+    for cand in candidates:
+        if cand.why and all(_is_transferable(w) for w in cand.why):
+            return cand
+    return None
+
+
+def transfer_line(ref: Candidate, k: int) -> str:
+    """The one line ``run`` prints before it transfers ``ref`` instead of building a table."""
+    return (f"no table matches this machine ({_difference(ref.why[0])}); transferring {ref.path.name} "
+            f"from {k} measured models (~1 min)")  # fmt: skip
+
+
+def _difference(reason: str) -> str:
+    """``cpu_model 'here' vs 'table'`` from a mismatch reason (the reason itself when it has another form)."""
+    key, _, rest = reason.partition(": table has ")
+    table_value, _, here = rest.partition(", this machine has ")
+    if here:
+        return f"{key} {here} vs {table_value}"
+    m = _THREADS.match(reason)
+    return f"threads {m.group(2)} vs {m.group(1)}" if m else reason
+
+
+_THREADS = re.compile(r"threads (\d+) != (\d+)$")  # table_mismatches: "threads TABLE != NEEDED"
+
+
 def _is_machine(reason: str) -> bool:
     return ": table has " in reason or reason.startswith(("threads: table used", "execution_provider:"))
+
+
+def _is_transferable(reason: str) -> bool:
+    """A difference transfer overcomes: the machine's fingerprint or the thread count, not the provider."""
+    return (_is_machine(reason) and not reason.startswith("execution_provider:")) or bool(_THREADS.match(reason))
 
 
 def keep_in_cache(built: Path, name: str) -> Path | None:
