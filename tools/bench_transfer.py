@@ -18,7 +18,7 @@ table of this CPU: the first pair's full build, built here when missing -> 2 thr
 table -> this CPU at its threads; only when this machine's fingerprint differs from the reference's). Finished
 pairs are kept.
 
-    flock /tmp/kdnas-cpu.lock python -m tools.bench_transfer --full-build
+    python -m tools.bench_transfer --full-build
     python -m tools.bench_transfer --quick          # K=3, 5 held-out models, a 2-variant space, ~2-3 minutes
 """
 
