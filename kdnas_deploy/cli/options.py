@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import click
 
+from kdnas_deploy.runtime.devices import default_threads
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 TASK_HELP = "GLUE name (sst2, mrpc, cola, stsb, qnli, rte, mnli, qqp, wnli), 'builtin', or a CSV/TSV/JSON file."
@@ -231,17 +233,6 @@ OUT_DIR = OutputPath("dir")
 
 
 # ---------------------------------------------------------------------------------------------- thread default
-def default_threads() -> int:
-    """The one ``--threads`` default of every command: this machine's physical cores (ORT's own default)."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil is a dependency
-        n = None
-    return int(n or os.cpu_count() or 1)
-
-
 def _resolve_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
     return default_threads() if value is None else value
 
@@ -270,32 +261,19 @@ def seq_option(default: int | None = 128, help: str = "Sequence length.", name: 
     return click.option(name, type=PositiveInt, default=default, show_default=default is not None, help=help)
 
 
+def _int_list_option(flag: str, dest: str, default: str, help: str) -> Callable[[F], F]:
+    return click.option(
+        flag, dest, type=PositiveIntList, multiple=True, default=(default,), show_default=True, callback=_flatten,
+        help=help,
+    )  # fmt: skip
+
+
 def batches_option(default: str = "1", help: str = "Batch size(s): 1 or 1,8 (repeatable).") -> Callable[[F], F]:
-    return click.option(
-        "--batch",
-        "batches",
-        type=PositiveIntList,
-        multiple=True,
-        default=(default,),
-        show_default=True,
-        callback=_flatten,
-        help=help,
-    )
+    return _int_list_option("--batch", "batches", default, help)
 
 
-def seqs_option(
-    default: str = "128", help: str = "Sequence length(s): 128 or 32,64,128 (repeatable)."
-) -> Callable[[F], F]:  # noqa: E501
-    return click.option(
-        "--seq",
-        "seqs",
-        type=PositiveIntList,
-        multiple=True,
-        default=(default,),
-        show_default=True,
-        callback=_flatten,
-        help=help,
-    )
+def seqs_option(default: str = "128", help: str = "Sequence length(s): 128 or 32,64,128 (repeatable).") -> Callable[[F], F]:  # noqa: E501
+    return _int_list_option("--seq", "seqs", default, help)
 
 
 def out_option(

@@ -226,17 +226,7 @@ def _prepare(teacher: str | Path, task: Task, config: DistillConfig, train: Any,
 
 
 def _loop_config(config: DistillConfig, persistent: bool) -> LoopConfig:
-    return LoopConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every if persistent else 0,
-        eval_every=config.eval_every,
-        ema_decay=config.ema_decay,
-    )
+    return LoopConfig.of(config, checkpoint_every=config.checkpoint_every if persistent else 0)
 
 
 def distill(

@@ -133,15 +133,7 @@ def _train(net: Any, tokenizer: Any, task: Task, config: FinetuneConfig, train: 
     def on_best():
         publish_best(best_dir, net, tokenizer)
 
-    loop_cfg = LoopConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every,
-    )
+    loop_cfg = LoopConfig.of(config)
     return run_loop(
         config=loop_cfg,
         lengths=train.lengths,

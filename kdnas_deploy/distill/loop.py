@@ -39,6 +39,15 @@ class LoopConfig:
     eval_every: int = 0  # steps between mid-epoch evaluations; 0 = epoch ends only
     ema_decay: float = 0.0  # > 0: evaluate (and keep) an exponential moving average of the weights
 
+    @classmethod
+    def of(cls, config: Any, **overrides: Any) -> LoopConfig:
+        """The loop settings of a training config (DistillConfig, FinetuneConfig: the fields they share with
+        this class), with ``overrides``."""
+        from dataclasses import fields
+
+        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        return cls(**{**values, **overrides})
+
 
 @dataclass
 class LoopState:

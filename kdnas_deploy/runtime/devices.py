@@ -7,6 +7,7 @@ CUDA keeps the CPU provider behind it (ORT places the few ops CUDA lacks there, 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -94,3 +95,15 @@ def gpu_present() -> bool:
 def require_gpu(what: str) -> None:
     if not gpu_present():
         raise DeviceError(f"--device cuda: no CUDA GPU is visible on this machine ({what} needs one)")
+
+
+def default_threads() -> int:
+    """The one thread default of every command and backend: this machine's physical cores (ORT's own
+    default), at least 1."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover - psutil is a dependency
+        n = None
+    return int(n or os.cpu_count() or 1)

@@ -15,22 +15,10 @@ from typing import Any, ClassVar
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
 from kdnas_deploy.runtime.deploy import ONNX_FILE, DeployConfig, deploy, quiet_loggers
+from kdnas_deploy.runtime.devices import default_threads
 from kdnas_deploy.runtime.runners import Runner
 
 DONE_MARKER = ".done"
-
-
-def default_threads() -> int:
-    """Physical cores (ORT's own default), at least 1."""
-    import os
-
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil is a dependency
-        n = None
-    return int(n or os.cpu_count() or 1)
 
 
 def deploy_student(arch: Architecture, workdir: Path, config: DeployConfig, seed: int = 0) -> Path:
