@@ -22,8 +22,6 @@ from typing import Any, TypeVar
 
 import click
 
-from kdnas_deploy.runtime.devices import default_threads
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 TASK_HELP = "GLUE name (sst2, mrpc, cola, stsb, qnli, rte, mnli, qqp, wnli), 'builtin', or a CSV/TSV/JSON file."
@@ -234,7 +232,11 @@ OUT_DIR = OutputPath("dir")
 
 # ---------------------------------------------------------------------------------------------- thread default
 def _resolve_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
-    return default_threads() if value is None else value
+    if value is not None:
+        return value
+    from kdnas_deploy.runtime.devices import default_threads  # on use: --help imports no lower layer
+
+    return default_threads()
 
 
 # ---------------------------------------------------------------------------------------------- decorators
@@ -345,7 +347,6 @@ __all__ = [
     "batch_option",
     "batches_option",
     "data_dir_option",
-    "default_threads",
     "force_option",
     "hidden_alias",
     "json_option",

@@ -11,6 +11,7 @@ import click
 import pytest
 
 from kdnas_deploy.cli import options as o
+from kdnas_deploy.runtime.devices import default_threads
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ def test_hidden_alias_fills_the_new_option(monkeypatch, tmp_path):
     monkeypatch.setattr(exporter, "export_model", fake_export)
     r = CliRunner().invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "o"), "--task", "sst2"])
     assert r.exit_code == 0, r.output
-    assert seen["opts"].task == "sst2" and seen["opts"].threads == o.default_threads()
+    assert seen["opts"].task == "sst2" and seen["opts"].threads == default_threads()
 
 
 def test_one_thread_default_everywhere():
