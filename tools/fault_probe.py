@@ -370,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                "quick": args.quick, "kills_per_command": args.kills, "limit": args.limit, "sandbox": probe.sandbox,
                "seconds": round(time.time() - t0, 1), "totals": totals(probe.cases), "cases": probe.cases}  # fmt: skip
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        text = json.dumps(doc, indent=1).replace(str(root), "$PROBE")  # scratch folders are not results
+        text = text.replace(tempfile.gettempdir() + "/", "$TMP/")
+        Path(args.out).write_text(text + "\n")
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(doc["totals"]), f"{doc['seconds']} s ->", args.out)
