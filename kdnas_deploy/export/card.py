@@ -114,7 +114,7 @@ def _metrics(facts: dict[str, Any]) -> list[str]:
     parity = facts.get("parity") or {}
     if parity.get("max_abs_diff") is not None:
         tol = parity.get("tolerance") or {}
-        bound = ", ".join(f"{k} {_fmt(v)}" for k, v in tol.items()) if isinstance(tol, dict) else str(tol)
+        bound = ", ".join(f"{k} {v:g}" for k, v in tol.items()) if isinstance(tol, dict) else str(tol)
         bound = f" (tolerance {bound})" if bound else ""
         lines += [f"ONNX Runtime vs PyTorch logits: max |diff| {parity['max_abs_diff']:.3g}{bound}.", ""]
     return ["## Metrics", "", *lines] if lines else []
