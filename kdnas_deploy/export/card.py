@@ -128,7 +128,8 @@ def _latency(facts: dict[str, Any]) -> list[str]:
         shape = ", ".join(f"{k} {lat[k]}" for k in ("batch", "seq_len", "threads", "device") if lat.get(k) is not None)
         p90 = f", p90 {_fmt(lat['p90_ms'])} ms" if lat.get("p90_ms") is not None else ""
         shape = f" ({shape})" if shape else ""
-        lines.append(f"- {kind.capitalize()}: median {_fmt(lat['median_ms'])} ms{p90}{shape}")
+        what = "median " if kind == "measured" else ""
+        lines.append(f"- {kind.capitalize()}: {what}{_fmt(lat['median_ms'])} ms{p90}{shape}")
     if facts.get("device"):
         lines.append(f"- Device: {facts['device']}")
     return ["## Latency", "", *lines, ""] if lines else []
