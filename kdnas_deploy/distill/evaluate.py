@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdnas_deploy.distill.data import encode, evaluate_logits, predict
-from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
-from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.distill.teachers import check_labels, load_classifier, load_tokenizer, resolve_model
+from kdnas_deploy.errors import ConfigError, ModelError
 from kdnas_deploy.io import atomic_write_json, check_writable
+from kdnas_deploy.runtime.deploy import ONNX_FILE
 from kdnas_deploy.tasks.base import canonical_split
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +32,41 @@ def _recorded_max_seq_len(model_dir: Path) -> int | None:
     return None
 
 
+def is_onnx_folder(path: str | Path) -> bool:
+    """A folder with ``model.onnx`` and ``config.json`` (what ``export`` writes)."""
+    path = Path(path)
+    return path.is_dir() and (path / ONNX_FILE).is_file() and (path / "config.json").is_file()
+
+
+class OnnxClassifier:
+    """An ONNX folder behind the interface :func:`~kdnas_deploy.distill.data.predict` uses (``eval()`` and a
+    call on the collated torch tensors that returns ``.logits``), run by optimum's ORT model."""
+
+    def __init__(self, folder: Path, task: Task, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        import torch
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        try:
+            self.model = ORTModelForSequenceClassification.from_pretrained(
+                str(folder), file_name=ONNX_FILE, provider="CPUExecutionProvider", session_options=options)
+        except Exception as exc:  # noqa: BLE001 - a corrupt graph surfaces as ORT's Fail/InvalidProtobuf, ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"{folder / ONNX_FILE}: cannot load the ONNX model ({first[:200]})") from None
+        num_labels = int(getattr(self.model.config, "num_labels", 0) or 0)
+        check_labels(num_labels, task, folder)
+        session = getattr(self.model, "session", None) or getattr(self.model, "model", None)
+        self.inputs = {i.name for i in session.get_inputs()} if session is not None else None
+
+    def eval(self) -> OnnxClassifier:
+        return self
+
+    def __call__(self, **batch: Any) -> Any:
+        return self.model(**{k: v for k, v in batch.items() if self.inputs is None or k in self.inputs})
+
+
 def evaluate_model(
     model_dir: str | Path,
     task: Task,
@@ -49,9 +85,10 @@ def evaluate_model(
         raise ConfigError(f"max sequence length must be an integer in [2, {1 << 16}], got {max_seq_len!r}")
     if json_path is not None:
         check_writable(json_path, "--json")
-    source = resolve_model(model_dir)
+    onnx = is_onnx_folder(model_dir)
+    source = str(model_dir) if onnx else resolve_model(model_dir)
     split = canonical_split(split)
-    model = load_classifier(source, task)
+    model = OnnxClassifier(Path(source), task) if onnx else load_classifier(source, task)
     tokenizer = load_tokenizer(source)
     ds = task.load_split(split)
     if max_seq_len is None:
@@ -66,6 +103,7 @@ def evaluate_model(
         "model": str(model_dir),
         "task": task.name,
         "split": split,
+        "runtime": "onnxruntime" if onnx else "pytorch",
         "num_examples": len(enc),
         "max_seq_len": max_seq_len,
         "main_metric": task.main_metric,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.errors import ExportError, ModelError, TableError
+from kdnas_deploy.export.card import write_card
 from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.validate import ParityTolerance, check_metric, check_parity, parity_to_dict
 from kdnas_deploy.io import atomic_directory, atomic_write_json
@@ -208,8 +209,64 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
         }
         report["file_sizes_bytes"] = _file_sizes(tmp)  # everything but the report itself
         atomic_write_json(tmp / REPORT_FILE, report)
+        write_card(tmp, card_facts(report, model, source=str(model_dir), name=out_dir.name))
     report["output_dir"] = str(out_dir)
     return report
+
+
+def _read_record(folder: Path) -> tuple[str, dict[str, Any]]:
+    import json
+
+    for name in ("distill_record.json", "teacher_record.json"):
+        try:
+            rec = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict):
+            return name, rec
+    return "", {}
+
+
+def _source_facts(model_dir: Path) -> dict[str, Any]:
+    """Teacher and task of the folder the export came from (its distill or teacher record)."""
+    name, rec = _read_record(model_dir)
+    task = rec.get("task") if isinstance(rec.get("task"), dict) else {}
+    facts: dict[str, Any] = {}
+    if isinstance(task.get("name"), str):
+        facts["task"] = task["name"]
+        if isinstance(task.get("main_metric"), str):
+            facts["main_metric"] = task["main_metric"]
+    if name == "distill_record.json" and isinstance(rec.get("teacher"), str):  # a teacher's record names
+        facts["teacher"] = rec["teacher"]  # its backbone. Its metrics may be of a held-out train slice: left out
+    return facts
+
+
+def card_facts(report: dict[str, Any], model: Any, source: str, name: str) -> dict[str, Any]:
+    """The model card's facts from an export report (nothing the report does not know)."""
+    facts: dict[str, Any] = {"format": "onnx", "name": name, "architecture": report.get("architecture"),
+                             "precision": report.get("precision"),
+                             "optimize": (report.get("deploy_config") or {}).get("optimize")}
+    try:
+        facts["params"] = int(sum(p.numel() for p in model.parameters()))
+    except (AttributeError, TypeError):
+        pass
+    facts.update(_source_facts(Path(source)))
+    parity = report.get("parity") or {}
+    diffs = [c.get("max_abs_diff") for c in parity.get("cases", []) if c.get("max_abs_diff") is not None]
+    if diffs:
+        facts["parity"] = {"max_abs_diff": max(diffs), "tolerance": parity.get("tolerance")}
+    check = report.get("metric_check")
+    if check:
+        facts["metric_check"] = check
+        facts.setdefault("task", check.get("task"))
+        if check.get("metric") and check.get("after") is not None:
+            facts.update(metrics={check["metric"]: check["after"]}, main_metric=check["metric"], split="dev")
+    lat = report.get("latency_measured")
+    if lat:
+        facts["latency"] = {**lat, "kind": "measured"}
+        host = report.get("host") or {}
+        facts["device"] = ", ".join(str(v) for v in (lat.get("device"), host.get("processor")) if v)
+    return facts
 
 
 def _validate_and_measure(model: Any, tokenizer: Any, deployed: Any, options: ExportOptions,

@@ -14,6 +14,7 @@ import numpy as np
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import SearchError
+from kdnas_deploy.export.card import params_from_config, write_card
 from kdnas_deploy.io import atomic_directory, atomic_write_json
 from kdnas_deploy.search.budget import BudgetSet
 from kdnas_deploy.search.config import SearchConfig
@@ -99,8 +100,32 @@ def final_stage(
         with atomic_directory(student, force=True) as tmp:
             shutil.copytree(winner["model_dir"], tmp, dirs_exist_ok=True)
             atomic_write_json(tmp / STUDENT_MARKER, {"arch_str": winner["arch_str"], "arch": winner["arch"]})
+            write_card(tmp, student_card_facts(tmp, winner, cfg, budgets))
     echo(f"final: winner {winner['arch_str']} dev {winner.get('dev_metrics')}")
     return {"winner": winner, "candidates": results, "student_dir": str(student)}
+
+
+def student_card_facts(folder: Path, winner: dict[str, Any], cfg: SearchConfig, budgets: BudgetSet) -> dict[str, Any]:
+    """The winner's model card facts: architecture, teacher, task, dev metrics, the tables' predicted latency."""
+    arch = record_key(winner["arch"])
+    facts: dict[str, Any] = {"format": "hf", "name": f"kdnas-deploy student {arch.short()}",
+                             "architecture": arch.to_dict(), "teacher": cfg.teacher, "task": cfg.task}
+    try:
+        facts["params"] = params_from_config(arch, json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    dev = winner.get("dev_metrics") or {}
+    metrics = {k: v for k, v in dev.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if metrics:
+        facts.update(metrics=metrics, split="dev")
+    lat = winner.get("latency_ms") or {}
+    if budgets.budgets and budgets.budgets[0].name in lat:
+        first = budgets.budgets[0]
+        facts["latency"] = {"median_ms": lat[first.name], "kind": "predicted", "batch": first.batch or cfg.batch,
+                            "seq_len": first.seq or cfg.seq}
+        if cfg.budgets:
+            facts["device"] = f"as priced by latency table {cfg.budgets[0].table} (budget {first.budget_ms:g} ms)"
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 def _finalist(

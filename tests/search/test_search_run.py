@@ -54,6 +54,13 @@ def test_full_run_writes_every_artifact(tmp_path):
     model = BertForSequenceClassification.from_pretrained(d / "student")
     assert Architecture.from_config(model.config) == best
     assert summary["final"]["winner"]["dev_metrics"]["accuracy"] > 0
+    card = (d / "student" / "README.md").read_text()
+    import yaml
+
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "transformers" and "kdnas-deploy" in meta["tags"]
+    assert f"| L (num layers) | {best.num_layers} |" in card and "AutoModelForSequenceClassification" in card
+    assert "Predicted:" in card and "accuracy" in card
 
 
 def test_non_empty_folder_without_resume_is_refused(tmp_path):
