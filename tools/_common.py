@@ -14,7 +14,8 @@ from kdnas_deploy.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "tools" / "results"
-# Default work folders of the benchmarks (git ignores work_artifacts/ at the repository root); pass --work to put them elsewhere.
+# Default work folders of the benchmarks (git ignores work_artifacts/ at the repository root);
+# pass --work to put them elsewhere.
 WORK = ROOT / "work_artifacts"
 # The GLUE layout beside the checkout (../shared/data/glue), as the tests and the README use it.
 GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
