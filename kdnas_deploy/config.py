@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -160,6 +161,8 @@ class _Builder:
         if tp is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.fail(path, f"expected a number, got {type(value).__name__} ({value!r})")
+            if not math.isfinite(value):
+                raise self.fail(path, f"expected a finite number, got {value!r}")
             return float(value)
         if tp in (int, str, bool):
             if type(value) is not tp:

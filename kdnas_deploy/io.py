@@ -68,12 +68,49 @@ def writing(path: str | os.PathLike[str], action: str = "write", cleanup: str | 
         raise disk_error(path, OSError(code, os.strerror(code)), action) from None
 
 
+# Folders this process created (the outermost new one per make_dirs call): what a refusal may take back.
+CREATED_FOLDERS: list[Path] = []
+# Files that hold no result: a refused command that left only these (or empty files) in a folder it created
+# removes the folder, so bad input writes nothing (a resolved config.yaml, the lock, an empty log).
+SETUP_FILES = frozenset({LOCK_FILE, "config.yaml"})
+
+
 def make_dirs(path: str | os.PathLike[str]) -> Path:
     """``mkdir -p`` with a one-line error (a parent that is a file, a read-only disk, ...)."""
     path = Path(path)
+    top = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        top = folder
     with writing(path, "create the folder"):
         path.mkdir(parents=True, exist_ok=True)
+    if top is not None:
+        CREATED_FOLDERS.append(top.absolute())
     return path
+
+
+def _holds_no_result(folder: Path) -> bool:
+    for p in folder.rglob("*"):
+        if p.is_symlink() or (p.is_file() and p.name not in SETUP_FILES and p.stat().st_size > 0):
+            return False
+    return True
+
+
+def discard_unused_folders() -> list[Path]:
+    """Remove the folders this process created that hold no result (see :data:`SETUP_FILES`); called by the
+    CLI when a command is refused, so a refusal after the output folder was opened leaves nothing behind.
+    A folder with any computed record (a non-empty log, a table, a checkpoint) is kept: nothing is lost."""
+    removed = []
+    for folder in reversed(CREATED_FOLDERS):
+        try:
+            if folder.is_dir() and _holds_no_result(folder):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        except OSError:
+            continue  # best effort: a folder we cannot read or remove stays
+    CREATED_FOLDERS.clear()
+    return removed
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "the output") -> Path:
@@ -257,24 +294,40 @@ class FolderLock:
         import fcntl
 
         make_dirs(self.folder)
-        with writing(self.path, "lock"):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise BusyError(f"run folder {self.folder} is in use by another process (pid {pid})") from None
-        except OSError as exc:
-            os.close(fd)
-            raise disk_error(self.path, exc, "lock") from None
+        while True:
+            with writing(self.path, "lock"):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise BusyError(f"run folder {self.folder} is in use by another process (pid {pid})") from None
+            except OSError as exc:
+                os.close(fd)
+                raise disk_error(self.path, exc, "lock") from None
+            if self._same_file(fd):
+                break
+            os.close(fd)  # a releasing holder unlinked the file we locked: lock the new one
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Remove the lock file (while still holding the lock: a waiter re-checks the inode) and unlock."""
         if self._fd is not None:
+            if self._same_file(self._fd):
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass  # a read-only folder: the stale file is harmless (the kernel lock is what counts)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

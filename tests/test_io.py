@@ -69,6 +69,39 @@ def test_folder_lock_refuses_a_second_holder_with_its_pid(tmp_path):
             io.FolderLock(run).acquire()  # another open file description: refused in-process too
     with io.lock_folder(run):  # released
         pass
+    assert not (run / io.LOCK_FILE).exists()  # a released lock leaves no file behind
+
+
+def test_a_lock_taken_on_an_unlinked_file_is_retaken_on_the_new_one(tmp_path):
+    run = tmp_path / "run"
+    first = io.FolderLock(run).acquire()
+    stale_fd = os.open(run / io.LOCK_FILE, os.O_RDWR)  # a waiter that opened the file before release
+    first.release()
+    second = io.FolderLock(run).acquire()  # creates a new file: the stale descriptor points at the old inode
+    assert os.fstat(stale_fd).st_ino != os.stat(run / io.LOCK_FILE).st_ino
+    os.close(stale_fd)
+    with pytest.raises(BusyError):
+        io.FolderLock(run).acquire()
+    second.release()
+
+
+def test_discard_unused_folders_takes_back_only_what_holds_no_result(tmp_path):
+    io.CREATED_FOLDERS.clear()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text("x: 1\n")  # existed before: never touched
+    io.make_dirs(old / "sub")
+    setup_only = io.make_dirs(tmp_path / "a" / "b")
+    (setup_only / "config.yaml").write_text("x: 1\n")
+    (setup_only / "episodes.jsonl").write_text("")
+    computed = io.make_dirs(tmp_path / "c")
+    (computed / "config.yaml").write_text("x: 1\n")
+    (computed / "episodes.jsonl").write_text('{"episode": 0}\n')
+    removed = io.discard_unused_folders()
+    assert sorted(p.name for p in removed) == ["a", "sub"]
+    assert not (tmp_path / "a").exists() and not (old / "sub").exists()
+    assert (old / "config.yaml").is_file() and (computed / "episodes.jsonl").is_file()
+    assert io.CREATED_FOLDERS == []
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])

@@ -95,16 +95,26 @@ def _usage_line(exc: click.UsageError) -> str:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: run the CLI, turning :class:`KdnasError` into a one-line message and its exit code."""
+    """Entry point: run the CLI, turning :class:`KdnasError` into a one-line message and its exit code.
+
+    A refusal (exit code 2) also removes the output folders the command created but filled with no result
+    (:func:`kdnas_deploy.io.discard_unused_folders`): bad input found after ``--out`` was opened writes nothing.
+    """
+    from kdnas_deploy import io
+
+    io.CREATED_FOLDERS.clear()
     try:
         return cli.main(args=argv, prog_name="kdnas-deploy", standalone_mode=False)
     except KdnasError as exc:
+        if exc.exit_code == 2:
+            io.discard_unused_folders()
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.UsageError as exc:
+        io.discard_unused_folders()
         click.echo(_usage_line(exc), err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -113,7 +123,12 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except FileExistsError as exc:
+        io.discard_unused_folders()
         click.echo(f"Error: {exc} already exists and is not empty (use --force)", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("Error: out of memory: the inputs asked for more memory than this machine has "
+                   "(try a smaller --batch, --seq or --batch-size)", err=True)  # fmt: skip
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

@@ -82,8 +82,8 @@ def teacher() -> None:
     show_default=True,
     help="default: 3 epochs, len 128, lr 5e-5; fast: 1 epoch, len 64, lr 1e-4.",
 )
-@click.option("--epochs", type=o.PositiveFloat, default=None, help="Training epochs (> 0; fractions allowed).")
-@click.option("--batch-size", type=o.PositiveInt, default=None, help="Training batch size.")
+@click.option("--epochs", type=o.Epochs, default=None, help="Training epochs (> 0; fractions allowed).")
+@click.option("--batch-size", type=o.Batch, default=None, help="Training batch size.")
 @click.option(
     "--learning-rate",
     "--lr",
@@ -94,9 +94,9 @@ def teacher() -> None:
 )
 @click.option("--max-seq-len", type=SEQ_LEN, default=None, help="Token length inputs are cut/padded to (8-512).")
 @click.option(
-    "--max-train-samples", type=o.PositiveInt, default=None, help="Use a seeded random subset of the train split."
+    "--max-train-samples", type=o.Count, default=None, help="Use a seeded random subset of the train split."
 )
-@click.option("--seed", type=o.NonNegativeInt, default=None, help="Seed of the subset, initialisation and order.")
+@click.option("--seed", type=o.Seed, default=None, help="Seed of the subset, initialisation and order.")
 @o.threads_option()
 @o.force_option("Replace an existing --out folder.")
 @o.no_progress_option()
@@ -143,8 +143,8 @@ LOSS_HELP = "Weight of the {} loss (>= 0; 0 switches it off) [default: the prese
     show_default=True,
     help="full: every loss, 3 epochs; proxy: 1 epoch, length 64, logits + last-layer relations.",
 )
-@click.option("--epochs", type=o.PositiveFloat, default=None, help="Training epochs (> 0; fractions allowed).")
-@click.option("--max-train-samples", type=o.PositiveInt, default=None, help="Seeded random subset of the train split.")
+@click.option("--epochs", type=o.Epochs, default=None, help="Training epochs (> 0; fractions allowed).")
+@click.option("--max-train-samples", type=o.Count, default=None, help="Seeded random subset of the train split.")
 @click.option(
     "--init",
     type=click.Choice(["teacher", "random"]),
@@ -159,7 +159,7 @@ LOSS_HELP = "Weight of the {} loss (>= 0; 0 switches it off) [default: the prese
     "wider student distilled before: progressive shrinking). Same vocabulary and labels as the "
     "teacher.",
 )
-@click.option("--batch-size", type=o.PositiveInt, default=None, help="Training batch size [default: 32].")
+@click.option("--batch-size", type=o.Batch, default=None, help="Training batch size [default: 32].")
 @click.option(
     "--learning-rate",
     "--lr",
@@ -185,7 +185,7 @@ LOSS_HELP = "Weight of the {} loss (>= 0; 0 switches it off) [default: the prese
     default=None,
     help=LOSS_HELP.format("self-attention relation (MiniLMv2)"),
 )
-@click.option("--seed", type=o.NonNegativeInt, default=None, help="Seed of initialisation, order and subset [42].")
+@click.option("--seed", type=o.Seed, default=None, help="Seed of initialisation, order and subset [42].")
 @click.option(
     "--augment",
     "augment_copies",
@@ -270,7 +270,7 @@ def distill(
 @task_options
 @click.option("--split", default="dev", show_default=True, help="train or dev (alias validation).")
 @click.option("--max-seq-len", type=SEQ_LEN, default=None, help="Default: the model's recorded value, else 128.")
-@click.option("--batch-size", type=o.PositiveInt, default=128, show_default=True, help="Evaluation batch size.")
+@click.option("--batch-size", type=o.Batch, default=128, show_default=True, help="Evaluation batch size.")
 @o.json_option(help="Also write the metrics as JSON to this file.")
 @o.threads_option()
 @o.no_progress_option()

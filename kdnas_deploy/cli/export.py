@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Largest allowed drop of the task metric, in points (x100).",
 )
-@click.option("--max-eval-examples", type=o.PositiveInt, default=None, help="Evaluate on the first N dev rows only.")
+@click.option("--max-eval-examples", type=o.Count, default=None, help="Evaluate on the first N dev rows only.")
 @click.option(
     "--atol", type=o.NonNegativeFloat, default=None, help="Parity tolerance on logits (default per precision)."
 )
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 @o.seq_option(name="--bench-seq", help="Sequence length of the measured latency.")
 @click.option(
     "--bench-reps",
-    type=o.NonNegativeInt,
+    type=o.Count0,
     default=30,
     show_default=True,
     help="Timed calls of the latency measurement; 0 skips it.",
@@ -157,8 +157,8 @@ def export(
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Device the models run on."
 )
-@click.option("--rounds", type=o.PositiveInt, default=10, show_default=True, help="Interleaved rounds.")
-@click.option("--block", type=o.PositiveInt, default=5, show_default=True, help="Timed calls per model per round.")
+@click.option("--rounds", type=o.Count, default=10, show_default=True, help="Interleaved rounds.")
+@click.option("--block", type=o.Count, default=5, show_default=True, help="Timed calls per model per round.")
 @o.json_option(help="Write the rows as JSON to this file.", dest="json_out")
 @click.option("--table", type=o.ExistingPath(dir_okay=False), default=None, help="Latency table: add predicted_ms.")
 def bench(

@@ -53,12 +53,12 @@ latency.add_command(transfer)
     help="Precision of the deployed models timed (int8: dynamic, CPU; fp16: CUDA).",
 )
 @o.threads_option()
-@click.option("--rounds", type=o.PositiveInt, default=3, show_default=True, help="Readings per entry, spaced in time.")
+@click.option("--rounds", type=o.Count, default=3, show_default=True, help="Readings per entry, spaced in time.")
 @o.out_option(kind="file", help="Table JSON to write.")
 @o.force_option("Replace an existing --out (a killed build of the same table resumes without it).")
 @click.option("--workdir", type=o.OUT_DIR, default=None, help="Work folder (exports, journal).")
 @click.option("--keep-models", is_flag=True, help="Keep the exported models in the work folder.")
-@click.option("--export-workers", type=o.NonNegativeInt, default=1, show_default=True, help=EXPORT_WORKERS_HELP)
+@click.option("--export-workers", type=o.Workers, default=1, show_default=True, help=EXPORT_WORKERS_HELP)
 @o.no_progress_option(quiet_alias=True)
 def build(
     space_spec: str,
@@ -275,9 +275,9 @@ def predict(
 
 @latency.command()
 @TABLE_ARG
-@click.option("--n", type=o.PositiveInt, default=100, show_default=True,
+@click.option("--n", type=o.Count, default=100, show_default=True,
               help="Architectures to draw (100 support a ~95% claim within a few points).")
-@click.option("--seed", type=o.NonNegativeInt, default=0, show_default=True, help="Seed of the draw.")
+@click.option("--seed", type=o.Seed, default=0, show_default=True, help="Seed of the draw.")
 @click.option("--report", type=o.OUT_FILE, required=True, help="Report JSON to write.")
 @click.option("--plot", type=o.OUT_FILE, default=None, help="Predicted-vs-measured PNG.")
 @BATCH_AT
@@ -290,7 +290,7 @@ def predict(
     show_default=True,
     help="Sessions of one model timed to estimate the noise floor.",
 )
-@click.option("--export-workers", type=o.NonNegativeInt, default=1, show_default=True, help=EXPORT_WORKERS_HELP)
+@click.option("--export-workers", type=o.Workers, default=1, show_default=True, help=EXPORT_WORKERS_HELP)
 @o.no_progress_option(quiet_alias=True)
 def validate(
     table_path: Path,

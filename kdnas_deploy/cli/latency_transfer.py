@@ -7,12 +7,20 @@ from pathlib import Path
 
 import click
 
-from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_option, out_option, threads_option
+from kdnas_deploy.cli.options import (
+    Count,
+    Seed,
+    Workers,
+    force_option,
+    no_progress_option,
+    out_option,
+    threads_option,
+)
 
 
 @click.command()
 @click.argument("ref_table", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--measure", "k", type=PositiveInt, default=10, show_default=True,
+@click.option("--measure", "k", type=Count, default=10, show_default=True,
               help="Whole models to measure here (at least 2; the correction never has more than K/2 parameters).")
 @out_option(kind="file", help="Transferred table JSON to write.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
@@ -23,8 +31,8 @@ from kdnas_deploy.cli.options import PositiveInt, force_option, no_progress_opti
 @threads_option()
 @click.option("--space", "space_spec", default=None,
               help="Refuse a reference of another space than this one (a YAML path or a preset name).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the measured students' weights.")
-@click.option("--export-workers", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--seed", type=Seed, default=0, show_default=True, help="Seed of the measured students' weights.")
+@click.option("--export-workers", type=Workers, default=1, show_default=True,
               help="Export processes (0: in this one).")
 @force_option(help="Replace an existing --out.")
 @no_progress_option()

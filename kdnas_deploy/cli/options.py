@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import click
 
+from kdnas_deploy.limits import MAX_EPOCHS, MAX_SEQ, RANGES
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 TASK_HELP = "GLUE name (sst2, mrpc, cola, stsb, qnli, rte, mnli, qqp, wnli), 'builtin', or a CSV/TSV/JSON file."
@@ -33,6 +35,15 @@ THREADS_HELP = "Intra-op threads (ONNX Runtime and torch) " + THREADS_DEFAULT
 # ---------------------------------------------------------------------------------------------- number types
 PositiveInt = click.IntRange(min=1)
 NonNegativeInt = click.IntRange(min=0)
+# Counts with the upper limits of kdnas_deploy.limits (a value above one overflows, allocates terabytes or
+# runs for years): 1e12 threads or rounds is one usage line, not a traceback or a hung command.
+Threads = click.IntRange(*RANGES["threads"])
+Batch = click.IntRange(*RANGES["batch"])
+Seq = click.IntRange(*RANGES["seq"])
+Count = click.IntRange(*RANGES["count"])
+Count0 = click.IntRange(*RANGES["count0"])
+Seed = click.IntRange(*RANGES["seed"])
+Workers = click.IntRange(0, RANGES["threads"][1])  # parallel exporter processes; 0: in this process
 
 
 class FiniteFloat(click.ParamType):
@@ -76,6 +87,7 @@ class FiniteFloat(click.ParamType):
 
 Finite = FiniteFloat()
 PositiveFloat = FiniteFloat(min=0.0, min_open=True)
+Epochs = FiniteFloat(min=0.0, max=MAX_EPOCHS, min_open=True)
 NonNegativeFloat = FiniteFloat(min=0.0)
 Probability = FiniteFloat(min=0.0, max=1.0, min_open=True)  # (0, 1]
 UnitInterval = FiniteFloat(min=0.0, max=1.0)  # [0, 1]
@@ -86,8 +98,8 @@ class IntList(click.ParamType):
 
     name = "ints"
 
-    def __init__(self, min: int = 1) -> None:
-        self.min = min
+    def __init__(self, min: int = 1, max: int = MAX_SEQ) -> None:
+        self.min, self.max = min, max
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
         if isinstance(value, tuple):
@@ -103,6 +115,8 @@ class IntList(click.ParamType):
                 self.fail(f"{part!r} is not an integer", param, ctx)
             if number < self.min:
                 self.fail(f"{number} is below the minimum {self.min}", param, ctx)
+            if number > self.max:
+                self.fail(f"{number} is above the maximum {self.max}", param, ctx)
             out.append(number)
         if not out:
             self.fail(f"{value!r} holds no number", param, ctx)
@@ -247,35 +261,35 @@ def task_option(
 
 
 def data_dir_option(help: str = DATA_DIR_HELP) -> Callable[[F], F]:
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
+    return click.option("--data-dir", type=ExistingPath(file_okay=False), default=None, help=help)
 
 
 def threads_option(help: str = THREADS_HELP) -> Callable[[F], F]:
     """``--threads N`` (>= 1); the command receives an int, physical cores when not given."""
-    return click.option("--threads", type=PositiveInt, default=None, callback=_resolve_threads, help=help)
+    return click.option("--threads", type=Threads, default=None, callback=_resolve_threads, help=help)
 
 
 def batch_option(default: int | None = 1, help: str = "Batch size.", name: str = "--batch") -> Callable[[F], F]:
-    return click.option(name, type=PositiveInt, default=default, show_default=default is not None, help=help)
+    return click.option(name, type=Batch, default=default, show_default=default is not None, help=help)
 
 
 def seq_option(default: int | None = 128, help: str = "Sequence length.", name: str = "--seq") -> Callable[[F], F]:
-    return click.option(name, type=PositiveInt, default=default, show_default=default is not None, help=help)
+    return click.option(name, type=Seq, default=default, show_default=default is not None, help=help)
 
 
-def _int_list_option(flag: str, dest: str, default: str, help: str) -> Callable[[F], F]:
+def _int_list_option(flag: str, dest: str, default: str, help: str, kind: IntList) -> Callable[[F], F]:
     return click.option(
-        flag, dest, type=PositiveIntList, multiple=True, default=(default,), show_default=True, callback=_flatten,
+        flag, dest, type=kind, multiple=True, default=(default,), show_default=True, callback=_flatten,
         help=help,
     )  # fmt: skip
 
 
 def batches_option(default: str = "1", help: str = "Batch size(s): 1 or 1,8 (repeatable).") -> Callable[[F], F]:
-    return _int_list_option("--batch", "batches", default, help)
+    return _int_list_option("--batch", "batches", default, help, IntList(1, RANGES["batch"][1]))
 
 
 def seqs_option(default: str = "128", help: str = "Sequence length(s): 128 or 32,64,128 (repeatable).") -> Callable[[F], F]:  # noqa: E501
-    return _int_list_option("--seq", "seqs", default, help)
+    return _int_list_option("--seq", "seqs", default, help, PositiveIntList)
 
 
 def out_option(
@@ -332,6 +346,10 @@ __all__ = [
     "OUT_DIR",
     "OUT_FILE",
     "ArchType",
+    "Batch",
+    "Count",
+    "Count0",
+    "Epochs",
     "ExistingPath",
     "Finite",
     "FiniteFloat",
@@ -343,7 +361,11 @@ __all__ = [
     "PositiveInt",
     "PositiveIntList",
     "Probability",
+    "Seed",
+    "Seq",
+    "Threads",
     "UnitInterval",
+    "Workers",
     "batch_option",
     "batches_option",
     "data_dir_option",

@@ -12,12 +12,14 @@ from typing import Any
 import click
 
 from kdnas_deploy.cli.options import (
+    Count,
+    Count0,
+    Epochs,
     Finite,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     Probability,
+    Seed,
     batch_option,
     data_dir_option,
     out_option,
@@ -70,13 +72,13 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
     default=None,
     help="Search strategy [default: the preset's, kdnas].",
 )
-@click.option("--episodes", type=PositiveInt, default=None, help="Episodes [default: the preset's, 8].")
-@click.option("--candidates", type=PositiveInt, default=None, help="Members the controller scores per episode (200).")
-@click.option("--top-k", type=PositiveInt, default=None, help="Candidates distilled per episode (4).")
+@click.option("--episodes", type=Count, default=None, help="Episodes [default: the preset's, 8].")
+@click.option("--candidates", type=Count, default=None, help="Members the controller scores per episode (200).")
+@click.option("--top-k", type=Count, default=None, help="Candidates distilled per episode (4).")
 @click.option("--proxy-fraction", type=Probability, default=None, help="Share of the train split used as proxy (0.1).")
-@click.option("--heldout-size", type=PositiveInt, default=None, help="Train rows held out for the reward (1000).")
-@click.option("--proxy-epochs", type=PositiveFloat, default=None, help="Override the proxy distillation epochs.")
-@click.option("--final-epochs", type=PositiveFloat, default=None, help="Override the final distillation epochs.")
+@click.option("--heldout-size", type=Count, default=None, help="Train rows held out for the reward (1000).")
+@click.option("--proxy-epochs", type=Epochs, default=None, help="Override the proxy distillation epochs.")
+@click.option("--final-epochs", type=Epochs, default=None, help="Override the final distillation epochs.")
 @click.option(
     "--metric",
     type=click.Choice(list(REWARD_METRICS)),
@@ -87,10 +89,10 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @click.option("--alpha", type=Finite, default=-0.07, show_default=True, help="Latency exponent within budget.")
 @click.option("--beta", type=Finite, default=-0.07, show_default=True, help="Latency exponent beyond budget.")
 @click.option("--hard-budget", is_flag=True, help="Never distill a candidate over any budget.")
-@click.option("--final-top", type=NonNegativeInt, default=None, help="Best architectures distilled fully (1; 0 skips).")
+@click.option("--final-top", type=Count0, default=None, help="Best architectures distilled fully (1; 0 skips).")
 @batch_option(default=None, help="Batch size the tables predict at [default: the table's].")
 @seq_option(default=None, help="Sequence length the tables predict at [default: the table's].")
-@click.option("--seed", type=int, default=None, help="Search seed [default: the preset's, 0].")
+@click.option("--seed", type=Seed, default=None, help="Search seed [default: the preset's, 0].")
 @click.option(
     "--executor",
     type=click.Choice(list(EXECUTORS)),

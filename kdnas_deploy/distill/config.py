@@ -7,6 +7,7 @@ from typing import Any
 
 from kdnas_deploy.config import Presets, build
 from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.limits import MAX_EPOCHS, check_float, check_int
 
 LAYER_MAPPINGS = ("uniform", "last", "uniform+last")
 INITS = ("teacher", "random")
@@ -48,6 +49,8 @@ class DistillConfig:
             raise ConfigError("init_from (--init-from) needs init 'teacher': it replaces the teacher as weight source")
         if self.layer_mapping not in LAYER_MAPPINGS:
             raise ConfigError(f"layer_mapping must be one of {LAYER_MAPPINGS}, got {self.layer_mapping!r}")
+        check_float("epochs", self.epochs, high=MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, "batch")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0 or self.max_seq_len < 8:
             raise ConfigError("epochs, batch_size, learning_rate must be positive and max_seq_len >= 8")
         if self.augment_copies < 0 or not 0 < self.augment_mask_rate < 1:

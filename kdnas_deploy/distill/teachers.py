@@ -81,6 +81,25 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spie
                    "vocab.json", "merges.txt")  # fmt: skip
 
 
+def check_model_files(source: str | Path) -> None:
+    """Refuse, in a fraction of a second, a model folder whose tokenizer or safetensors weights do not load:
+    the tokenizer is loaded and each ``*.safetensors`` header read (not the tensors), so a search or run
+    finds a corrupt teacher before it opens its output folder rather than at its first candidate."""
+    source = resolve_model(source)
+    load_tokenizer(source)
+    folder = Path(str(source))
+    if not folder.is_dir():
+        return
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError is not an OSError
+            raise checkpoint_error(folder, exc) from None
+
+
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 

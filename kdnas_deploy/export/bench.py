@@ -20,6 +20,7 @@ import numpy as np
 from kdnas_deploy.errors import ExportError
 from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier
 from kdnas_deploy.latency.table import check_threads, load_table
+from kdnas_deploy.limits import check_int
 from kdnas_deploy.runtime.devices import require_device
 from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
 from kdnas_deploy.runtime.runners import Runner, ort_runner, torch_runner
@@ -42,9 +43,9 @@ class BenchConfig:
     block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "seq", "threads", "rounds", "block"):
-            if getattr(self, name) < 1:
-                raise ExportError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        for name, kind in (("batch", "batch"), ("seq", "seq"), ("threads", "threads"), ("rounds", "count"),
+                           ("block", "count")):  # fmt: skip
+            check_int(f"bench {name}", getattr(self, name), kind, ExportError)
         if self.pause_ms < 0 or self.block_warmup < 0:
             raise ExportError("bench pause_ms and block_warmup must be >= 0")
         if self.seq > 512:

@@ -20,6 +20,7 @@ from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_cla
 from kdnas_deploy.export.validate import ParityTolerance, check_metric, check_parity, parity_to_dict
 from kdnas_deploy.io import atomic_directory, atomic_write_json
 from kdnas_deploy.latency.table import check_threads, load_table
+from kdnas_deploy.limits import check_int
 from kdnas_deploy.runtime.deploy import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy, quiet_loggers
 from kdnas_deploy.runtime.devices import require_device
 from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
@@ -61,9 +62,9 @@ class ExportOptions:
             raise ExportError(f"unknown quantization {self.quantize!r} (choose from none, int8)")
         if self.fp16 and self.quantize != "none":
             raise ExportError("--fp16 and --quantize int8 exclude each other")
-        for name in ("threads", "bench_batch", "bench_seq"):
-            if getattr(self, name) < 1:
-                raise ExportError(f"{name} must be >= 1")
+        for name, kind in (("threads", "threads"), ("bench_batch", "batch"), ("bench_seq", "seq"),
+                           ("bench_reps", "count0")):  # fmt: skip
+            check_int(name, getattr(self, name), kind, ExportError)
         for name in ("atol", "rtol"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ExportError(f"--{name} must be >= 0")

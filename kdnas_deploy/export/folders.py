@@ -73,6 +73,9 @@ def load_hf_classifier(path: str | Path) -> Any:
         raise ModelError(f"{folder.path}: unsupported architecture ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise ModelError(f"{folder.path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt safetensors file raises SafetensorError (not OSError)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load the checkpoint in {folder.path}: {first}") from None
     return model.eval()
 
 

@@ -167,7 +167,7 @@ class LatencyTable:
         return np.full(np.shape(raw_ms), float(cal.get("scale", 1.0)))
 
     # ------------------------------------------------------------------ prediction
-    def _resolve_grid(self, batch: int | None, seq: int | None) -> tuple[int, int]:
+    def resolve_grid(self, batch: int | None, seq: int | None) -> tuple[int, int]:
         b = self.batch_sizes[0] if batch is None else int(batch)
         s = self.seq_lens[0] if seq is None else int(seq)
         if b not in self.batch_sizes:
@@ -196,7 +196,7 @@ class LatencyTable:
         calibrated: bool = True,
     ) -> np.ndarray:  # fmt: skip
         """Predictions (ms) from variant rows and depths: the fully vectorized core."""
-        b, s = self._resolve_grid(batch, seq)
+        b, s = self.resolve_grid(batch, seq)
         sub = self._array[rows, self.batch_sizes.index(b)]  # (N, S, A)
         per_seq = np.stack([piecewise(depths, self.anchors, sub[:, j, :]) for j in range(sub.shape[1])], axis=1)
         pred = interp_seq(per_seq, self.seq_lens, s)

@@ -9,12 +9,14 @@ wrong types are refused with the key's dotted path, e.g. ``search.episodes: expe
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from kdnas_deploy.config import build, read_mapping, to_plain
-from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.errors import ConfigError, KdnasError
+from kdnas_deploy.limits import MAX_EPOCHS, check_float, check_int
 from kdnas_deploy.search.config import ExecutorConfig, SearchSettings
 from kdnas_deploy.search.executors import EXECUTORS
 
@@ -36,6 +38,11 @@ class TeacherSection:
     epochs: float = 2.0
     max_train_samples: int | None = None
 
+    def __post_init__(self) -> None:
+        check_float("teacher.epochs", self.epochs, high=MAX_EPOCHS)
+        if self.max_train_samples is not None:
+            check_int("teacher.max_train_samples", self.max_train_samples, "count")
+
 
 @dataclass(frozen=True)
 class DeviceSection:
@@ -52,6 +59,18 @@ class DeviceSection:
     # budget x (1 - headroom), the report checks the measured student against the budget itself.
     headroom: float = 0.0
 
+    def __post_init__(self) -> None:
+        from kdnas_deploy.latency.backends import BACKENDS, resolve_backend_name
+
+        try:
+            backend = resolve_backend_name(self.device)
+        except KdnasError as exc:
+            raise ConfigError(f"device {self.name!r}: {exc}") from None
+        if self.precision not in BACKENDS[backend].precisions:
+            choices = ", ".join(BACKENDS[backend].precisions)
+            raise ConfigError(f"device {self.name!r}: precision {self.precision!r} is not one of {choices}")
+        check_int(f"device {self.name!r}: threads", self.threads, "threads")
+
 
 @dataclass(frozen=True)
 class LatencySection:
@@ -62,6 +81,10 @@ class LatencySection:
     batch: int = 1
     seq: int = 128
     transfer: Literal["auto", "never"] = "auto"
+
+    def __post_init__(self) -> None:
+        check_int("latency.batch", self.batch, "batch")
+        check_int("latency.seq", self.seq, "seq")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,12 +107,25 @@ class ExportSection:
     optimize: str = "O2"
     quantize: str = "none"
 
+    def __post_init__(self) -> None:
+        from kdnas_deploy.runtime.deploy import OPT_LEVELS
+
+        if self.optimize not in OPT_LEVELS:
+            raise ConfigError(f"export.optimize: unknown level {self.optimize!r} (choose from {', '.join(OPT_LEVELS)})")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"export.quantize: must be none or int8, got {self.quantize!r}")
+
 
 @dataclass(frozen=True)
 class BenchSection:
     batch: int = 1
     seq: int = 128
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        check_int("bench.batch", self.batch, "batch")
+        check_int("bench.seq", self.seq, "seq")
+        check_int("bench.threads", self.threads, "threads")
 
 
 @dataclass(frozen=True)
@@ -122,8 +158,8 @@ class PipelineConfig:
                 raise ConfigError(f"devices[{i}]: give budget_ms or budget_fraction")
             for key in ("budget_ms", "budget_fraction"):
                 value = getattr(dev, key)
-                if value is not None and value <= 0:
-                    raise ConfigError(f"devices[{i}].{key}: must be > 0, got {value}")
+                if value is not None and not 0 < value < math.inf:
+                    raise ConfigError(f"devices[{i}].{key}: must be > 0 and finite, got {value}")
             if not 0 <= dev.headroom < 1:
                 raise ConfigError(f"devices[{i}].headroom: must be in [0, 1), got {dev.headroom}")
         for key in ("batch", "seq"):

@@ -17,8 +17,8 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
-from kdnas_deploy.errors import ConfigError, SearchError, TableError
-from kdnas_deploy.io import atomic_write_json, atomic_write_yaml
+from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError
+from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
 from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
@@ -122,7 +122,7 @@ class Pipeline:
         from kdnas_deploy.search.budget import file_sha256
 
         out = self.run_dir / "latency" / f"{dev.name}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(out.parent)
         backend = get_backend(dev.device, dev.precision, threads=dev.threads)
         transfer.transfer_table(ref, backend, k=TRANSFER_K, out=out, log=self.echo, progress=self.progress,
                                 space=self.space, force=True)  # fmt: skip
@@ -258,8 +258,29 @@ class Pipeline:
         return self.stages.run("bench", inputs, work).outputs
 
     # ------------------------------------------------------------------ whole run
+    def preflight(self) -> None:
+        """The checks that need the file system, before anything is written: the teacher folder, the task,
+        each given table and the grid point the run predicts at (what the config loader cannot see)."""
+        from kdnas_deploy.latency.table import LatencyTable
+        from kdnas_deploy.tasks import is_known_task, task_names
+
+        cfg = self.config
+        if cfg.teacher.path is not None and not Path(cfg.teacher.path).is_dir():
+            raise ModelError(f"teacher.path: model folder not found: {cfg.teacher.path}")
+        if not is_known_task(cfg.task.name):
+            raise ConfigError(f"task.name: unknown task {cfg.task.name!r} (known: {', '.join(task_names())}, "
+                              "or a .csv/.tsv/.json file)")  # fmt: skip
+        if cfg.task.data_dir is not None and not Path(cfg.task.data_dir).is_dir():
+            raise ConfigError(f"task.data_dir: folder not found: {cfg.task.data_dir}")
+        for dev in cfg.devices:
+            if dev.table is None:
+                continue
+            table = LatencyTable.load(dev.table)
+            table.resolve_grid(cfg.latency.batch, cfg.latency.seq)  # TableError naming the grid
+
     def run(self) -> dict[str, Any]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.preflight()
+        make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
         tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}
         teacher = self.teacher_stage()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdnas_deploy.distill.teachers import check_model_files
 from kdnas_deploy.errors import SearchError
 from kdnas_deploy.search.budget import (
     Budget,
@@ -114,6 +115,7 @@ def run_search(
     def check_teacher() -> None:  # runs while the executor starts (Ray: a couple of seconds)
         task_obj = load_task(config.task, config.data_dir)
         teacher_arch = teacher_architecture(config.teacher, task_obj)
+        check_model_files(config.teacher)
         sp = budget_set.space
         if sp.teacher is not None and sp.teacher != teacher_arch:
             raise SearchError(

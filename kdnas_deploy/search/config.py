@@ -11,6 +11,7 @@ from typing import Any
 
 from kdnas_deploy.config import Presets, build
 from kdnas_deploy.errors import ConfigError
+from kdnas_deploy.limits import MAX_EPOCHS, check_float, check_int
 from kdnas_deploy.search.budget import BudgetSpec, check_budgets
 from kdnas_deploy.search.strategies import ControllerConfig, EvolutionConfig, OptunaConfig, get_strategy
 
@@ -58,8 +59,9 @@ class SearchSettings:
     def __post_init__(self) -> None:
         get_strategy(self.strategy)  # ConfigError naming the registered strategies
         for name in ("episodes", "candidates", "top_k", "heldout_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(name, getattr(self, name), "count")
+        check_int("final_top", self.final_top, "count0")
+        check_int("seed", self.seed, "seed")
         if self.candidates < self.top_k:
             raise ConfigError(f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
         if not 0.0 < self.proxy_fraction <= 1.0:
@@ -68,8 +70,8 @@ class SearchSettings:
             raise ConfigError(f"final_top must be >= 0, got {self.final_top}")
         for name in ("proxy_epochs", "final_epochs"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+            if value is not None:
+                check_float(name, value, high=MAX_EPOCHS)
 
     @property
     def evaluations(self) -> int:

@@ -42,6 +42,14 @@ def task_names() -> list[str]:
     return sorted(TASK_REGISTRY)
 
 
+def is_known_task(name: str | Path) -> bool:
+    """True for a registered task name (or alias) and for an existing CSV/TSV/JSON file or folder."""
+    key = str(name).strip()
+    path = Path(key)
+    return _ALIASES.get(key.lower(), key.lower()) in TASK_REGISTRY or path.is_dir() or (
+        path.is_file() and path.suffix.lower() in FILE_EXTENSIONS)
+
+
 def get_task(name: str | Path, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Task:
     """A task by name (``sst2``, ..., ``builtin``) or a CSV/TSV/JSON file or folder path."""
     key = str(name).strip()
@@ -61,5 +69,6 @@ __all__ = [
     "canonical_split",
     "compute_metrics",
     "get_task",
+    "is_known_task",
     "task_names",
 ]

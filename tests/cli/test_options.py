@@ -75,6 +75,20 @@ BAD_NUMBERS = [
     ("bench", MODEL, "--rounds", "0"),
     ("bench", MODEL, "--threads", "-1"),
     ("bench", MODEL, "--seq", "0"),
+    # numbers too large to be meant: they overflowed C ints, allocated terabytes or ran for years
+    ("evaluate", MODEL, "--task", "builtin", "--threads", "1000000000000"),
+    ("bench", MODEL, "--batch", "1000000000000"),
+    ("bench", MODEL, "--rounds", "1000000000000"),
+    ("bench", MODEL, "--block", "1000000000000"),
+    ("export", MODEL, "--out", "o", "--threads", "1000000000000"),
+    ("export", MODEL, "--out", "o", "--bench-reps", "1000000000000"),
+    ("search", "--teacher", "t", "--task", "sst2", "--out", "r", "--table", "t.json", "--budget-ms", "3",
+     "--episodes", "1000000000000"),
+    ("search", "--teacher", "t", "--task", "sst2", "--out", "r", "--table", "t.json", "--budget-ms", "3",
+     "--final-epochs", "1e300"),
+    ("search", "--teacher", "t", "--task", "sst2", "--out", "r", "--table", "t.json", "--budget-ms", "3",
+     "--seed", "-1"),
+    ("latency", "build", "--out", "t.json", "--seq", "32,1000000000000"),
 ]  # fmt: skip
 
 

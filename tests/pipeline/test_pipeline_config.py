@@ -29,6 +29,16 @@ def test_partial_config_fills_defaults():
         ({"search": {"proxy_fraction": 2}}, "proxy_fraction"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "unique"),
         ({"devices": [{"name": "a", "headroom": 1.0}]}, r"devices\[0\].headroom: must be in \[0, 1\)"),
+        ({"devices": [{"name": "a", "budget_fraction": float("nan")}]}, "expected a finite number"),
+        ({"devices": [{"name": "a", "budget_fraction": float("inf")}]}, "expected a finite number"),
+        ({"devices": [{"name": "a", "precision": "fp64"}]}, "precision 'fp64' is not one of fp32, int8"),
+        ({"devices": [{"name": "a", "device": "tpu"}]}, "unknown device 'tpu'"),
+        ({"devices": [{"name": "a", "threads": 10**12}]}, r"threads must be an integer in \[1, 1024\]"),
+        ({"export": {"optimize": "O9"}}, "export.optimize: unknown level 'O9'"),
+        ({"latency": {"seq": 0}}, "latency.seq must be an integer"),
+        ({"bench": {"threads": 0}}, "bench.threads must be an integer"),
+        ({"search": {"seed": -1}}, "seed must be an integer"),
+        ({"search": {"episodes": 10**12}}, "episodes must be an integer"),
     ],
 )
 def test_bad_configs_name_the_key(data, needle):
@@ -86,3 +96,22 @@ def test_non_utf8_config_is_one_line(tmp_path):
     p.write_bytes(b"task: {name: caf\xe9}\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         PipelineConfig.from_yaml(p)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"teacher": {"path": "no-such-teacher"}}, "teacher.path: model folder not found"),
+        ({"task": {"name": "no-such-task"}}, "task.name: unknown task 'no-such-task'"),
+        ({"task": {"name": "builtin", "data_dir": "no-such-dir"}}, "task.data_dir: folder not found"),
+    ],
+)
+def test_run_refuses_before_it_writes(tmp_path, monkeypatch, change, needle):
+    from kdnas_deploy.errors import KdnasError
+    from kdnas_deploy.pipeline.run import run_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    cfg = PipelineConfig.from_dict({"devices": [{"name": "cpu", "budget_ms": 5}], **change})
+    with pytest.raises(KdnasError, match=needle):
+        run_pipeline(cfg, tmp_path / "out", echo=lambda s: None, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -103,3 +103,18 @@ def test_headroom_lowers_every_budget(tmp_path, monkeypatch):
     cfg = seen["config"]
     assert cfg.budgets[0].budget_ms == 3.0 and "search target" in r.output
     assert cfg.episodes == 5 and cfg.top_k == 2  # the option over the preset over the defaults
+
+
+def test_a_refusal_after_the_run_folder_opened_leaves_nothing(tmp_path, repo_root):
+    """The teacher is found unusable only after the run folder was locked and its config written: the
+    refusal takes the folder back (it holds no result), so bad input writes nothing."""
+    from tests.export.conftest import save_tiny_classifier
+
+    teacher = save_tiny_classifier(tmp_path / "teacher", arch=(6, 384, 12, 1536))  # the table's teacher
+    (teacher / "model.safetensors").write_bytes(b"\x00" * 64)  # corrupt weights: found when the teacher loads
+    table = repo_root / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json"
+    r = run_cli("--teacher", str(teacher), "--task", "builtin", "--table", str(table), "--budget-ms", "5",
+                "--episodes", "1", "--candidates", "4", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("Error: ")
+    assert not (tmp_path / "run").exists()
