@@ -78,7 +78,7 @@ def run_tracked(cmd: list[str]) -> dict[str, Any]:
     if code:
         raise SystemExit(f"command failed with exit code {code}: {' '.join(cmd)}")
     return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_gb": round(peak / 2**30, 3),
-            "command": " ".join(cmd[2:])}  # fmt: skip
+            "command": " ".join(cmd[2:]).replace(f"{ROOT}/", "")}  # fmt: skip
 
 
 def build(out: Path, threads: int, space: str, rounds: int | None = None) -> dict[str, Any]:
