@@ -88,9 +88,9 @@ def evaluate_model(
     onnx = is_onnx_folder(model_dir)
     source = str(model_dir) if onnx else resolve_model(model_dir)
     split = canonical_split(split)
+    ds = task.load_split(split)  # first: data that cannot be had (offline, missing) fails before the model loads
     model = OnnxClassifier(Path(source), task) if onnx else load_classifier(source, task)
     tokenizer = load_tokenizer(source)
-    ds = task.load_split(split)
     if max_seq_len is None:
         max_seq_len = _recorded_max_seq_len(Path(source)) or DEFAULT_MAX_SEQ_LEN
     enc = encode(ds, task, tokenizer, max_seq_len)

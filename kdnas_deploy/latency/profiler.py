@@ -22,7 +22,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import TableError
-from kdnas_deploy.io import append_jsonl, read_jsonl
+from kdnas_deploy.io import append_jsonl, make_dirs, read_jsonl
 from kdnas_deploy.latency.backends import Backend
 from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer, Reading
 from kdnas_deploy.latency.scheme import SCHEME_NAME, anchor_depths
@@ -160,8 +160,9 @@ def build_table(
     batches, seqs = validate_grid(batches, seqs)
     identity = _build_identity(space, backend, batches, seqs, policy, seed)
     refuse_foreign_out(out, identity, force)
+    make_dirs(out.parent)  # before any measurement: a folder that cannot be created is refused with nothing done
     work = Path(workdir) if workdir else default_workdir(out, identity)
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work)
     journal = _Journal.open(work, identity, log)
 
     anchors = anchor_depths(space.layers)

@@ -189,14 +189,13 @@ def _cached_locally(name: str) -> bool:
 
 def _hub_loader(name: str, spec: GlueSpec):
     def load(split: str) -> datasets.Dataset:
-        import datasets
-
         reason = None if _cached_locally(name) else _offline_reason()
-        if reason is not None:
+        if reason is not None:  # checked before importing datasets (seconds): fail fast when offline
             raise DataError(
                 f"GLUE {name!r} is not available offline ({reason}) and not cached: pass --data-dir DIR "
                 f"(the original GLUE layout) or set {GLUE_DIR_ENV}"
             )
+        import datasets
         hf_split = "train" if split == "train" else spec.hf_dev
         try:
             ds = datasets.load_dataset("glue", name, split=hf_split)

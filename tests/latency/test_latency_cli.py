@@ -110,3 +110,17 @@ def test_build_refuses_a_finished_table_without_force(tiny_table_path, tmp_path)
     _bad(run("build", "--space", "minilm-l6", "--out", str(out)), "--force")
     assert out.read_bytes() == tiny_table_path.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+
+
+@pytest.mark.skipif(not Path("/sys/fs").is_dir(), reason="needs sysfs (a folder no one can create below)")
+def test_build_refuses_an_out_folder_it_cannot_create_before_measuring(tmp_path):
+    import yaml
+
+    from tests.latency.conftest import TINY_SPACE
+
+    space, work = tmp_path / "space.yaml", tmp_path / "work"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    r = run("build", "--space", str(space), "--batch", "1", "--seq", "8", "--rounds", "1", "--out",
+            "/sys/fs/kdnas-test-no-such-folder/t.json", "--workdir", str(work), "--no-progress")  # fmt: skip
+    _bad(r, "/sys/fs/kdnas-test-no-such-folder")
+    assert not work.exists()  # refused before the work folder (exports, journal) was made
