@@ -79,12 +79,18 @@ class LatencySection:
     (``latency transfer``, ~1 min) when one exists, ``never`` always builds a full table (~4 min)."""
 
     batch: int = 1
-    seq: int = 128
+    # a length, or ``auto``: the task's ``seq_quantile`` token length (p95 by default, or ``mean``), see
+    # kdnas_deploy.pipeline.seq
+    seq: int | Literal["auto"] = 128
+    seq_quantile: float | Literal["mean"] = 0.95
     transfer: Literal["auto", "never"] = "auto"
 
     def __post_init__(self) -> None:
         check_int("latency.batch", self.batch, "batch")
-        check_int("latency.seq", self.seq, "seq")
+        if self.seq != "auto":
+            check_int("latency.seq", self.seq, "seq")
+        if self.seq_quantile != "mean":
+            check_float("latency.seq_quantile", self.seq_quantile, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True, kw_only=True)

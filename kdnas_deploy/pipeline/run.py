@@ -19,6 +19,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
 from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
+from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
 from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
@@ -63,23 +64,35 @@ class Pipeline:
         self.run_dir = Path(self.run_dir)
         self.stages = StageRunner(self.run_dir, echo=self.echo)
         self.space = SearchSpace.load(self.config.space)
+        self.profile: dict[str, Any] | None = None  # the task's length distribution (latency.seq: auto)
+        self.lookup_seq = self.seq = 0 if seqs.is_auto(self.config) else int(self.config.latency.seq)
+
+    # ------------------------------------------------------------------ the length priced at
+    def seq_stage(self) -> dict[str, Any]:
+        """``latency.seq: auto``: tokenise the training split once (a cached stage) -> the length profile."""
+        cfg = self.config
+        inputs = {"task": cfg.task.__dict__, "tokenizer": seqs.tokenizer_dir(cfg), "quantile": cfg.latency.seq_quantile}
+        out = self.stages.run("seq", inputs, lambda: seqs.length_profile(cfg)).outputs
+        self.profile = out
+        self.lookup_seq = seqs.lookup_seq(cfg, out)
+        return out
 
     # ------------------------------------------------------------------ stages
     def latency_stage(self, dev: DeviceSection) -> dict[str, Any]:
         cfg = self.config
         inputs = {"device": dev.__dict__, "space": self.space.fingerprint, "batch": cfg.latency.batch,
-                  "seq": cfg.latency.seq, "optimize": cfg.export.optimize}
+                  "seq": self.lookup_seq, "optimize": cfg.export.optimize}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.latency.table import LatencyTable
 
             if dev.table:
                 table = LatencyTable.load(dev.table)
-                why = table_matches(table, self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+                why = table_matches(table, self.space, dev, cfg.latency.batch, self.lookup_seq, cfg.export.optimize)
                 for w in why:
                     self.echo(f"warning: table {dev.table}: {w}")
                 return {"table": str(Path(dev.table).resolve()), "reused": True}
-            need = requirement(self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+            need = requirement(self.space, dev, cfg.latency.batch, self.lookup_seq, cfg.export.optimize)
             candidates = list_candidate_tables(need)
             found = next((c.path for c in candidates if c.matches), None)
             if found is not None:
@@ -106,7 +119,8 @@ class Pipeline:
 
         out = self.run_dir / "latency" / f"{dev.name}.json"
         backend = get_backend(dev.device, dev.precision, threads=dev.threads)
-        build_table(self.space, backend, [need.batch], [need.seq], out, log=self.echo, progress=self.progress)
+        grid = sorted({*seqs.AUTO_GRID, need.seq}) if self.profile is not None else [need.seq]
+        build_table(self.space, backend, [need.batch], grid, out, log=self.echo, progress=self.progress)
         name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
                 f"-{file_sha256(out)[:10]}.json")
         cached = keep_in_cache(out, name)
@@ -170,8 +184,7 @@ class Pipeline:
                 budget = dev.budget_ms
             else:
                 assert dev.budget_fraction is not None
-                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch,
-                                                     seq=self.config.latency.seq))
+                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch, seq=self.seq))
                 budget = round(dev.budget_fraction * teacher_ms, 4)
                 self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms = {budget:.3f} ms")
             pairs.append((tables[dev.name], budget))
@@ -187,14 +200,13 @@ class Pipeline:
         s = cfg.search
         settings_key = {k: v for k, v in to_plain(s).items() if k != "executor"}  # where they run changes nothing
         inputs = {"search": settings_key, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
-                  "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": cfg.latency.seq}
+                  "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": self.seq}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.search.api import run_search, search_config
 
             out = self.run_dir / "search"
-            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch,
-                                           seq=cfg.latency.seq)
+            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq)
             config = search_config(teacher=teacher["teacher"], task=cfg.task.name, budgets=budgets,
                                    settings=settings, data_dir=cfg.task.data_dir, echo=None)
             summary = run_search(config, out, space=cfg.space, executor=s.executor,
@@ -210,7 +222,7 @@ class Pipeline:
     def export_stage(self, name: str, model_dir: str, table: str, upstream: str) -> dict[str, Any]:
         cfg = self.config
         inputs = {"export": cfg.export.__dict__, "model": model_dir, "table": table, "upstream": upstream,
-                  "bench": cfg.bench.__dict__, "task": cfg.task.__dict__}
+                  "bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
@@ -218,7 +230,7 @@ class Pipeline:
             out = self.run_dir / "onnx" / name
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
                                  data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
-                                 bench_seq=cfg.bench.seq, table=table, force=True)
+                                 bench_seq=self.bench_seq, table=table, force=True)
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}
@@ -227,8 +239,8 @@ class Pipeline:
 
     def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"bench": cfg.bench.__dict__, "paths": paths, "table": table, "upstream": upstream,
-                  "anchored": True}
+        inputs = {"bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "paths": paths, "table": table,
+                  "upstream": upstream, "anchored": True}
 
         def work() -> dict[str, Any]:
             import shutil
@@ -243,9 +255,9 @@ class Pipeline:
             shutil.copyfile(table, anchored)
             scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
             anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
-            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads)
+            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=self.bench_seq, threads=cfg.bench.threads)
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
-            raw = run_bench_predictions(table, paths, cfg.bench.batch, cfg.bench.seq)
+            raw = run_bench_predictions(table, paths, cfg.bench.batch, self.bench_seq)
             factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
             for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
                 row["predicted_raw_ms"] = raw_ms
@@ -256,6 +268,11 @@ class Pipeline:
                     "anchored_table": str(anchored)}
 
         return self.stages.run("bench", inputs, work).outputs
+
+    @property
+    def bench_seq(self) -> int:
+        """The length export and bench measure at: bench.seq, or the chosen length with latency.seq auto."""
+        return self.seq if self.profile is not None else self.config.bench.seq
 
     # ------------------------------------------------------------------ whole run
     def preflight(self) -> None:
@@ -276,13 +293,18 @@ class Pipeline:
             if dev.table is None:
                 continue
             table = LatencyTable.load(dev.table)
-            table.resolve_grid(cfg.latency.batch, cfg.latency.seq)  # TableError naming the grid
+            table.resolve_grid(cfg.latency.batch, None if seqs.is_auto(cfg) else self.seq)  # TableError naming the grid
 
     def run(self) -> dict[str, Any]:
         self.preflight()
         make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
+        if seqs.is_auto(self.config):
+            self.seq_stage()
         tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}
+        self.seq = seqs.chosen_seq(self.config, self.profile, list(tables.values()))
+        if self.profile is not None:
+            self.echo(f"[seq] {seqs.seq_line(seqs.seq_facts(self.config, self.profile, self.seq))}")
         teacher = self.teacher_stage()
         teacher_arch = _arch_of(teacher["teacher"])
         budgets = self.budgets(tables, teacher_arch)
@@ -297,6 +319,7 @@ class Pipeline:
             run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
             headroom={d.name: d.headroom for d in self.config.devices},
             stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
+            seq=seqs.seq_facts(self.config, self.profile, self.seq),
         )  # fmt: skip
         return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
 

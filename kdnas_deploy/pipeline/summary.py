@@ -114,6 +114,7 @@ class RunFacts:
     devices: list[str]
     headroom: dict[str, float]
     stages: dict[str, dict[str, Any]]
+    seq: dict[str, Any] | None = None  # the length priced at (kdnas_deploy.pipeline.seq.seq_facts)
 
 
 def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
@@ -161,6 +162,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         "meets_budget_measured": bool(measured <= budget_ms),
         "meets_budget_at_table_state": bool(measured_anchored <= budget_ms),
         "bench": bench["bench"],
+        "seq": facts.seq,
         "stages": facts.stages,
     }
     figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
@@ -182,6 +184,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         facts=[("Measured student latency", f"{measured:.3f} ms on {devices[0]}: {verdict}"),
                ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
+               *([("Sequence length priced", _seq_text(facts.seq))] if facts.seq else []),
                ("Latency tables", ", ".join(f"{n}: {t}" for n, t in tables.items()))],
     )
     md, page = write_report(report, run_dir)
@@ -190,3 +193,9 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     echo(f"student {student_arch.short()}: {measured:.3f} ms measured (budget {budget_ms:.3f} ms: {verdict}),"
               f" {speedup:.2f}x faster than the teacher; report: {page}")
     return summary
+
+
+def _seq_text(facts: dict[str, Any]) -> str:
+    from kdnas_deploy.pipeline.seq import seq_line
+
+    return seq_line(facts)

@@ -98,3 +98,21 @@ def test_bad_config_refused_before_any_work(setup, tmp_path):
     assert r.returncode == 2
     assert "search.episodez: unknown key" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_with_seq_auto_prices_exports_and_benches_at_the_chosen_length(setup, tmp_path):
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["latency"] = {"batch": 1, "seq": "auto", "seq_quantile": 0.95}
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    r = _run(auto, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    seq = summary["seq"]
+    assert seq["mode"] == "auto" and seq["seq"] == 32  # the table's grid is [32]: the length is clamped into it
+    assert seq["lengths"]["count"] > 0 and seq["lengths"]["p95"] > 0
+    assert all(row["seq_len"] == 32 for row in json.loads((out / "bench.json").read_text()))
+    assert yaml.safe_load((out / "search" / "config.yaml").read_text())["search"]["seq"] == 32
+    assert "Sequence length priced" in (out / "report.md").read_text()
