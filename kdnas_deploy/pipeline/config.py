@@ -124,14 +124,21 @@ class ExportSection:
 
 @dataclass(frozen=True)
 class BenchSection:
+    """The fixed-shape bench (batch x seq) and the student's end-to-end bench (``e2e_requests`` dev texts through
+    tokenizer and session); ``check`` names the figure the budget is checked on: ``model`` (the fixed-shape
+    median) or ``end_to_end`` (the end-to-end p50)."""
+
     batch: int = 1
     seq: int = 128
     threads: int = 2
+    e2e_requests: int = 200
+    check: Literal["model", "end_to_end"] = "model"
 
     def __post_init__(self) -> None:
         check_int("bench.batch", self.batch, "batch")
         check_int("bench.seq", self.seq, "seq")
         check_int("bench.threads", self.threads, "threads")
+        check_int("bench.e2e_requests", self.e2e_requests, "count")
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ class Pipeline:
     def export_stage(self, name: str, model_dir: str, table: str, upstream: str) -> dict[str, Any]:
         cfg = self.config
         inputs = {"export": cfg.export.__dict__, "model": model_dir, "table": table, "upstream": upstream,
-                  "bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "task": cfg.task.__dict__}
+                  "bench": {"batch": cfg.bench.batch, "seq": self.bench_seq, "threads": cfg.bench.threads},
+                  "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
@@ -240,7 +241,7 @@ class Pipeline:
     def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
         cfg = self.config
         inputs = {"bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "paths": paths, "table": table,
-                  "upstream": upstream, "anchored": True}
+                  "upstream": upstream, "anchored": True, "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             import shutil
@@ -264,10 +265,22 @@ class Pipeline:
                 row["predicted_ms"] = anchored_prediction(row, factor)
             out = self.run_dir / "bench.json"
             atomic_write_json(out, rows)
+            e2e = self._e2e_row(paths[-1])
             return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
-                    "anchored_table": str(anchored)}
+                    "anchored_table": str(anchored), "e2e": e2e}
 
         return self.stages.run("bench", inputs, work).outputs
+
+    def _e2e_row(self, student_onnx: str) -> dict[str, Any]:
+        """The student served end to end: the task's dev texts through tokenizer and session, one at a time."""
+        from kdnas_deploy.export.e2e import E2EConfig, run_e2e
+
+        cfg = self.config
+        e2e_cfg = E2EConfig(task=cfg.task.name, data_dir=cfg.task.data_dir, requests=cfg.bench.e2e_requests,
+                            threads=cfg.bench.threads)  # fmt: skip
+        row = run_e2e([student_onnx], e2e_cfg)[0]
+        atomic_write_json(self.run_dir / "bench_e2e.json", [row])
+        return row
 
     @property
     def bench_seq(self) -> int:
@@ -319,7 +332,7 @@ class Pipeline:
             run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
             headroom={d.name: d.headroom for d in self.config.devices},
             stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
-            seq=seqs.seq_facts(self.config, self.profile, self.seq),
+            seq=seqs.seq_facts(self.config, self.profile, self.seq), bench_check=self.config.bench.check,
         )  # fmt: skip
         return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
 

@@ -148,3 +148,66 @@ def test_search_seq_option_refuses_bad_values(tmp_path):
     )
     assert r.returncode == 2 and "'longest' is not an integer or 'auto'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _e2e_outputs(tmp_path: Path, check: str, e2e_p50: float) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    teacher, student = (
+        Architecture.from_string("L=6,H=384,A=12,F=1536"),
+        Architecture.from_string("L=3,H=384,A=12,F=1536"),
+    )
+    e2e = {
+        "task": "sst2",
+        "requests": 200,
+        "e2e_p50_ms": e2e_p50,
+        "e2e_p90_ms": e2e_p50 * 1.1,
+        "e2e_p99_ms": e2e_p50 * 1.3,
+        "tokenize_p50_ms": 0.2,
+        "model_p50_ms": e2e_p50 - 0.3,
+        "requests_per_s": 300.0,
+        "length_p50": 25,
+        "length_p95": 44,
+    }
+    bench = {
+        "bench": "b.json",
+        "probe_scale": 1.0,
+        "e2e": e2e,
+        "rows": [
+            {"path": "t", "median_ms": 10.5, "predicted_raw_ms": 10.0},
+            {"path": "s", "median_ms": 3.4, "predicted_raw_ms": 3.3},
+        ],
+    }
+    facts = RunFacts(tmp_path, "sst2", ["cpu"], {"cpu": 0.0}, {}, bench_check=check)
+    search = {
+        "winner": {"arch": student.to_dict(), "dev_metrics": {"accuracy": 0.88}},
+        "student": "s",
+        "run": str(tmp_path / "search"),
+    }
+    return write_outputs(
+        facts,
+        {"cpu": str(tmp_path / "t.json")},
+        [("t.json", 3.5)],
+        {"teacher": "t", "main_metric": "accuracy", "dev_metrics": {"accuracy": 0.9}},
+        teacher,
+        search,
+        bench,
+        echo=lambda line: None,
+    )
+
+
+def test_budget_is_checked_on_the_figure_the_config_names(tmp_path):
+    model = _e2e_outputs(tmp_path / "m", "model", 3.9)  # model-only 3.4 ms meets 3.5 ms, end to end does not
+    assert model["budget_checked_on"] == "model" and model["meets_budget_measured"] is True
+    assert model["student_end_to_end"]["e2e_p50_ms"] == 3.9 and model["checked_ms"] == 3.4
+    e2e = _e2e_outputs(tmp_path / "e", "end_to_end", 3.9)
+    assert e2e["budget_checked_on"] == "end_to_end" and e2e["meets_budget_measured"] is False
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "Student end to end" in report and "p50 3.900 ms" in report and "bench.check: end_to_end" in report
+    assert _e2e_outputs(tmp_path / "ok", "end_to_end", 3.2)["meets_budget_measured"] is True
+
+
+def test_bench_check_config():
+    cfg = PipelineConfig.from_dict({"devices": [{"name": "cpu", "budget_ms": 5}], "bench": {"check": "end_to_end"}})
+    assert cfg.bench.check == "end_to_end" and cfg.bench.e2e_requests == 200
+    with pytest.raises(ConfigError, match="bench.check"):
+        PipelineConfig.from_dict({"devices": [{"name": "cpu", "budget_ms": 5}], "bench": {"check": "e2e"}})
