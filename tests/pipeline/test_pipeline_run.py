@@ -115,4 +115,8 @@ def test_run_with_seq_auto_prices_exports_and_benches_at_the_chosen_length(setup
     assert seq["lengths"]["count"] > 0 and seq["lengths"]["p95"] > 0
     assert all(row["seq_len"] == 32 for row in json.loads((out / "bench.json").read_text()))
     assert yaml.safe_load((out / "search" / "config.yaml").read_text())["search"]["seq"] == 32
-    assert "Sequence length priced" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Sequence length priced" in report and "Student end to end" in report
+    e2e = summary["student_end_to_end"]
+    assert e2e["task"] == "builtin" and 0 < e2e["model_p50_ms"] < e2e["e2e_p50_ms"] <= e2e["e2e_p99_ms"]
+    assert summary["budget_checked_on"] == "model" and (out / "bench_e2e.json").is_file()
