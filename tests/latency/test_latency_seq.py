@@ -83,3 +83,63 @@ def test_validate_cli_refuses_held_out_on_grid(tiny_table_path, tmp_path):
     r = run("validate", str(tiny_table_path), "--n", "1", "--report", str(report), "--seq-held-out", "32")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "[16, 32]" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not report.exists()
+
+
+@pytest.fixture(scope="module")
+def grid3_table(tmp_path_factory):
+    """A tiny real table over the grid 32,64,128 (one variant, depths 1 and 2)."""
+    from kdnas_deploy.latency.backends import get_backend
+    from kdnas_deploy.latency.measure import MeasurePolicy
+    from kdnas_deploy.latency.profiler import build_table
+    from kdnas_deploy.space import SearchSpace
+
+    space = SearchSpace.from_dict(
+        {
+            "name": "tiny-grid3",
+            "choices": {"num_layers": [1, 2, 3], "hidden_size": [32], "num_heads": [2], "ffn_size": [64]},
+        }
+    )
+    out = tmp_path_factory.mktemp("grid3") / "t.json"
+    build_table(
+        space,
+        get_backend("cpu", "fp32", threads=1),
+        [1],
+        [32, 64, 128],
+        out,
+        policy=MeasurePolicy.quick(),
+        progress=False,
+        log=lambda m: None,
+    )
+    return out
+
+
+def test_grid3_predict_96_and_validate_held_out_48_96(grid3_table, tmp_path):
+    r = run("predict", str(grid3_table), "--arch", "L=2,H=32,A=2,F=64", "--seq", "96", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    table = LatencyTable.load(grid3_table)
+    arch = table.space.members[1]
+    lo, hi = table.predict_one(arch, 1, 64), table.predict_one(arch, 1, 128)
+    assert row["seq"] == 96 and row["raw_latency_ms"] == pytest.approx(0.5 * (lo + hi), abs=1e-3)
+    bad = run("predict", str(grid3_table), "--arch", "L=2,H=32,A=2,F=64", "--seq", "256")
+    assert bad.returncode == 2 and "[32, 64, 128]" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    report = tmp_path / "v.json"
+    r = run(
+        "validate",
+        str(grid3_table),
+        "--n",
+        "1",
+        "--seq",
+        "64",
+        "--seq-held-out",
+        "48,96",
+        "--noise-sessions",
+        "2",
+        "--report",
+        str(report),
+        "--no-progress",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "held-out lengths 48,96 (grid [32, 64, 128])" in r.stdout
+    held = json.loads(report.read_text())["seq_held_out"]
+    assert held["lengths"] == [48, 96] and held["n_points"] == 2 and set(held["per_length"]) == {"48", "96"}
