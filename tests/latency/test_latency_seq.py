@@ -67,6 +67,7 @@ def test_validate_reports_held_out_lengths(tiny_table_path, tmp_path):
         log=lambda m: None,
         seq_held_out=[24],
         policy=MeasurePolicy.quick(),
+        wait_s=1.0,
     )
     held = json.loads(report.read_text())["seq_held_out"]
     assert held == json.loads(json.dumps(out["seq_held_out"]))
