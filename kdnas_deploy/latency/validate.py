@@ -103,9 +103,7 @@ def validate_table(
     seq_held_out: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report.
-
-    ``seq_held_out``: lengths between the grid's, at which the same models are measured again and compared
-    with the interpolated prediction (report section ``seq_held_out``, see :mod:`.seq_check`)."""
+    ``seq_held_out``: lengths between the grid's, measured too (section ``seq_held_out``, :mod:`.seq_check`)."""
     from tqdm.auto import tqdm
 
     backend = backend_for(table, strict=True)
@@ -115,10 +113,8 @@ def validate_table(
     held = check_held_out(table.seq_lens, seq_held_out)
     archs = draw_archs(table, n, seed, include_anchors)
     policy = policy or policy_from_table(table)
-    log(
-        f"validating {n} models at {1 + len(held)} length(s): about "
-        f"{measurement_seconds(table, n * (1 + len(held))):.0f} s (the table's time per model)"
-    )
+    log(f"validating {n} models at {1 + len(held)} length(s): about "
+        f"{measurement_seconds(table, n * (1 + len(held))):.0f} s (the table's time per model)")  # fmt: skip
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
         work = Path(tmp)
@@ -127,7 +123,7 @@ def validate_table(
         paths = prepare_all(backend, todo, seed, export_workers, progress)
         probe, large = paths[:2] if "large" in table.probe else (paths[0], None)
         jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
-        extra = held_out_jobs(jobs, held)
+        extra = held_out_jobs(jobs, held)  # the same models at the held-out lengths
         mbar = tqdm(total=len(jobs + extra) * policy.rounds, desc="measure", unit="reading", disable=not progress,
                     dynamic_ncols=True)  # fmt: skip
         say: Callable[[str], None] = mbar.write if progress else log
@@ -157,18 +153,7 @@ def validate_table(
         measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seconds=round(time.time() - t0, 1),
         fingerprint=backend.fingerprint(),
     )  # fmt: skip
-    out["points"] = [
-        {
-            "arch": a.to_dict(),
-            "predicted_ms": round(float(p), 5),
-            "measured_ms": round(float(m), 5),
-            "raw_predicted_ms": round(float(r), 5),
-            "error_pct": round(float(100 * (p - m) / m), 3),
-            "raw_error_pct": round(float(100 * (r - m) / m), 3),
-            **{k: v for k, v in results[j.key].to_dict().items() if k != "latency_ms"},
-        }
-        for a, p, r, m, j in zip(archs, anchored, raw, measured, jobs, strict=True)
-    ]
+    out["points"] = report_points(archs, anchored, raw, measured, [results[j.key] for j in jobs])
     if held:
         out["seq_held_out"] = held_out_report(table, archs, jobs, held, results, anchor, metrics)
     if report:
@@ -176,6 +161,23 @@ def validate_table(
     if plot:
         plot_report(out, plot)
     return out
+
+
+def report_points(archs: Sequence[Architecture], anchored: np.ndarray, raw: np.ndarray, measured: np.ndarray,
+                  results: Sequence[Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """One report point per model: predicted (re-anchored and raw), measured, errors and how it was measured."""
+    return [
+        {
+            "arch": a.to_dict(),
+            "predicted_ms": round(float(p), 5),
+            "measured_ms": round(float(m), 5),
+            "raw_predicted_ms": round(float(r), 5),
+            "error_pct": round(float(100 * (p - m) / m), 3),
+            "raw_error_pct": round(float(100 * (r - m) / m), 3),
+            **{k: v for k, v in res.to_dict().items() if k != "latency_ms"},
+        }
+        for a, p, r, m, res in zip(archs, anchored, raw, measured, results, strict=True)
+    ]
 
 
 def noise_floor(backend: Backend, job: Job, timing: TimingPolicy, sessions: int) -> dict[str, Any]:
