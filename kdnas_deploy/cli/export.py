@@ -171,7 +171,7 @@ def export(
 @o.task_option(required=False, help="Task whose dev texts --end-to-end replays. " + o.TASK_HELP)
 @o.data_dir_option()
 @click.option(
-    "--concurrency", type=o.Count, default=1, show_default=True,
+    "--concurrency", type=o.Threads, default=1, show_default=True,
     help="Client threads sharing one session (--end-to-end); its intra-op threads are --threads / N.",
 )  # fmt: skip
 @click.option("--requests", type=o.Count, default=200, show_default=True, help="Requests replayed (--end-to-end).")

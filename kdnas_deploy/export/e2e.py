@@ -43,7 +43,7 @@ class E2EConfig:
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
-        for name, kind in (("requests", "count"), ("concurrency", "count"), ("threads", "threads"),
+        for name, kind in (("requests", "count"), ("concurrency", "threads"), ("threads", "threads"),
                            ("warmup", "count0")):  # fmt: skip
             check_int(f"bench --{name}", getattr(self, name), kind, ExportError)
 
