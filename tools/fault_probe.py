@@ -201,7 +201,7 @@ class Probe:
         fx["space.yaml"].write_text(yaml.safe_dump(TINY_SPACE))
         steps = [
             ["latency", "build", "--space", str(fx["space.yaml"]), "--batch", "1", "--seq", "8", "--rounds", "1",
-             "--threads", "1", "--out", str(fx["table.json"]), "--quiet"],
+             "--threads", "1", "--out", str(fx["table.json"]), "--no-progress"],
             ["distill", "--teacher", str(fx["teacher"]), "--arch", STUDENT_ARCH, "--task", "builtin", "--preset",
              "proxy", "--max-train-samples", "48", "--out", str(fx["student"]), "--no-progress"],
         ]  # fmt: skip

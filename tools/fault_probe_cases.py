@@ -20,7 +20,7 @@ def base(cmd: str, fx: dict[str, Path], d: Path) -> list[str]:
     t, s, table, space = str(fx["teacher"]), str(fx["student"]), str(fx["table.json"]), str(fx["space.yaml"])
     return {
         "latency build": ["latency", "build", "--space", space, "--batch", "1", "--seq", "8", "--rounds", "1",
-                          "--threads", "1", "--out", str(d / "t.json"), "--workdir", str(d / "work"), "--quiet"],
+                          "--threads", "1", "--out", str(d / "t.json"), "--workdir", str(d / "work"), "--no-progress"],
         "teacher finetune": ["teacher", "finetune", "--model", t, "--task", "builtin", "--out", str(d / "o"),
                              "--max-train-samples", "32", "--epochs", "0.05", "--no-progress"],
         "distill": ["distill", "--teacher", t, "--arch", "L=1,H=32,A=2,F=64", "--task", "builtin", "--out",
