@@ -6,8 +6,9 @@ of the card, never guessed. Facts (all optional but ``format``):
 
 ``format`` ("hf" | "onnx"), ``name``, ``architecture`` (``num_layers``, ``hidden_size``, ``num_heads``,
 ``ffn_size``), ``params``, ``teacher``, ``task``, ``split``, ``metrics`` (name -> value), ``main_metric``,
-``baseline`` (name -> value of the task's trivial baseline), ``retained_gain`` (name -> (student - baseline) /
-(teacher - baseline)), ``agreement`` (an export's prediction agreement with PyTorch), ``precision``, ``optimize``, ``parity``
+``baseline`` (name -> value of the task's trivial baseline), ``retained_gain`` (name -> (student - baseline)
+/ (teacher - baseline)), ``agreement`` (an export's prediction agreement with PyTorch), ``precision``,
+``optimize``, ``parity``
 (``max_abs_diff``, ``tolerance``), ``metric_check`` (an export's before/after check), ``latency``
 (``median_ms``, ``p90_ms``, ``batch``, ``seq_len``, ``threads``, ``device``, ``kind``: measured | predicted),
 ``device`` (a one-line summary of the machine or table fingerprint).
