@@ -153,8 +153,10 @@ def export(
         )
     if report.get("agreement"):
         a = report["agreement"]
-        click.echo(f"prediction agreement with PyTorch ({a['kind']}, {a['source']}): {100 * a['value']:.1f}% of "
-                   f"{a['examples']} (min {100 * a['min_agreement']:.1f}%{'' if a['judged'] else ', not judged'})")
+        click.echo(
+            f"prediction agreement with PyTorch ({a['kind']}, {a['source']}): {100 * a['value']:.1f}% of "
+            f"{a['examples']} (min {100 * a['min_agreement']:.1f}%{'' if a['judged'] else ', not judged'})"
+        )
     if report["latency_measured"]:
         lat = report["latency_measured"]
         line = f"latency b{lat['batch']} s{lat['seq_len']} {lat['threads']} threads: {lat['median_ms']:.2f} ms"

@@ -114,8 +114,13 @@ def finetune_teacher(
         shutil.rmtree(work, ignore_errors=True)
     metrics = {k: v for k, v in metrics_doc.items() if k in task.metric_names}
     weak = check_teacher_strength(task, metrics, metrics_doc["baseline"])
-    return {"out_dir": str(out_dir), "metrics": metrics, "baseline": metrics_doc["baseline"], "record": record,
-            "weak_teacher": weak.to_dict()}
+    return {
+        "out_dir": str(out_dir),
+        "metrics": metrics,
+        "baseline": metrics_doc["baseline"],
+        "record": record,
+        "weak_teacher": weak.to_dict(),
+    }
 
 
 def check_teacher_strength(task: Task, metrics: dict[str, Any], baseline: dict[str, float]) -> WeakTeacher:

@@ -162,8 +162,12 @@ class DistillEvaluator:
             final_loss=float(res.final_loss),
             seconds=time.perf_counter() - t0,
             metrics=_numeric(res.metrics),
-            info={"train_seconds": float(res.train_seconds), "heldout_n": int(res.eval_examples or len(st["heldout"])),
-                  "main_metric": st["task"].main_metric, "baseline": res.baseline.get(st["task"].main_metric)},
+            info={
+                "train_seconds": float(res.train_seconds),
+                "heldout_n": int(res.eval_examples or len(st["heldout"])),
+                "main_metric": st["task"].main_metric,
+                "baseline": res.baseline.get(st["task"].main_metric),
+            },
         )
 
     def final(self, arch: Architecture, seed: int, out_dir: Path) -> dict[str, Any]:
@@ -196,7 +200,6 @@ class DistillEvaluator:
             "train_seconds": float(res.train_seconds),
             "data_sizes": st["sizes"],
         }
-
 
     def _dev_facts(self, model_dir: str | Path, task: Any) -> dict[str, Any]:
         """The student's dev metrics, the dev split's trivial baseline and, when the teacher's dev metrics are
