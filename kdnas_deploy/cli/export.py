@@ -61,6 +61,14 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Largest allowed drop of the task metric, in points (x100).",
 )
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.9,
+    show_default=True,
+    help="int8: smallest share of dev inputs (of the parity sentences without --metric-task) on which the "
+    "export predicts what PyTorch predicts (argmax; sign about the mean for regression).",
+)
 @click.option("--max-eval-examples", type=o.Count, default=None, help="Evaluate on the first N dev rows only.")
 @click.option(
     "--atol", type=o.NonNegativeFloat, default=None, help="Parity tolerance on logits (default per precision)."
@@ -94,6 +102,7 @@ def export(
     task: str | None,
     data_dir: Path | None,
     max_metric_drop: float,
+    min_agreement: float,
     max_eval_examples: int | None,
     atol: float | None,
     rtol: float | None,
@@ -118,6 +127,7 @@ def export(
         task=task,
         data_dir=str(data_dir) if data_dir else None,
         max_metric_drop=max_metric_drop,
+        min_agreement=min_agreement,
         max_eval_examples=max_eval_examples,
         atol=atol,
         rtol=rtol,
@@ -141,6 +151,12 @@ def export(
         click.echo(
             f"{m['task']} {m['metric']}: {100 * m['before']:.2f} -> {100 * m['after']:.2f} "
             f"(drop {m['drop_points']:.2f} points)"
+        )
+    if report.get("agreement"):
+        a = report["agreement"]
+        click.echo(
+            f"prediction agreement with PyTorch ({a['kind']}, {a['source']}): {100 * a['value']:.1f}% of "
+            f"{a['examples']} (min {100 * a['min_agreement']:.1f}%{'' if a['judged'] else ', not judged'})"
         )
     if report["latency_measured"]:
         lat = report["latency_measured"]

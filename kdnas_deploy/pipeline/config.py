@@ -31,12 +31,16 @@ class TaskSection:
 
 @dataclass(frozen=True)
 class TeacherSection:
-    """Either ``path`` (a fine-tuned sequence classifier) or ``finetune_from`` (a backbone to fine-tune)."""
+    """Either ``path`` (a fine-tuned sequence classifier) or ``finetune_from`` (a backbone to fine-tune).
+
+    ``allow_weak``: run the search even when the teacher is within the weak-teacher margin of the task's
+    trivial baseline (by default ``run`` stops before the search with a one-line error)."""
 
     path: str | None = None
     finetune_from: str = "minilm-l6"
     epochs: float = 2.0
     max_train_samples: int | None = None
+    allow_weak: bool = False
 
     def __post_init__(self) -> None:
         check_float("teacher.epochs", self.epochs, high=MAX_EPOCHS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
-from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError
+from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError, WeakTeacherError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
 from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
@@ -39,6 +40,7 @@ from kdnas_deploy.search.budget import apply_headroom
 from kdnas_deploy.space import SearchSpace
 
 RUN_SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 TRANSFER_K = 10  # models measured when run transfers another machine's table
 __all__ = ["TABLE_DIRS_ENV", "Pipeline", "find_table", "run_pipeline", "table_matches", "table_search_dirs"]
 
@@ -150,7 +152,9 @@ class Pipeline:
 
     def teacher_stage(self) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"teacher": cfg.teacher.__dict__, "task": cfg.task.__dict__}
+        # allow_weak decides what run does with the teacher, not which teacher it is: not an input
+        inputs = {"teacher": {k: v for k, v in cfg.teacher.__dict__.items() if k != "allow_weak"},
+                  "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.distill.evaluate import evaluate_model
@@ -169,9 +173,34 @@ class Pipeline:
                 finetune_teacher(cfg.teacher.finetune_from, task, path, ft, progress=self.progress, force=True)
                 metrics = json.loads((path / "dev_metrics.json").read_text(encoding="utf-8"))
             return {"teacher": str(path.resolve()), "dev_metrics": _numeric(metrics),
-                    "main_metric": task.main_metric}
+                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {})}
 
         return self.stages.run("teacher", inputs, work).outputs
+
+    def check_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """The weak-teacher check before the search: a loud warning, and ``WeakTeacherError`` (nothing of the
+        search written) unless ``teacher.allow_weak``. Fills in the baseline of a teacher stage cached before
+        baselines were recorded."""
+        from kdnas_deploy.tasks.baselines import weak_teacher
+
+        if not teacher.get("baseline"):
+            teacher["baseline"] = self._dev_baseline()
+        metric = teacher["main_metric"]
+        weak = weak_teacher(metric, teacher["dev_metrics"][metric], teacher["baseline"][metric])
+        if weak.weak:
+            line = weak.message(self.config.task.name)
+            log.warning("WARNING: weak teacher: %s", line)
+            if not self.config.teacher.allow_weak:
+                raise WeakTeacherError(f"{line}; the search would distill noise (set teacher.allow_weak: true to "
+                                       "run it anyway)")  # fmt: skip
+        return weak.to_dict()
+
+    def _dev_baseline(self) -> dict[str, float]:
+        from kdnas_deploy.tasks import get_task
+        from kdnas_deploy.tasks.baselines import task_baseline
+
+        task = get_task(self.config.task.name, self.config.task.data_dir)
+        return task_baseline(task, task.load_split("dev")["label"])
 
     def budgets(self, tables: dict[str, str], teacher: Architecture) -> list[tuple[str, float]]:
         """(table, budget in ms) per device: what the deployed student must meet."""
@@ -215,7 +244,7 @@ class Pipeline:
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")
             return {"run": str(out), "student": final["student_dir"], "best": summary["best"]["arch_str"],
-                    "winner": final["winner"]}
+                    "winner": final["winner"], "degenerate": summary.get("degenerate")}
 
         return self.stages.run("search", inputs, work).outputs
 
@@ -319,6 +348,7 @@ class Pipeline:
         if self.profile is not None:
             self.echo(f"[seq] {seqs.seq_line(seqs.seq_facts(self.config, self.profile, self.seq))}")
         teacher = self.teacher_stage()
+        teacher["weak_teacher"] = self.check_teacher(teacher)
         teacher_arch = _arch_of(teacher["teacher"])
         budgets = self.budgets(tables, teacher_arch)
         keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]

@@ -11,6 +11,7 @@ from typing import Any
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
 from kdnas_deploy.pipeline.report import ModelRow, Report, write_report
+from kdnas_deploy.tasks.baselines import retained_gains
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -105,6 +106,42 @@ def budget_verdict(summary: dict[str, Any], anchor_statement: str, measured_anch
     return "MISSES the budget"
 
 
+def baseline_facts(teacher: dict[str, Any], student: dict[str, float], search: dict[str, Any]) -> dict[str, Any]:
+    """``baseline`` (the dev split's trivial baseline), ``retained_gain`` of the main metric over it,
+    ``retained_gain_by_metric``, ``weak_teacher`` and the search's ``degenerate`` verdict, for summary.json."""
+    baseline = {k: float(v) for k, v in (teacher.get("baseline") or {}).items()}
+    gains = retained_gains(student, teacher["dev_metrics"], baseline)
+    return {
+        "baseline": baseline,
+        "retained_gain": _round(gains.get(teacher["main_metric"])),
+        "retained_gain_by_metric": {k: _round(v) for k, v in gains.items()},
+        "weak_teacher": teacher.get("weak_teacher"),
+        "degenerate": search.get("degenerate"),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
+
+
+def honesty_lines(summary: dict[str, Any], metric: str) -> list[tuple[str, str]]:
+    """The report's lines on the baseline, the retained gain, a weak teacher and a degenerate search."""
+    lines = []
+    if summary["baseline"].get(metric) is not None:
+        lines.append(("Trivial baseline", f"{metric} {summary['baseline'][metric]:.4f} (best constant prediction)"))
+        gain = summary["retained_gain"]
+        lines.append(("Retained gain over the baseline", "n/a (the teacher does not beat the baseline)"
+                      if gain is None else f"{gain} of (teacher - baseline)"))  # fmt: skip
+    weak = summary.get("weak_teacher") or {}
+    if weak.get("weak"):
+        lines.append(("WARNING: weak teacher", f"{metric} {weak['teacher']:.4f} is within {weak['margin']:g} of "
+                      f"the baseline {weak['baseline']:.4f} (run with teacher.allow_weak)"))  # fmt: skip
+    degenerate = summary.get("degenerate")
+    if degenerate:
+        lines.append(("WARNING: degenerate search", str(degenerate.get("reason"))))
+    return lines
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """What the summary needs to know about the run itself (plain data, not the pipeline object)."""
@@ -163,6 +200,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         "metric_retained": (round(student_metrics[metric] / teacher["dev_metrics"][metric], 4)
                             if metric in student_metrics and teacher["dev_metrics"].get(metric) else None),
         **check,
+        **baseline_facts(teacher, student_metrics, search),
         "bench": bench["bench"],
         "seq": facts.seq,
         "stages": facts.stages,
@@ -175,6 +213,9 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
                  student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
     ]
+    if summary["baseline"].get(metric) is not None:
+        rows.append(ModelRow("trivial baseline", "constant prediction", 0.0, metric, summary["baseline"][metric],
+                             None, None, None))
     verdict = budget_verdict(summary, anchor["statement"], check["checked_ms"] / drift)
     report = Report(
         title=f"kdnas-deploy run: {facts.task}",
@@ -187,6 +228,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
                ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
                *([("Sequence length priced", _seq_text(facts.seq))] if facts.seq else []),
+               *honesty_lines(summary, metric),
                ("Latency tables", ", ".join(f"{n}: {t}" for n, t in tables.items()))],
     )
     md, page = write_report(report, run_dir)

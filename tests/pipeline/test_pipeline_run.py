@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     config = {
         "space": str(space_path),
         "task": {"name": "builtin"},
-        "teacher": {"path": str(teacher)},
+        "teacher": {"path": str(teacher), "allow_weak": True},  # a random teacher: weak by design
         "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8, "headroom": 0.1}],
         "latency": {"batch": 1, "seq": 32},
         "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_fraction": 0.03, "proxy_epochs": 0.5,
@@ -83,9 +83,27 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
                  "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
         assert (out / name).exists(), name
     assert "Teacher and student" in (out / "report.md").read_text()
+    assert summary["baseline"]["accuracy"] > 0 and "retained_gain" in summary and "degenerate" in summary
+    assert summary["weak_teacher"]["weak"] is True  # allowed, and said
+    assert "**WARNING: weak teacher**" in (out / "report.md").read_text()
     again = _run(cfg, out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("up to date") >= 6, again.stdout
+
+
+def test_a_weak_teacher_stops_the_run_before_the_search(setup, tmp_path):
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["teacher"].pop("allow_weak")
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    r = _run(weak, out)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: teacher accuracy") and "trivial baseline" in last and "allow_weak" in last
+    assert "WARNING: weak teacher" in r.stderr and "Traceback" not in r.stderr
+    assert not (out / "search").exists() and not (out / "summary.json").exists()
 
 
 def test_bad_config_refused_before_any_work(setup, tmp_path):
