@@ -27,10 +27,12 @@ from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_o
 from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
+    arch_of,
     find_table,
     keep_in_cache,
     list_candidate_tables,
     no_match_line,
+    predictions_for,
     table_mismatches,
     table_search_dirs,
     transfer_line,
@@ -287,7 +289,7 @@ class Pipeline:
             anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
             bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=self.bench_seq, threads=cfg.bench.threads)
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
-            raw = run_bench_predictions(table, paths, cfg.bench.batch, self.bench_seq)
+            raw = predictions_for(table, paths, cfg.bench.batch, self.bench_seq)
             factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
             for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
                 row["predicted_raw_ms"] = raw_ms
@@ -349,7 +351,7 @@ class Pipeline:
             self.echo(f"[seq] {seqs.seq_line(seqs.seq_facts(self.config, self.profile, self.seq))}")
         teacher = self.teacher_stage()
         teacher["weak_teacher"] = self.check_teacher(teacher)
-        teacher_arch = _arch_of(teacher["teacher"])
+        teacher_arch = arch_of(teacher["teacher"])
         budgets = self.budgets(tables, teacher_arch)
         keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]
         search = self.search_stage(teacher, self.search_budgets(budgets), keys + [self.stages.results["teacher"].key])
@@ -365,24 +367,6 @@ class Pipeline:
             seq=seqs.seq_facts(self.config, self.profile, self.seq), bench_check=self.config.bench.check,
         )  # fmt: skip
         return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
-
-
-def run_bench_predictions(table: str, paths: list[str], batch: int, seq: int) -> list[float | None]:
-    """The table's unanchored predictions for ONNX folders (None for a model outside the table's space)."""
-    from kdnas_deploy.latency.table import LatencyTable
-
-    t = LatencyTable.load(table)
-    out: list[float | None] = []
-    for p in paths:
-        arch = _arch_of(p)
-        out.append(round(float(t.predict_one(arch, batch=batch, seq=seq)), 4) if arch in t.space else None)
-    return out
-
-
-def _arch_of(model_dir: str) -> Architecture:
-    from transformers import AutoConfig
-
-    return Architecture.from_config(AutoConfig.from_pretrained(model_dir))
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

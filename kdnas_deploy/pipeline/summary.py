@@ -207,15 +207,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     }
     figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
                                 _validation_for(tables[devices[0]]), budget_ms)
-    rows = [
-        ModelRow("teacher", teacher_arch.short(), teacher_arch.num_parameters() / 1e6, metric,
-                 teacher["dev_metrics"].get(metric), teacher_row.get("predicted_ms"), teacher_row["median_ms"], 1.0),
-        ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
-                 student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
-    ]
-    if summary["baseline"].get(metric) is not None:
-        rows.append(ModelRow("trivial baseline", "constant prediction", 0.0, metric, summary["baseline"][metric],
-                             None, None, None))
+    rows = _model_rows(summary, metric, teacher_arch, student_arch, teacher["dev_metrics"], speedup)
     verdict = budget_verdict(summary, anchor["statement"], check["checked_ms"] / drift)
     report = Report(
         title=f"kdnas-deploy run: {facts.task}",
@@ -238,6 +230,22 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     echo(f"student {student_arch.short()}: {measured:.3f} ms measured{e2e_note} (budget {budget_ms:.3f} ms: {verdict}),"
               f" {speedup:.2f}x faster than the teacher; report: {page}")
     return summary
+
+
+def _model_rows(summary: dict[str, Any], metric: str, teacher_arch: Architecture, student_arch: Architecture,
+                teacher_metrics: dict[str, Any], speedup: float) -> list[ModelRow]:  # fmt: skip
+    """The report's table: teacher, student and (when known) the task's trivial baseline."""
+    t, st = summary["teacher"], summary["student"]
+    rows = [
+        ModelRow("teacher", teacher_arch.short(), teacher_arch.num_parameters() / 1e6, metric,
+                 teacher_metrics.get(metric), t.get("predicted_ms"), t["measured_ms"], 1.0),
+        ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
+                 st["dev_metrics"].get(metric), st.get("predicted_ms"), st["measured_ms"], speedup),
+    ]  # fmt: skip
+    if summary["baseline"].get(metric) is not None:
+        rows.append(ModelRow("trivial baseline", "constant prediction", 0.0, metric, summary["baseline"][metric],
+                             None, None, None))  # fmt: skip
+    return rows
 
 
 def _seq_text(facts: dict[str, Any]) -> str:
