@@ -113,7 +113,8 @@ def validate_table(
     held = check_held_out(table.seq_lens, seq_held_out)
     archs = draw_archs(table, n, seed, include_anchors)
     policy = policy or policy_from_table(table)
-    log(f"validating {n} models at {1 + len(held)} length(s): about "
+    at = f" at {1 + len(held)} lengths" if held else ""
+    log(f"validating {n} models{at}: about "
         f"{measurement_seconds(table, n * (1 + len(held))):.0f} s (the table's time per model)")  # fmt: skip
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
