@@ -69,3 +69,8 @@ class BusyError(KdnasError):
 
 class OutputExistsError(KdnasError):
     """An output path that already holds something else (a file, another build's table) and no ``--force``."""
+
+
+class WeakTeacherError(KdnasError):
+    """A teacher within the weak-teacher margin of its task's trivial baseline: a search would distill noise
+    (``run`` refuses it before the search unless ``teacher.allow_weak: true``)."""

@@ -120,7 +120,8 @@ def finetune(
     task = make_task(task_name, data_dir, text_columns, label_column)
     config = FINETUNE_PRESETS[preset]().with_overrides(**recipe)
     result = finetune_teacher(model, task, out_dir, config, progress=not no_progress, force=force)
-    _print_json({"out_dir": result["out_dir"], **result["metrics"]})
+    _print_json({"out_dir": result["out_dir"], **result["metrics"], "baseline": result["baseline"],
+                 "weak_teacher": result["weak_teacher"]["weak"]})
 
 
 # ---------------------------------------------------------------------------------------------- distill
@@ -258,6 +259,7 @@ def distill(
         {
             "out_dir": result.model_dir,
             **result.metrics,
+            "baseline": result.baseline,
             "final_loss": result.final_loss,
             "train_seconds": result.train_seconds,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,6 +61,14 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Largest allowed drop of the task metric, in points (x100).",
 )
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.9,
+    show_default=True,
+    help="int8: smallest share of dev inputs (of the parity sentences without --metric-task) on which the "
+    "export predicts what PyTorch predicts (argmax; sign about the mean for regression).",
+)
 @click.option("--max-eval-examples", type=o.Count, default=None, help="Evaluate on the first N dev rows only.")
 @click.option(
     "--atol", type=o.NonNegativeFloat, default=None, help="Parity tolerance on logits (default per precision)."
@@ -93,6 +102,7 @@ def export(
     task: str | None,
     data_dir: Path | None,
     max_metric_drop: float,
+    min_agreement: float,
     max_eval_examples: int | None,
     atol: float | None,
     rtol: float | None,
@@ -117,6 +127,7 @@ def export(
         task=task,
         data_dir=str(data_dir) if data_dir else None,
         max_metric_drop=max_metric_drop,
+        min_agreement=min_agreement,
         max_eval_examples=max_eval_examples,
         atol=atol,
         rtol=rtol,
@@ -141,6 +152,12 @@ def export(
             f"{m['task']} {m['metric']}: {100 * m['before']:.2f} -> {100 * m['after']:.2f} "
             f"(drop {m['drop_points']:.2f} points)"
         )
+    if report.get("agreement"):
+        a = report["agreement"]
+        click.echo(
+            f"prediction agreement with PyTorch ({a['kind']}, {a['source']}): {100 * a['value']:.1f}% of "
+            f"{a['examples']} (min {100 * a['min_agreement']:.1f}%{'' if a['judged'] else ', not judged'})"
+        )
     if report["latency_measured"]:
         lat = report["latency_measured"]
         line = f"latency b{lat['batch']} s{lat['seq_len']} {lat['threads']} threads: {lat['median_ms']:.2f} ms"
@@ -161,6 +178,22 @@ def export(
 @click.option("--block", type=o.Count, default=5, show_default=True, help="Timed calls per model per round.")
 @o.json_option(help="Write the rows as JSON to this file.", dest="json_out")
 @click.option("--table", type=o.ExistingPath(dir_okay=False), default=None, help="Latency table: add predicted_ms.")
+@click.option(
+    "--end-to-end",
+    "end_to_end",
+    is_flag=True,
+    help="Replay real dev-set texts of --task: tokenizer + inputs + session per request, unpadded (ONNX folders).",
+)
+@o.task_option(required=False, help="Task whose dev texts --end-to-end replays. " + o.TASK_HELP)
+@o.data_dir_option()
+@click.option(
+    "--concurrency", type=o.Threads, default=1, show_default=True,
+    help="Client threads sharing one session (--end-to-end); its intra-op threads are --threads / N.",
+)  # fmt: skip
+@click.option("--requests", type=o.Count, default=200, show_default=True, help="Requests replayed (--end-to-end).")
+@click.option(
+    "--tokenizer", type=o.ExistingPath(file_okay=False), default=None, help="Tokenizer folder when a PATH has none."
+)
 def bench(
     paths: tuple[Path, ...],
     batch: int,
@@ -171,15 +204,40 @@ def bench(
     block: int,
     json_out: Path | None,
     table: Path | None,
+    end_to_end: bool,
+    task_name: str | None,
+    data_dir: Path | None,
+    concurrency: int,
+    requests: int,
+    tokenizer: Path | None,
 ) -> None:
     """Time PATHS (Hugging Face folders in PyTorch eager, ONNX folders in ONNX Runtime) side by side,
-    interleaved in one process. The first PATH is the baseline of the speedup column (e.g. the teacher)."""
-    from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
+    interleaved in one process. The first PATH is the baseline of the speedup column (e.g. the teacher).
+    With --end-to-end, serve real dev-set requests of --task through tokenizer and session instead."""
     from kdnas_deploy.io import atomic_write_json
 
-    cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block)
-    rows = run_bench(list(paths), cfg, table=table)
-    click.echo(format_rows(rows))
+    if end_to_end:
+        rows = _bench_e2e(paths, task_name, data_dir, concurrency, requests, threads, device, tokenizer)
+    else:
+        from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
+
+        cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block)
+        rows = run_bench(list(paths), cfg, table=table)
+        click.echo(format_rows(rows))
     if json_out is not None:
         atomic_write_json(json_out, rows)
         click.echo(f"wrote {json_out}", err=True)
+
+
+def _bench_e2e(paths: tuple[Path, ...], task_name: str | None, data_dir: Path | None, concurrency: int,
+               requests: int, threads: int, device: str, tokenizer: Path | None) -> list[dict[str, Any]]:  # fmt: skip
+    from kdnas_deploy.export.e2e import E2EConfig, format_e2e, run_e2e
+
+    if not task_name:
+        raise click.UsageError("--end-to-end needs --task (the dev texts it replays)")
+    cfg = E2EConfig(task=task_name, data_dir=str(data_dir) if data_dir else None, requests=requests,
+                    concurrency=concurrency, threads=threads, device=device,
+                    tokenizer=str(tokenizer) if tokenizer else None)  # fmt: skip
+    rows = run_e2e(list(paths), cfg)
+    click.echo(format_e2e(rows))
+    return rows

@@ -284,6 +284,13 @@ def predict(
 @SEQ_AT
 @click.option("--include-anchors", is_flag=True, help="Also draw depths the table measured (default: held out).")
 @click.option(
+    "--seq-held-out",
+    "seq_held_out",
+    type=o.PositiveIntList,
+    default=None,
+    help="Lengths between the grid's (e.g. 48,96) at which the models are measured again: interpolation error.",
+)
+@click.option(
     "--noise-sessions",
     type=o.PositiveInt,
     default=5,
@@ -301,6 +308,7 @@ def validate(
     batch: int | None,
     seq: int | None,
     include_anchors: bool,
+    seq_held_out: tuple[int, ...] | None,
     noise_sessions: int,
     export_workers: int,
     no_progress: bool,
@@ -323,6 +331,7 @@ def validate(
         log=log.info,
         progress=not no_progress,
         export_workers=export_workers,
+        seq_held_out=seq_held_out or (),
     )
     click.echo(
         f"n={out['n']}: re-anchored MAPE {out['mape_pct']:.2f}%, within 5% {100 * out['within_5pct']:.0f}%, "
@@ -333,5 +342,9 @@ def validate(
     anchor = out["anchor"]
     click.echo(f"probe re-anchoring: factor {anchor['factor']:.4f} ({anchor['reason']}); within 10% at 95% "
                f"confidence: >= {100 * out['within_10pct_wilson_low']:.1f}%")  # fmt: skip
+    if "seq_held_out" in out:
+        from kdnas_deploy.latency.seq_check import held_out_line
+
+        click.echo(held_out_line(out["seq_held_out"]))
     if plot:
         click.echo(f"plot: {plot}")

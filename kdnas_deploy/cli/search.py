@@ -23,9 +23,9 @@ from kdnas_deploy.cli.options import (
     batch_option,
     data_dir_option,
     out_option,
-    seq_option,
     task_option,
 )
+from kdnas_deploy.cli.seq_options import seq_auto_option, seq_quantile_option
 from kdnas_deploy.errors import SearchError
 from kdnas_deploy.search.config import PRESETS, REWARD_METRICS, ExecutorConfig, SearchSettings
 from kdnas_deploy.search.executors import EXECUTORS
@@ -91,7 +91,10 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @click.option("--hard-budget", is_flag=True, help="Never distill a candidate over any budget.")
 @click.option("--final-top", type=Count0, default=None, help="Best architectures distilled fully (1; 0 skips).")
 @batch_option(default=None, help="Batch size the tables predict at [default: the table's].")
-@seq_option(default=None, help="Sequence length the tables predict at [default: the table's].")
+@seq_auto_option(help="Sequence length the tables predict at, or 'auto': the task's p95 token length (its train"
+                 " split tokenised with the teacher's tokenizer, rounded up to 8, clamped into the grid)"
+                 " [default: the table's first].")
+@seq_quantile_option()
 @click.option("--seed", type=Seed, default=None, help="Search seed [default: the preset's, 0].")
 @click.option(
     "--executor",
@@ -139,6 +142,8 @@ def search(**kw: Any) -> None:
 
     executor = _executor(kw)  # option errors first, before any table is read
     pairs = resolve_budget_pairs(kw["table"], kw["budget_ms"], kw["budgets"])
+    if kw["seq"] == "auto":
+        kw["seq"] = _auto_seq(kw, [p for p, _ in pairs])
     config = search_config(teacher=kw["teacher"], task=str(kw["task_name"]), budgets=pairs, settings=_settings(kw),
                            data_dir=kw["data_dir"], headroom=kw["headroom"], echo=echo)  # fmt: skip
     summary = run_search(config, kw["out"], space=kw["space"], executor=executor, cache_dir=kw["cache_dir"],
@@ -159,6 +164,19 @@ def _settings(kw: dict[str, Any]) -> SearchSettings:
     reward = {"alpha": kw["alpha"], "beta": kw["beta"], "hard_budget": bool(kw["hard_budget"]), "metric": kw["metric"]}
     data["reward"] = {**data.get("reward", {}), **reward}
     return SearchSettings.from_dict(data)
+
+
+def _auto_seq(kw: dict[str, Any], tables: list[Any]) -> int:
+    """``--seq auto``: the task's length quantile, clamped into the tables' common grid."""
+    from kdnas_deploy.pipeline.seq import grid_of
+    from kdnas_deploy.tasks.lengths import auto_seq
+
+    data_dir = str(kw["data_dir"]) if kw["data_dir"] else None
+    prof = auto_seq(str(kw["task_name"]), data_dir, str(kw["teacher"]), kw["seq_quantile"], grid_of(tables))
+    lengths = prof["lengths"]
+    click.echo(f"--seq auto: {prof['seq']} tokens (quantile {prof['quantile']} of {lengths['count']} train texts;"
+               f" median {lengths['p50']}, p95 {lengths['p95']})")  # fmt: skip
+    return int(prof["seq"])
 
 
 def _executor(kw: dict[str, Any]) -> ExecutorConfig:

@@ -6,7 +6,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from kdnas_deploy.distill.objective import DistillLoss, projections_for
 from kdnas_deploy.distill.teachers import load_classifier, load_tokenizer, resolve_model
 from kdnas_deploy.errors import ConfigError, ModelError
 from kdnas_deploy.io import FolderLock, atomic_directory, atomic_write_json, atomic_write_text
+from kdnas_deploy.tasks.baselines import task_baseline
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -44,6 +45,8 @@ class DistillResult:
     cache_hit: bool | None = None  # None: teacher run live
     cache_bytes: int = 0
     loop_seconds: float = 0.0  # optimisation steps only
+    baseline: dict[str, float] = field(default_factory=dict)  # the trivial baseline on `eval`
+    eval_examples: int = 0
 
 
 def _needed_teacher_layers(
@@ -271,6 +274,7 @@ def distill(
         state = result.state
         best = state.history[state.best_index]
         metrics = {k: float(v) for k, v in best.items() if k in task.metric_names}
+        baseline = task_baseline(task, prep.eval_enc.labels)
         wall = time.time() - t_start
         model_dir = None
         if out_dir is not None:
@@ -278,6 +282,7 @@ def distill(
                           "estimated_mb": round(cache_mb, 1), "used": isinstance(source, CachedTeacher)}  # fmt: skip
             record = _record(teacher, prep, arch, task, config, init_info, layers, metrics, result, wall,
                              cache_info if cache_dir else None)  # fmt: skip
+            record["baseline"] = baseline
             _publish(out_dir, work, prep.tokenizer, arch, record)
             model_dir = str(out_dir)
     finally:
@@ -293,6 +298,8 @@ def distill(
         cache_hit=source.hit if isinstance(source, CachedTeacher) else None,
         cache_bytes=int(source.size_bytes),
         loop_seconds=round(state.train_seconds, 3),
+        baseline=baseline,
+        eval_examples=len(prep.eval_enc),
     )
 
 

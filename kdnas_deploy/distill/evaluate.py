@@ -13,6 +13,7 @@ from kdnas_deploy.errors import ConfigError, ModelError
 from kdnas_deploy.io import atomic_write_json, check_writable
 from kdnas_deploy.runtime.deploy import ONNX_FILE
 from kdnas_deploy.tasks.base import canonical_split
+from kdnas_deploy.tasks.baselines import task_baseline
 
 if TYPE_CHECKING:  # pragma: no cover
     from kdnas_deploy.tasks import Task
@@ -108,6 +109,7 @@ def evaluate_model(
         "max_seq_len": max_seq_len,
         "main_metric": task.main_metric,
         **metrics,
+        "baseline": task_baseline(task, enc.labels),
         "eval_seconds": round(seconds, 3),
     }
     if json_path is not None:

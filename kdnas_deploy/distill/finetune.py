@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -14,6 +15,7 @@ from kdnas_deploy.distill.loop import LoopConfig, publish_best, run_loop
 from kdnas_deploy.distill.teachers import load_backbone_for_finetune, load_tokenizer, resolve_model
 from kdnas_deploy.errors import ConfigError
 from kdnas_deploy.io import FolderLock, atomic_directory, atomic_write_json
+from kdnas_deploy.tasks.baselines import WeakTeacher, task_baseline, weak_teacher
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from kdnas_deploy.tasks import Task
 
 RECORD_SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,23 @@ def finetune_teacher(
         publishable(out_dir)
         shutil.rmtree(work, ignore_errors=True)
     metrics = {k: v for k, v in metrics_doc.items() if k in task.metric_names}
-    return {"out_dir": str(out_dir), "metrics": metrics, "record": record}
+    weak = check_teacher_strength(task, metrics, metrics_doc["baseline"])
+    return {
+        "out_dir": str(out_dir),
+        "metrics": metrics,
+        "baseline": metrics_doc["baseline"],
+        "record": record,
+        "weak_teacher": weak.to_dict(),
+    }
+
+
+def check_teacher_strength(task: Task, metrics: dict[str, Any], baseline: dict[str, float]) -> WeakTeacher:
+    """The weak-teacher check of ``task``'s main metric; a loud WARNING when the teacher is weak."""
+    main = task.main_metric
+    weak = weak_teacher(main, float(metrics[main]), float(baseline[main]))
+    if weak.weak:
+        log.warning("WARNING: weak teacher: %s", weak.message(task.name))
+    return weak
 
 
 def _train(net: Any, tokenizer: Any, task: Task, config: FinetuneConfig, train: Any, dev: Any, work: Path,
@@ -155,6 +174,7 @@ def _records(model: str | Path, source: str, task: Task, config: FinetuneConfig,
     state = result.state
     best = state.history[state.best_index]
     metrics = {k: v for k, v in best.items() if k in task.metric_names}
+    baseline = task_baseline(task, dev.labels)
     record = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "kind": "teacher",
@@ -164,6 +184,7 @@ def _records(model: str | Path, source: str, task: Task, config: FinetuneConfig,
         "config": asdict(config),
         "train_examples": len(train),
         "dev_examples": len(dev),
+        "dev_baseline": baseline,
         "best_epoch": state.best_epoch,
         "history": state.history,
         "train_seconds": round(state.train_seconds, 2),
@@ -176,5 +197,6 @@ def _records(model: str | Path, source: str, task: Task, config: FinetuneConfig,
         "split": "dev",
         "num_examples": len(dev),
         **metrics,
+        "baseline": baseline,
     }
     return record, metrics_doc

@@ -6,7 +6,9 @@ of the card, never guessed. Facts (all optional but ``format``):
 
 ``format`` ("hf" | "onnx"), ``name``, ``architecture`` (``num_layers``, ``hidden_size``, ``num_heads``,
 ``ffn_size``), ``params``, ``teacher``, ``task``, ``split``, ``metrics`` (name -> value), ``main_metric``,
-``baseline`` (name -> value of the task's trivial baseline), ``precision``, ``optimize``, ``parity``
+``baseline`` (name -> value of the task's trivial baseline), ``retained_gain`` (name -> (student - baseline)
+/ (teacher - baseline)), ``agreement`` (an export's prediction agreement with PyTorch), ``precision``,
+``optimize``, ``parity``
 (``max_abs_diff``, ``tolerance``), ``metric_check`` (an export's before/after check), ``latency``
 (``median_ms``, ``p90_ms``, ``batch``, ``seq_len``, ``threads``, ``device``, ``kind``: measured | predicted),
 ``device`` (a one-line summary of the machine or table fingerprint).
@@ -107,6 +109,15 @@ def _metrics(facts: dict[str, Any]) -> list[str]:
             extra = f" {_fmt(baseline[k])} |" if baseline and k in baseline else (" |" if baseline else "")
             lines.append(f"| {k}{main} | {_fmt(v)} |{extra}")
         lines.append("")
+    gains = {k: v for k, v in (facts.get("retained_gain") or {}).items() if v is not None}
+    if gains:
+        lines += ["Retained gain over the trivial baseline, (this model - baseline) / (teacher - baseline): "
+                  + ", ".join(f"{k} {_fmt(v)}" for k, v in gains.items()) + ".", ""]
+    agreement = facts.get("agreement") or {}
+    if agreement.get("value") is not None:
+        lines += [f"Prediction agreement with PyTorch ({agreement.get('kind', 'argmax')}) on "
+                  f"{agreement.get('examples', '?')} {agreement.get('source', '')} inputs: "
+                  f"{_fmt(100 * float(agreement['value']))}%.", ""]
     check = facts.get("metric_check") or {}
     if check.get("metric") is not None and check.get("after") is not None:
         lines += [f"Export check on {check.get('examples', '?')} dev examples of `{check.get('task', '?')}`: "

@@ -26,6 +26,7 @@ from kdnas_deploy.latency.backends import Backend, get_backend
 from kdnas_deploy.latency.measure import LARGE_PROBE_ARCH, PROBE_ARCH, Job, MeasurePolicy, Measurer
 from kdnas_deploy.latency.profiler import prepare_all
 from kdnas_deploy.latency.scheme import piecewise
+from kdnas_deploy.latency.seq_check import check_held_out, held_out_jobs, held_out_report
 from kdnas_deploy.latency.stats import measurement_seconds, wilson_lower
 from kdnas_deploy.latency.table import LatencyTable
 from kdnas_deploy.runtime.timing import TimingPolicy
@@ -99,17 +100,22 @@ def validate_table(
     progress: bool = True,
     export_workers: int = 0,
     wait_s: float = 60.0,
+    seq_held_out: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report."""
+    """Measure ``n`` drawn architectures and compare with the table (see module doc); returns the report.
+    ``seq_held_out``: lengths between the grid's, measured too (section ``seq_held_out``, :mod:`.seq_check`)."""
     from tqdm.auto import tqdm
 
     backend = backend_for(table, strict=True)
     b = table.batch_sizes[0] if batch is None else int(batch)
     s = table.seq_lens[0] if seq is None else int(seq)
     table.predict(table.space.members[:1], b, s)  # grid check before any work
+    held = check_held_out(table.seq_lens, seq_held_out)
     archs = draw_archs(table, n, seed, include_anchors)
     policy = policy or policy_from_table(table)
-    log(f"validating {n} models: about {measurement_seconds(table, n):.0f} s (the table's time per model)")
+    at = f" at {1 + len(held)} lengths" if held else ""
+    log(f"validating {n} models{at}: about "
+        f"{measurement_seconds(table, n * (1 + len(held))):.0f} s (the table's time per model)")  # fmt: skip
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kdnas-validate-") as tmp:
         work = Path(tmp)
@@ -118,11 +124,13 @@ def validate_table(
         paths = prepare_all(backend, todo, seed, export_workers, progress)
         probe, large = paths[:2] if "large" in table.probe else (paths[0], None)
         jobs = [Job(f"{i}:{a.short()}", p, b, s) for i, (a, p) in enumerate(zip(archs, paths[2:], strict=True))]
-        mbar = tqdm(total=n * policy.rounds, desc="measure", unit="reading", disable=not progress, dynamic_ncols=True)
+        extra = held_out_jobs(jobs, held)  # the same models at the held-out lengths
+        mbar = tqdm(total=len(jobs + extra) * policy.rounds, desc="measure", unit="reading", disable=not progress,
+                    dynamic_ncols=True)  # fmt: skip
         say: Callable[[str], None] = mbar.write if progress else log
         measurer = Measurer(backend, probe, policy, log=say, progress=mbar, large_probe_artifact=large)
         in_state = measurer.wait_for_state(table.probe_ms, timeout_s=wait_s)
-        results = measurer.run(jobs)
+        results = measurer.run(jobs + extra)
         mbar.close()
         raw = table.predict(archs, b, s, calibrated=False)
         noise = noise_floor(backend, jobs[int(np.argsort(raw)[len(raw) // 2])], policy.timing, noise_sessions)
@@ -146,7 +154,20 @@ def validate_table(
         measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), seconds=round(time.time() - t0, 1),
         fingerprint=backend.fingerprint(),
     )  # fmt: skip
-    out["points"] = [
+    out["points"] = report_points(archs, anchored, raw, measured, [results[j.key] for j in jobs])
+    if held:
+        out["seq_held_out"] = held_out_report(table, archs, jobs, held, results, anchor, metrics)
+    if report:
+        atomic_write_json(report, out)
+    if plot:
+        plot_report(out, plot)
+    return out
+
+
+def report_points(archs: Sequence[Architecture], anchored: np.ndarray, raw: np.ndarray, measured: np.ndarray,
+                  results: Sequence[Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """One report point per model: predicted (re-anchored and raw), measured, errors and how it was measured."""
+    return [
         {
             "arch": a.to_dict(),
             "predicted_ms": round(float(p), 5),
@@ -154,15 +175,10 @@ def validate_table(
             "raw_predicted_ms": round(float(r), 5),
             "error_pct": round(float(100 * (p - m) / m), 3),
             "raw_error_pct": round(float(100 * (r - m) / m), 3),
-            **{k: v for k, v in results[j.key].to_dict().items() if k != "latency_ms"},
+            **{k: v for k, v in res.to_dict().items() if k != "latency_ms"},
         }
-        for a, p, r, m, j in zip(archs, anchored, raw, measured, jobs, strict=True)
+        for a, p, r, m, res in zip(archs, anchored, raw, measured, results, strict=True)
     ]
-    if report:
-        atomic_write_json(report, out)
-    if plot:
-        plot_report(out, plot)
-    return out
 
 
 def noise_floor(backend: Backend, job: Job, timing: TimingPolicy, sessions: int) -> dict[str, Any]:

@@ -31,12 +31,16 @@ class TaskSection:
 
 @dataclass(frozen=True)
 class TeacherSection:
-    """Either ``path`` (a fine-tuned sequence classifier) or ``finetune_from`` (a backbone to fine-tune)."""
+    """Either ``path`` (a fine-tuned sequence classifier) or ``finetune_from`` (a backbone to fine-tune).
+
+    ``allow_weak``: run the search even when the teacher is within the weak-teacher margin of the task's
+    trivial baseline (by default ``run`` stops before the search with a one-line error)."""
 
     path: str | None = None
     finetune_from: str = "minilm-l6"
     epochs: float = 2.0
     max_train_samples: int | None = None
+    allow_weak: bool = False
 
     def __post_init__(self) -> None:
         check_float("teacher.epochs", self.epochs, high=MAX_EPOCHS)
@@ -79,12 +83,18 @@ class LatencySection:
     (``latency transfer``, ~1 min) when one exists, ``never`` always builds a full table (~4 min)."""
 
     batch: int = 1
-    seq: int = 128
+    # a length, or ``auto``: the task's ``seq_quantile`` token length (p95 by default, or ``mean``), see
+    # kdnas_deploy.pipeline.seq
+    seq: int | Literal["auto"] = 128
+    seq_quantile: float | Literal["mean"] = 0.95
     transfer: Literal["auto", "never"] = "auto"
 
     def __post_init__(self) -> None:
         check_int("latency.batch", self.batch, "batch")
-        check_int("latency.seq", self.seq, "seq")
+        if self.seq != "auto":
+            check_int("latency.seq", self.seq, "seq")
+        if self.seq_quantile != "mean":
+            check_float("latency.seq_quantile", self.seq_quantile, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,14 +128,21 @@ class ExportSection:
 
 @dataclass(frozen=True)
 class BenchSection:
+    """The fixed-shape bench (batch x seq) and the student's end-to-end bench (``e2e_requests`` dev texts through
+    tokenizer and session); ``check`` names the figure the budget is checked on: ``model`` (the fixed-shape
+    median) or ``end_to_end`` (the end-to-end p50)."""
+
     batch: int = 1
     seq: int = 128
     threads: int = 2
+    e2e_requests: int = 200
+    check: Literal["model", "end_to_end"] = "model"
 
     def __post_init__(self) -> None:
         check_int("bench.batch", self.batch, "batch")
         check_int("bench.seq", self.seq, "seq")
         check_int("bench.threads", self.threads, "threads")
+        check_int("bench.e2e_requests", self.e2e_requests, "count")
 
 
 @dataclass(frozen=True)

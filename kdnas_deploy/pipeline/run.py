@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +18,21 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
-from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError
+from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError, WeakTeacherError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
+from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.stages import StageRunner
 from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
 from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
+    arch_of,
     find_table,
     keep_in_cache,
     list_candidate_tables,
     no_match_line,
+    predictions_for,
     table_mismatches,
     table_search_dirs,
     transfer_line,
@@ -38,6 +42,7 @@ from kdnas_deploy.search.budget import apply_headroom
 from kdnas_deploy.space import SearchSpace
 
 RUN_SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 TRANSFER_K = 10  # models measured when run transfers another machine's table
 __all__ = ["TABLE_DIRS_ENV", "Pipeline", "find_table", "run_pipeline", "table_matches", "table_search_dirs"]
 
@@ -63,23 +68,35 @@ class Pipeline:
         self.run_dir = Path(self.run_dir)
         self.stages = StageRunner(self.run_dir, echo=self.echo)
         self.space = SearchSpace.load(self.config.space)
+        self.profile: dict[str, Any] | None = None  # the task's length distribution (latency.seq: auto)
+        self.lookup_seq = self.seq = 0 if seqs.is_auto(self.config) else int(self.config.latency.seq)
+
+    # ------------------------------------------------------------------ the length priced at
+    def seq_stage(self) -> dict[str, Any]:
+        """``latency.seq: auto``: tokenise the training split once (a cached stage) -> the length profile."""
+        cfg = self.config
+        inputs = {"task": cfg.task.__dict__, "tokenizer": seqs.tokenizer_dir(cfg), "quantile": cfg.latency.seq_quantile}
+        out = self.stages.run("seq", inputs, lambda: seqs.length_profile(cfg)).outputs
+        self.profile = out
+        self.lookup_seq = seqs.lookup_seq(cfg, out)
+        return out
 
     # ------------------------------------------------------------------ stages
     def latency_stage(self, dev: DeviceSection) -> dict[str, Any]:
         cfg = self.config
         inputs = {"device": dev.__dict__, "space": self.space.fingerprint, "batch": cfg.latency.batch,
-                  "seq": cfg.latency.seq, "optimize": cfg.export.optimize}
+                  "seq": self.lookup_seq, "optimize": cfg.export.optimize}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.latency.table import LatencyTable
 
             if dev.table:
                 table = LatencyTable.load(dev.table)
-                why = table_matches(table, self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+                why = table_matches(table, self.space, dev, cfg.latency.batch, self.lookup_seq, cfg.export.optimize)
                 for w in why:
                     self.echo(f"warning: table {dev.table}: {w}")
                 return {"table": str(Path(dev.table).resolve()), "reused": True}
-            need = requirement(self.space, dev, cfg.latency.batch, cfg.latency.seq, cfg.export.optimize)
+            need = requirement(self.space, dev, cfg.latency.batch, self.lookup_seq, cfg.export.optimize)
             candidates = list_candidate_tables(need)
             found = next((c.path for c in candidates if c.matches), None)
             if found is not None:
@@ -106,7 +123,8 @@ class Pipeline:
 
         out = self.run_dir / "latency" / f"{dev.name}.json"
         backend = get_backend(dev.device, dev.precision, threads=dev.threads)
-        build_table(self.space, backend, [need.batch], [need.seq], out, log=self.echo, progress=self.progress)
+        grid = sorted({*seqs.AUTO_GRID, need.seq}) if self.profile is not None else [need.seq]
+        build_table(self.space, backend, [need.batch], grid, out, log=self.echo, progress=self.progress)
         name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
                 f"-{file_sha256(out)[:10]}.json")
         cached = keep_in_cache(out, name)
@@ -136,7 +154,9 @@ class Pipeline:
 
     def teacher_stage(self) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"teacher": cfg.teacher.__dict__, "task": cfg.task.__dict__}
+        # allow_weak decides what run does with the teacher, not which teacher it is: not an input
+        inputs = {"teacher": {k: v for k, v in cfg.teacher.__dict__.items() if k != "allow_weak"},
+                  "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.distill.evaluate import evaluate_model
@@ -155,9 +175,34 @@ class Pipeline:
                 finetune_teacher(cfg.teacher.finetune_from, task, path, ft, progress=self.progress, force=True)
                 metrics = json.loads((path / "dev_metrics.json").read_text(encoding="utf-8"))
             return {"teacher": str(path.resolve()), "dev_metrics": _numeric(metrics),
-                    "main_metric": task.main_metric}
+                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {})}
 
         return self.stages.run("teacher", inputs, work).outputs
+
+    def check_teacher(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """The weak-teacher check before the search: a loud warning, and ``WeakTeacherError`` (nothing of the
+        search written) unless ``teacher.allow_weak``. Fills in the baseline of a teacher stage cached before
+        baselines were recorded."""
+        from kdnas_deploy.tasks.baselines import weak_teacher
+
+        if not teacher.get("baseline"):
+            teacher["baseline"] = self._dev_baseline()
+        metric = teacher["main_metric"]
+        weak = weak_teacher(metric, teacher["dev_metrics"][metric], teacher["baseline"][metric])
+        if weak.weak:
+            line = weak.message(self.config.task.name)
+            log.warning("WARNING: weak teacher: %s", line)
+            if not self.config.teacher.allow_weak:
+                raise WeakTeacherError(f"{line}; the search would distill noise (set teacher.allow_weak: true to "
+                                       "run it anyway)")  # fmt: skip
+        return weak.to_dict()
+
+    def _dev_baseline(self) -> dict[str, float]:
+        from kdnas_deploy.tasks import get_task
+        from kdnas_deploy.tasks.baselines import task_baseline
+
+        task = get_task(self.config.task.name, self.config.task.data_dir)
+        return task_baseline(task, task.load_split("dev")["label"])
 
     def budgets(self, tables: dict[str, str], teacher: Architecture) -> list[tuple[str, float]]:
         """(table, budget in ms) per device: what the deployed student must meet."""
@@ -170,8 +215,7 @@ class Pipeline:
                 budget = dev.budget_ms
             else:
                 assert dev.budget_fraction is not None
-                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch,
-                                                     seq=self.config.latency.seq))
+                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch, seq=self.seq))
                 budget = round(dev.budget_fraction * teacher_ms, 4)
                 self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms = {budget:.3f} ms")
             pairs.append((tables[dev.name], budget))
@@ -187,14 +231,13 @@ class Pipeline:
         s = cfg.search
         settings_key = {k: v for k, v in to_plain(s).items() if k != "executor"}  # where they run changes nothing
         inputs = {"search": settings_key, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
-                  "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": cfg.latency.seq}
+                  "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": self.seq}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.search.api import run_search, search_config
 
             out = self.run_dir / "search"
-            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch,
-                                           seq=cfg.latency.seq)
+            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq)
             config = search_config(teacher=teacher["teacher"], task=cfg.task.name, budgets=budgets,
                                    settings=settings, data_dir=cfg.task.data_dir, echo=None)
             summary = run_search(config, out, space=cfg.space, executor=s.executor,
@@ -203,14 +246,15 @@ class Pipeline:
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")
             return {"run": str(out), "student": final["student_dir"], "best": summary["best"]["arch_str"],
-                    "winner": final["winner"]}
+                    "winner": final["winner"], "degenerate": summary.get("degenerate")}
 
         return self.stages.run("search", inputs, work).outputs
 
     def export_stage(self, name: str, model_dir: str, table: str, upstream: str) -> dict[str, Any]:
         cfg = self.config
         inputs = {"export": cfg.export.__dict__, "model": model_dir, "table": table, "upstream": upstream,
-                  "bench": cfg.bench.__dict__, "task": cfg.task.__dict__}
+                  "bench": {"batch": cfg.bench.batch, "seq": self.bench_seq, "threads": cfg.bench.threads},
+                  "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
@@ -218,7 +262,7 @@ class Pipeline:
             out = self.run_dir / "onnx" / name
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
                                  data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
-                                 bench_seq=cfg.bench.seq, table=table, force=True)
+                                 bench_seq=self.bench_seq, table=table, force=True)
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}
@@ -227,8 +271,8 @@ class Pipeline:
 
     def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"bench": cfg.bench.__dict__, "paths": paths, "table": table, "upstream": upstream,
-                  "anchored": True}
+        inputs = {"bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "paths": paths, "table": table,
+                  "upstream": upstream, "anchored": True, "task": cfg.task.__dict__}
 
         def work() -> dict[str, Any]:
             import shutil
@@ -243,19 +287,36 @@ class Pipeline:
             shutil.copyfile(table, anchored)
             scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
             anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
-            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=cfg.bench.seq, threads=cfg.bench.threads)
+            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=self.bench_seq, threads=cfg.bench.threads)
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
-            raw = run_bench_predictions(table, paths, cfg.bench.batch, cfg.bench.seq)
+            raw = predictions_for(table, paths, cfg.bench.batch, self.bench_seq)
             factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
             for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
                 row["predicted_raw_ms"] = raw_ms
                 row["predicted_ms"] = anchored_prediction(row, factor)
             out = self.run_dir / "bench.json"
             atomic_write_json(out, rows)
+            e2e = self._e2e_row(paths[-1])
             return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
-                    "anchored_table": str(anchored)}
+                    "anchored_table": str(anchored), "e2e": e2e}
 
         return self.stages.run("bench", inputs, work).outputs
+
+    def _e2e_row(self, student_onnx: str) -> dict[str, Any]:
+        """The student served end to end: the task's dev texts through tokenizer and session, one at a time."""
+        from kdnas_deploy.export.e2e import E2EConfig, run_e2e
+
+        cfg = self.config
+        e2e_cfg = E2EConfig(task=cfg.task.name, data_dir=cfg.task.data_dir, requests=cfg.bench.e2e_requests,
+                            threads=cfg.bench.threads)  # fmt: skip
+        row = run_e2e([student_onnx], e2e_cfg)[0]
+        atomic_write_json(self.run_dir / "bench_e2e.json", [row])
+        return row
+
+    @property
+    def bench_seq(self) -> int:
+        """The length export and bench measure at: bench.seq, or the chosen length with latency.seq auto."""
+        return self.seq if self.profile is not None else self.config.bench.seq
 
     # ------------------------------------------------------------------ whole run
     def preflight(self) -> None:
@@ -276,15 +337,21 @@ class Pipeline:
             if dev.table is None:
                 continue
             table = LatencyTable.load(dev.table)
-            table.resolve_grid(cfg.latency.batch, cfg.latency.seq)  # TableError naming the grid
+            table.resolve_grid(cfg.latency.batch, None if seqs.is_auto(cfg) else self.seq)  # TableError naming the grid
 
     def run(self) -> dict[str, Any]:
         self.preflight()
         make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
+        if seqs.is_auto(self.config):
+            self.seq_stage()
         tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}
+        self.seq = seqs.chosen_seq(self.config, self.profile, list(tables.values()))
+        if self.profile is not None:
+            self.echo(f"[seq] {seqs.seq_line(seqs.seq_facts(self.config, self.profile, self.seq))}")
         teacher = self.teacher_stage()
-        teacher_arch = _arch_of(teacher["teacher"])
+        teacher["weak_teacher"] = self.check_teacher(teacher)
+        teacher_arch = arch_of(teacher["teacher"])
         budgets = self.budgets(tables, teacher_arch)
         keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]
         search = self.search_stage(teacher, self.search_budgets(budgets), keys + [self.stages.results["teacher"].key])
@@ -297,26 +364,9 @@ class Pipeline:
             run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
             headroom={d.name: d.headroom for d in self.config.devices},
             stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
+            seq=seqs.seq_facts(self.config, self.profile, self.seq), bench_check=self.config.bench.check,
         )  # fmt: skip
         return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
-
-
-def run_bench_predictions(table: str, paths: list[str], batch: int, seq: int) -> list[float | None]:
-    """The table's unanchored predictions for ONNX folders (None for a model outside the table's space)."""
-    from kdnas_deploy.latency.table import LatencyTable
-
-    t = LatencyTable.load(table)
-    out: list[float | None] = []
-    for p in paths:
-        arch = _arch_of(p)
-        out.append(round(float(t.predict_one(arch, batch=batch, seq=seq)), 4) if arch in t.space else None)
-    return out
-
-
-def _arch_of(model_dir: str) -> Architecture:
-    from transformers import AutoConfig
-
-    return Architecture.from_config(AutoConfig.from_pretrained(model_dir))
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

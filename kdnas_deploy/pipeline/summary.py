@@ -11,6 +11,7 @@ from typing import Any
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
 from kdnas_deploy.pipeline.report import ModelRow, Report, write_report
+from kdnas_deploy.tasks.baselines import retained_gains
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -105,6 +106,42 @@ def budget_verdict(summary: dict[str, Any], anchor_statement: str, measured_anch
     return "MISSES the budget"
 
 
+def baseline_facts(teacher: dict[str, Any], student: dict[str, float], search: dict[str, Any]) -> dict[str, Any]:
+    """``baseline`` (the dev split's trivial baseline), ``retained_gain`` of the main metric over it,
+    ``retained_gain_by_metric``, ``weak_teacher`` and the search's ``degenerate`` verdict, for summary.json."""
+    baseline = {k: float(v) for k, v in (teacher.get("baseline") or {}).items()}
+    gains = retained_gains(student, teacher["dev_metrics"], baseline)
+    return {
+        "baseline": baseline,
+        "retained_gain": _round(gains.get(teacher["main_metric"])),
+        "retained_gain_by_metric": {k: _round(v) for k, v in gains.items()},
+        "weak_teacher": teacher.get("weak_teacher"),
+        "degenerate": search.get("degenerate"),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
+
+
+def honesty_lines(summary: dict[str, Any], metric: str) -> list[tuple[str, str]]:
+    """The report's lines on the baseline, the retained gain, a weak teacher and a degenerate search."""
+    lines = []
+    if summary["baseline"].get(metric) is not None:
+        lines.append(("Trivial baseline", f"{metric} {summary['baseline'][metric]:.4f} (best constant prediction)"))
+        gain = summary["retained_gain"]
+        lines.append(("Retained gain over the baseline", "n/a (the teacher does not beat the baseline)"
+                      if gain is None else f"{gain} of (teacher - baseline)"))  # fmt: skip
+    weak = summary.get("weak_teacher") or {}
+    if weak.get("weak"):
+        lines.append(("WARNING: weak teacher", f"{metric} {weak['teacher']:.4f} is within {weak['margin']:g} of "
+                      f"the baseline {weak['baseline']:.4f} (run with teacher.allow_weak)"))  # fmt: skip
+    degenerate = summary.get("degenerate")
+    if degenerate:
+        lines.append(("WARNING: degenerate search", str(degenerate.get("reason"))))
+    return lines
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """What the summary needs to know about the run itself (plain data, not the pipeline object)."""
@@ -114,6 +151,8 @@ class RunFacts:
     devices: list[str]
     headroom: dict[str, float]
     stages: dict[str, dict[str, Any]]
+    seq: dict[str, Any] | None = None  # the length priced at (kdnas_deploy.pipeline.seq.seq_facts)
+    bench_check: str = "model"  # the figure the budget is checked on: model | end_to_end (bench.check)
 
 
 def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
@@ -135,6 +174,8 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     drift = anchor["factor"] if anchor["applied"] else 1.0
     for row in (teacher_row, student_row):
         row["predicted_ms"] = anchored_prediction(row, drift)
+    e2e = bench.get("e2e")
+    check = budget_check(facts.bench_check, e2e, measured, drift, budget_ms)
     measured_anchored = measured / drift
     devices = facts.devices
     summary = {
@@ -158,20 +199,16 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         "speedup": round(speedup, 3),
         "metric_retained": (round(student_metrics[metric] / teacher["dev_metrics"][metric], 4)
                             if metric in student_metrics and teacher["dev_metrics"].get(metric) else None),
-        "meets_budget_measured": bool(measured <= budget_ms),
-        "meets_budget_at_table_state": bool(measured_anchored <= budget_ms),
+        **check,
+        **baseline_facts(teacher, student_metrics, search),
         "bench": bench["bench"],
+        "seq": facts.seq,
         "stages": facts.stages,
     }
     figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
                                 _validation_for(tables[devices[0]]), budget_ms)
-    rows = [
-        ModelRow("teacher", teacher_arch.short(), teacher_arch.num_parameters() / 1e6, metric,
-                 teacher["dev_metrics"].get(metric), teacher_row.get("predicted_ms"), teacher_row["median_ms"], 1.0),
-        ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
-                 student_metrics.get(metric), student_row.get("predicted_ms"), measured, speedup),
-    ]
-    verdict = budget_verdict(summary, anchor["statement"], measured_anchored)
+    rows = _model_rows(summary, metric, teacher_arch, student_arch, teacher["dev_metrics"], speedup)
+    verdict = budget_verdict(summary, anchor["statement"], check["checked_ms"] / drift)
     report = Report(
         title=f"kdnas-deploy run: {facts.task}",
         budgets=[(name, b) for name, (_, b) in zip(devices, budgets, strict=True)],
@@ -179,14 +216,71 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         rows=rows,
         figures=[("Search: proxy metric against predicted latency, Pareto front",
                   Path(search["run"]) / "search.png"), ("Latency: predicted against measured", figure)],
-        facts=[("Measured student latency", f"{measured:.3f} ms on {devices[0]}: {verdict}"),
+        facts=[*_latency_facts(measured, devices[0], verdict, e2e, check["budget_checked_on"]),
                ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
+               *([("Sequence length priced", _seq_text(facts.seq))] if facts.seq else []),
+               *honesty_lines(summary, metric),
                ("Latency tables", ", ".join(f"{n}: {t}" for n, t in tables.items()))],
     )
     md, page = write_report(report, run_dir)
     summary["report"] = {"markdown": str(md), "html": str(page)}
     atomic_write_json(run_dir / "summary.json", summary)
-    echo(f"student {student_arch.short()}: {measured:.3f} ms measured (budget {budget_ms:.3f} ms: {verdict}),"
+    e2e_note = f", end-to-end p50 {check['checked_ms']:.3f} ms" if check["budget_checked_on"] == "end_to_end" else ""
+    echo(f"student {student_arch.short()}: {measured:.3f} ms measured{e2e_note} (budget {budget_ms:.3f} ms: {verdict}),"
               f" {speedup:.2f}x faster than the teacher; report: {page}")
     return summary
+
+
+def _model_rows(summary: dict[str, Any], metric: str, teacher_arch: Architecture, student_arch: Architecture,
+                teacher_metrics: dict[str, Any], speedup: float) -> list[ModelRow]:  # fmt: skip
+    """The report's table: teacher, student and (when known) the task's trivial baseline."""
+    t, st = summary["teacher"], summary["student"]
+    rows = [
+        ModelRow("teacher", teacher_arch.short(), teacher_arch.num_parameters() / 1e6, metric,
+                 teacher_metrics.get(metric), t.get("predicted_ms"), t["measured_ms"], 1.0),
+        ModelRow("student", student_arch.short(), student_arch.num_parameters() / 1e6, metric,
+                 st["dev_metrics"].get(metric), st.get("predicted_ms"), st["measured_ms"], speedup),
+    ]  # fmt: skip
+    if summary["baseline"].get(metric) is not None:
+        rows.append(ModelRow("trivial baseline", "constant prediction", 0.0, metric, summary["baseline"][metric],
+                             None, None, None))  # fmt: skip
+    return rows
+
+
+def _seq_text(facts: dict[str, Any]) -> str:
+    from kdnas_deploy.pipeline.seq import seq_line
+
+    return seq_line(facts)
+
+
+E2E_KEYS = ("task", "requests", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "tokenize_p50_ms", "model_p50_ms",
+            "requests_per_s", "length_p50", "length_p95")
+
+
+def budget_check(bench_check: str, e2e: dict[str, Any] | None, measured: float, drift: float,
+                 budget_ms: float) -> dict[str, Any]:  # fmt: skip
+    """The summary's budget fields, on the figure ``bench.check`` names (the fixed-shape median for ``model``, or
+    when the bench has no end-to-end row; the end-to-end p50 for ``end_to_end``)."""
+    on = "end_to_end" if bench_check == "end_to_end" and e2e else "model"
+    checked = float(e2e["e2e_p50_ms"]) if on == "end_to_end" and e2e else measured
+    return {"budget_checked_on": on, "checked_ms": round(checked, 4),
+            "meets_budget_measured": bool(checked <= budget_ms),
+            "meets_budget_at_table_state": bool(checked / drift <= budget_ms),
+            "student_end_to_end": {k: e2e.get(k) for k in E2E_KEYS} if e2e else None}  # fmt: skip
+
+
+def _latency_facts(measured: float, device: str, verdict: str, e2e: dict[str, Any] | None,
+                   checked_on: str) -> list[tuple[str, str]]:  # fmt: skip
+    line = f"{measured:.3f} ms on {device}" + (f": {verdict}" if checked_on == "model" else "")
+    out = [("Measured student latency", line)]
+    if e2e:
+        out.append(("Student end to end", _e2e_text(e2e, checked_on, verdict)))
+    return out
+
+
+def _e2e_text(row: dict[str, Any], checked_on: str, verdict: str) -> str:
+    text = (f"p50 {row['e2e_p50_ms']:.3f} ms, p99 {row['e2e_p99_ms']:.3f} ms per request ({row['requests']} "
+            f"{row['task']} dev texts, median {row['length_p50']} tokens; tokenizer {row['tokenize_p50_ms']:.3f} ms, "
+            f"model {row['model_p50_ms']:.3f} ms at p50)")  # fmt: skip
+    return text + (f": {verdict} (bench.check: end_to_end)" if checked_on == "end_to_end" else "")

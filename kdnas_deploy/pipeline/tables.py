@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdnas_deploy.arch import Architecture
 from kdnas_deploy.space import SearchSpace
 
 TABLE_DIRS_ENV = "KDNAS_TABLE_DIRS"
@@ -188,3 +189,21 @@ def keep_in_cache(built: Path, name: str) -> Path | None:
     except OSError:
         return None
     return target
+
+
+def predictions_for(table: str, paths: list[str], batch: int, seq: int) -> list[float | None]:
+    """The table's unanchored predictions for ONNX folders (None for a model outside the table's space)."""
+    from kdnas_deploy.latency.table import LatencyTable
+
+    t = LatencyTable.load(table)
+    out: list[float | None] = []
+    for p in paths:
+        arch = arch_of(p)
+        out.append(round(float(t.predict_one(arch, batch=batch, seq=seq)), 4) if arch in t.space else None)
+    return out
+
+
+def arch_of(model_dir: str) -> Architecture:
+    from transformers import AutoConfig
+
+    return Architecture.from_config(AutoConfig.from_pretrained(model_dir))

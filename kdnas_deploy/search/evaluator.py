@@ -22,6 +22,7 @@ from kdnas_deploy.distill.evaluate import evaluate_model
 from kdnas_deploy.errors import DataError, ModelError, SearchError
 from kdnas_deploy.search.executor import EvalRequest, EvalResult
 from kdnas_deploy.tasks import get_task
+from kdnas_deploy.tasks.baselines import retained_gains
 
 
 @dataclass(frozen=True)
@@ -161,18 +162,19 @@ class DistillEvaluator:
             final_loss=float(res.final_loss),
             seconds=time.perf_counter() - t0,
             metrics=_numeric(res.metrics),
-            info={"train_seconds": float(res.train_seconds)},
+            info={
+                "train_seconds": float(res.train_seconds),
+                "heldout_n": int(res.eval_examples or len(st["heldout"])),
+                "main_metric": st["task"].main_metric,
+                "baseline": res.baseline.get(st["task"].main_metric),
+            },
         )
 
     def final(self, arch: Architecture, seed: int, out_dir: Path) -> dict[str, Any]:
         st = self._load()
         reused = _finished_model(Path(out_dir), st["task"])
         if reused is not None:  # killed after the model was published, before its result was recorded
-            return {
-                **reused,
-                "dev_metrics": evaluate_model_dir(out_dir, st["task"], "dev"),
-                "data_sizes": st["sizes"],
-            }
+            return {**reused, **self._dev_facts(out_dir, st["task"]), "data_sizes": st["sizes"]}
         cfg = replace(DistillConfig.full(), seed=seed)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
@@ -192,11 +194,40 @@ class DistillEvaluator:
             "score": float(res.score),
             "final_loss": float(res.final_loss),
             "heldout_metrics": _numeric(res.metrics),
-            "dev_metrics": evaluate_model_dir(model_dir, st["task"], "dev"),
+            "heldout_baseline": res.baseline,
+            **self._dev_facts(model_dir, st["task"]),
             "model_dir": model_dir,
             "train_seconds": float(res.train_seconds),
             "data_sizes": st["sizes"],
         }
+
+    def _dev_facts(self, model_dir: str | Path, task: Any) -> dict[str, Any]:
+        """The student's dev metrics, the dev split's trivial baseline and, when the teacher's dev metrics are
+        recorded (``dev_metrics.json`` of ``teacher finetune``), the retained ratio and gain over the baseline."""
+        doc = evaluate_model(model_dir, task, split="dev", progress=False)
+        names = set(getattr(task, "metric_names", ())) or {"accuracy"}
+        dev = {k: float(v) for k, v in doc.items() if k in names}
+        baseline = {k: float(v) for k, v in (doc.get("baseline") or {}).items()}
+        teacher = teacher_dev_metrics(self.teacher, names)
+        facts: dict[str, Any] = {"dev_metrics": dev, "dev_baseline": baseline}
+        if teacher:
+            facts["teacher_dev_metrics"] = teacher
+            facts["retained"] = {k: (dev[k] / teacher[k] if teacher[k] else None) for k in dev if k in teacher}
+            facts["retained_gain"] = retained_gains(dev, teacher, baseline)
+        return facts
+
+
+def teacher_dev_metrics(teacher: str | Path, names: set[str]) -> dict[str, float]:
+    """The teacher's recorded dev metrics (``dev_metrics.json``), empty when it has none."""
+    import json
+
+    try:
+        doc = json.loads((Path(teacher) / "dev_metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: float(v) for k, v in doc.items() if k in names and isinstance(v, int | float)}
 
 
 def _finished_model(out_dir: Path, task: Any) -> dict[str, Any] | None:

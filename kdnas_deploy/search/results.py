@@ -118,6 +118,10 @@ def student_card_facts(folder: Path, winner: dict[str, Any], cfg: SearchConfig, 
     metrics = {k: v for k, v in dev.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if metrics:
         facts.update(metrics=metrics, split="dev")
+        if winner.get("dev_baseline"):
+            facts["baseline"] = winner["dev_baseline"]
+        if winner.get("retained_gain"):
+            facts["retained_gain"] = winner["retained_gain"]
     lat = winner.get("latency_ms") or {}
     if budgets.budgets and budgets.budgets[0].name in lat:
         first = budgets.budgets[0]

@@ -26,6 +26,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import append_jsonl, atomic_write_json
 from kdnas_deploy.search.budget import BudgetSet
 from kdnas_deploy.search.config import SearchConfig
+from kdnas_deploy.search.degenerate import detect_degenerate, proxy_uncertainty, warn_degenerate
 from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator, Executor, LocalExecutor, candidate_seed
 from kdnas_deploy.search.proposals import Evaluated, Proposal, ProposalContext, get_strategy, unused_sections
 from kdnas_deploy.search.results import STUDENT_MARKER, Finalizer, final_stage, ranked, write_results
@@ -128,6 +129,7 @@ class SearchRun:
             "metric_kind": self.cfg.reward.metric,
             "proxy_metric": metric,
             "proxy_score": res.score,
+            **proxy_uncertainty(res.score, res.info),
             "final_loss": res.final_loss,
             "reward": mnas_reward(metric, lat, self.budgets.budget_ms, self.cfg.reward),
             "predicted_reward": prop.predicted_reward,
@@ -223,6 +225,7 @@ class SearchRun:
                 self.echo(
                     f"  [{len(self.records)}/{total}] {rec['arch_str']:<24} latency "
                     f"{_fmt_lat(rec['latency_ms'])} proxy {rec['proxy_metric']:.4f}"
+                    f"{_se_text(rec)}"
                     f" reward {rec['reward']:.4f}"
                     f" ({rec['seconds']:.1f}s)"
                 )
@@ -274,6 +277,9 @@ class SearchRun:
         except BaseException:
             self.executor.close()
             raise
+        degenerate = detect_degenerate(self.records)
+        if degenerate is not None:
+            warn_degenerate(degenerate)
         with _closing_in_background(self.executor):  # Ray stops its processes while the results are written
             best = self.write_results()
         t1 = time.perf_counter()
@@ -288,6 +294,7 @@ class SearchRun:
             "evaluation_budget": self.cfg.evaluations,
             "best": best,
             "best_reward": best["reward"],
+            "degenerate": degenerate,
             "budgets": self.budgets.describe(),
             "teacher_arch": self.teacher_arch.to_dict() if self.teacher_arch else None,
             "teacher_latency_ms": self.budgets.predict_any(self.teacher_arch) if self.teacher_arch else None,
@@ -323,6 +330,11 @@ def _closing_in_background(executor: Executor) -> Iterator[None]:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def _se_text(rec: dict[str, Any]) -> str:
+    se = rec.get("proxy_se")
+    return f" ±{se:.4f}" if se is not None else ""
 
 
 def _fmt_lat(lat: dict[str, float]) -> str:

@@ -42,6 +42,13 @@ def cli_inproc(capsys):
     return run
 
 
+def _builtin_dev_majority() -> float:
+    from kdnas_deploy.tasks.builtin import generate
+
+    labels = generate("dev")["label"]
+    return max(labels.count(0), labels.count(1)) / len(labels)
+
+
 @pytest.mark.slow
 def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
     teacher = tmp_path / "teacher"
@@ -63,8 +70,14 @@ def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
         "--no-progress",
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["out_dir"] == str(teacher)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["out_dir"] == str(teacher)
     assert (teacher / "dev_metrics.json").is_file() and (teacher / "teacher_record.json").is_file()
+    majority = _builtin_dev_majority()
+    assert out["baseline"] == {"accuracy": pytest.approx(majority)}
+    assert json.loads((teacher / "dev_metrics.json").read_text())["baseline"]["accuracy"] == pytest.approx(majority)
+    weak = out["accuracy"] - majority < 0.05 - 1e-9  # 64 rows, one epoch: usually a weak teacher
+    assert out["weak_teacher"] is weak and ("WARNING: weak teacher" in r.stderr) is weak
     student = tmp_path / "student"
     r = run_cli(
         "distill",
@@ -84,11 +97,14 @@ def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (student / "architecture.json").is_file() and (student / "distill_record.json").is_file()
+    assert json.loads(r.stdout.strip().splitlines()[-1])["baseline"]["accuracy"] == pytest.approx(majority)
+    assert json.loads((student / "distill_record.json").read_text())["baseline"]["accuracy"] == pytest.approx(majority)
     metrics = tmp_path / "m.json"
     r = run_cli("evaluate", student, "--task", "builtin", "--json", metrics, "--no-progress")
     assert r.returncode == 0, r.stderr
     doc = json.loads(metrics.read_text())
     assert doc["split"] == "dev" and doc["num_examples"] == 1000 and 0 <= doc["accuracy"] <= 1
+    assert doc["baseline"] == {"accuracy": pytest.approx(majority)}
     r = run_cli(
         "distill",
         "--teacher",

@@ -61,6 +61,7 @@ def test_existing_nonempty_out_needs_force(tiny_hf, tmp_path, cli):
         ("tiny", ["--fp16"], "cuda"),
         ("tiny", ["--quantize", "int8"], "task to check"),
         ("tiny", ["--atol", "0", "--rtol", "0"], "differs from PyTorch"),
+        ("tiny", ["--min-agreement", "1.5"], "--min-agreement"),
     ],
 )
 def test_bad_input_exits_2_without_output(setup, extra, needle, tiny_hf, tmp_path, cli, cuda_available):
@@ -93,6 +94,7 @@ def test_bad_input_exits_2_without_output(setup, extra, needle, tiny_hf, tmp_pat
         ({"fp16": True, "quantize": "int8"}, "exclude"),
         ({"quantize": "int4"}, "unknown quantization"),
         ({"atol": -1.0}, "--atol"),
+        ({"min_agreement": 1.5}, "--min-agreement"),
         ({"threads": 0}, "threads"),
     ],
 )
@@ -125,3 +127,5 @@ def test_int8_export_checks_the_dev_metric(tiny_hf, tmp_path, cli, glue_dir):
     m = report["metric_check"]
     assert m["task"] == "sst2" and m["examples"] == 64 and m["ok"] and m["drop_points"] <= 1.0
     assert "sst2 accuracy" in r.stdout
+    a = report["agreement"]  # the default --min-agreement 0.9 on the same 64 dev rows
+    assert a["judged"] and a["ok"] and a["min_agreement"] == 0.9 and a["value"] >= 0.9 and a["kind"] == "argmax"

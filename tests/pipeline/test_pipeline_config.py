@@ -10,6 +10,11 @@ def test_defaults_roundtrip():
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_teacher_allow_weak_is_off_by_default():
+    assert PipelineConfig().teacher.allow_weak is False
+    assert PipelineConfig.from_dict({"teacher": {"allow_weak": True}}).teacher.allow_weak is True
+
+
 def test_partial_config_fills_defaults():
     cfg = PipelineConfig.from_dict({"task": {"name": "sst2"}, "search": {"episodes": 2},
                                     "devices": {"name": "cpu", "budget_ms": 5}})
@@ -25,6 +30,7 @@ def test_partial_config_fills_defaults():
         ({"devices": [{"name": "a"}, {"name": "b", "threads": 1.5}]}, r"devices\[1\].threads: expected int"),
         ({"devices": [{"name": "a", "budget_ms": -1}]}, r"devices\[0\].budget_ms: must be > 0"),
         ({"bogus": 1}, "bogus: unknown key"),
+        ({"teacher": {"allow_weak": "yes"}}, "teacher.allow_weak: expected bool"),
         ({"task": "sst2"}, "task: expected a mapping"),
         ({"search": {"proxy_fraction": 2}}, "proxy_fraction"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "unique"),

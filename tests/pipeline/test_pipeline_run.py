@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     config = {
         "space": str(space_path),
         "task": {"name": "builtin"},
-        "teacher": {"path": str(teacher)},
+        "teacher": {"path": str(teacher), "allow_weak": True},  # a random teacher: weak by design
         "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8, "headroom": 0.1}],
         "latency": {"batch": 1, "seq": 32},
         "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_fraction": 0.03, "proxy_epochs": 0.5,
@@ -83,9 +83,27 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
                  "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
         assert (out / name).exists(), name
     assert "Teacher and student" in (out / "report.md").read_text()
+    assert summary["baseline"]["accuracy"] > 0 and "retained_gain" in summary and "degenerate" in summary
+    assert summary["weak_teacher"]["weak"] is True  # allowed, and said
+    assert "**WARNING: weak teacher**" in (out / "report.md").read_text()
     again = _run(cfg, out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("up to date") >= 6, again.stdout
+
+
+def test_a_weak_teacher_stops_the_run_before_the_search(setup, tmp_path):
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["teacher"].pop("allow_weak")
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    r = _run(weak, out)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: teacher accuracy") and "trivial baseline" in last and "allow_weak" in last
+    assert "WARNING: weak teacher" in r.stderr and "Traceback" not in r.stderr
+    assert not (out / "search").exists() and not (out / "summary.json").exists()
 
 
 def test_bad_config_refused_before_any_work(setup, tmp_path):
@@ -98,3 +116,25 @@ def test_bad_config_refused_before_any_work(setup, tmp_path):
     assert r.returncode == 2
     assert "search.episodez: unknown key" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_with_seq_auto_prices_exports_and_benches_at_the_chosen_length(setup, tmp_path):
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["latency"] = {"batch": 1, "seq": "auto", "seq_quantile": 0.95}
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    r = _run(auto, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    seq = summary["seq"]
+    assert seq["mode"] == "auto" and seq["seq"] == 32  # the table's grid is [32]: the length is clamped into it
+    assert seq["lengths"]["count"] > 0 and seq["lengths"]["p95"] > 0
+    assert all(row["seq_len"] == 32 for row in json.loads((out / "bench.json").read_text()))
+    assert yaml.safe_load((out / "search" / "config.yaml").read_text())["search"]["seq"] == 32
+    report = (out / "report.md").read_text()
+    assert "Sequence length priced" in report and "Student end to end" in report
+    e2e = summary["student_end_to_end"]
+    assert e2e["task"] == "builtin" and 0 < e2e["model_p50_ms"] < e2e["e2e_p50_ms"] <= e2e["e2e_p99_ms"]
+    assert summary["budget_checked_on"] == "model" and (out / "bench_e2e.json").is_file()

@@ -18,16 +18,18 @@ def _anchor(applied: bool, measured: float) -> dict:
             "statistic": "minimum", "reason": "applied: ..." if applied else "not applied: within noise (...)"}
 
 
-def _outputs(tmp_path, anchor: dict, student_ms: float = 3.4) -> dict:
+def _outputs(tmp_path, anchor: dict, student_ms: float = 3.4, degenerate: dict | None = None,
+             **teacher_extra) -> dict:
     # predicted_ms as the anchored table's two-probe interpolation gave it: NOT the figure the run must use
     bench = {"bench": {"threads": 2}, "anchor": anchor, "probe_scale": anchor["factor"], "rows": [
         {"path": "t", "median_ms": 10.5, "predicted_ms": 45.5, "predicted_raw_ms": 10.0},
         {"path": "s", "median_ms": student_ms, "predicted_ms": 9.9, "predicted_raw_ms": 3.3},
     ]}
     facts = RunFacts(tmp_path, "sst2", ["cpu"], {"cpu": 0.0}, {})
-    teacher = {"teacher": "teacher", "main_metric": "accuracy", "dev_metrics": {"accuracy": 0.9}}
+    teacher = {"teacher": "teacher", "main_metric": "accuracy", "dev_metrics": {"accuracy": 0.9},
+               "baseline": {"accuracy": 0.5}, **teacher_extra}
     search = {"winner": {"arch": STUDENT.to_dict(), "dev_metrics": {"accuracy": 0.88}}, "student": "s",
-              "run": str(tmp_path / "search")}
+              "run": str(tmp_path / "search"), "degenerate": degenerate}
     return write_outputs(facts, {"cpu": str(tmp_path / "t.json")}, [("t.json", 3.5)], teacher, TEACHER,
                          search, bench, echo=lambda line: None)
 
@@ -62,3 +64,26 @@ def test_an_older_bench_reads_the_decision_from_its_anchored_table(tmp_path):
     anchor = machine_anchor({"probe_scale": 1.0, "anchored_table": str(table)})
     assert anchor["applied"] is False and anchor["measured_factor"] == 0.997
     assert anchor_statement(anchor).startswith("probe factor 0.9970: within noise: not applied")
+
+
+def test_summary_and_report_carry_the_baseline_and_the_retained_gain(tmp_path):
+    summary = _outputs(tmp_path, _anchor(False, 1.0))
+    assert summary["baseline"] == {"accuracy": 0.5} and summary["retained_gain"] == pytest.approx(0.95)
+    assert summary["metric_retained"] == pytest.approx(0.9778, abs=1e-4) and summary["degenerate"] is None
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["baseline"] == {"accuracy": 0.5} and on_disk["retained_gain"] == pytest.approx(0.95)
+    report = (tmp_path / "report.md").read_text()
+    assert "| trivial baseline | constant prediction |" in report and "accuracy 0.5000" in report
+    assert "**Retained gain over the baseline**: 0.95" in report and "WARNING" not in report
+    assert "Retained gain over the baseline" in (tmp_path / "report.html").read_text()
+
+
+def test_report_warns_of_a_weak_teacher_and_a_degenerate_search(tmp_path):
+    deg = {"reason": "tied: all 18 proxy scores within 0.0000 (one standard error 0.0146)", "kinds": ["tied"],
+           "figures": {"candidates": 18}}
+    weak = {"metric": "accuracy", "teacher": 0.9, "baseline": 0.88, "margin": 0.05, "weak": True}
+    summary = _outputs(tmp_path, _anchor(False, 1.0), degenerate=deg, baseline={"accuracy": 0.88}, weak_teacher=weak)
+    assert summary["degenerate"] == deg and summary["weak_teacher"]["weak"]
+    assert summary["retained_gain"] == pytest.approx(0.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "**WARNING: degenerate search**: tied: all 18" in report and "**WARNING: weak teacher**" in report

@@ -103,6 +103,13 @@ def test_real_distillation_search_logs_and_resumes(tmp_path, teacher_dir):
     rows = read_jsonl(out / "candidates.jsonl")
     assert len(rows) == 4 == summary["evaluations"]
     assert all(0.0 <= r["proxy_metric"] <= 1.0 and r["seconds"] > 0 for r in rows)
+    import math
+
+    for r in rows:  # the proxy score with its binomial standard error on the 100-row held-out slice
+        assert r["proxy_n"] == 100 and 0.0 <= r["proxy_baseline"] <= 1.0
+        p = r["proxy_score"]
+        assert r["proxy_se"] == pytest.approx(math.sqrt(p * (1 - p) / 100), abs=1e-6)
+    assert "degenerate" in summary  # a random tiny teacher: usually degenerate; either way recorded
     assert any((out / "teacher_cache").iterdir())  # teacher outputs cached inside the run folder
 
 

@@ -1,0 +1,207 @@
+"""``bench --end-to-end``: real dev-set requests replayed through tokenizer, input building and the ONNX session.
+
+A served request pays for more than ``session.run`` at a padded shape: it is tokenised, its inputs are built,
+and it runs at its own (unpadded) length. Each request here is one dev-set text (one row; a pair for pair
+tasks), timed in three parts: tokenizer, input building (int64 arrays, segment ids), ``session.run``. With
+``concurrency`` N, N client threads send requests to one shared session, whose intra-op threads are set to
+``threads // N`` (at least 1) so the total fits the cores; the request rate is then measured over the wall.
+Rows report e2e p50/p90/p99, the tokenizer's and the model's medians at the same lengths, requests per second
+and the replayed length distribution.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdnas_deploy.errors import DataError, ExportError
+from kdnas_deploy.export.bench import BENCH_SCHEMA_VERSION, onnx_precision
+from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_tokenizer
+from kdnas_deploy.limits import check_int
+from kdnas_deploy.runtime.devices import require_device
+from kdnas_deploy.runtime.session import make_session
+from kdnas_deploy.tasks import get_task
+from kdnas_deploy.tasks.lengths import BERT_MAX_LEN, length_stats, task_texts
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    task: str
+    data_dir: str | None = None
+    split: str = "dev"
+    requests: int = 200
+    concurrency: int = 1
+    threads: int = 2
+    warmup: int = 10
+    device: str = "cpu"
+    tokenizer: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind in (("requests", "count"), ("concurrency", "threads"), ("threads", "threads"),
+                           ("warmup", "count0")):  # fmt: skip
+            check_int(f"bench --{name}", getattr(self, name), kind, ExportError)
+
+    @property
+    def session_threads(self) -> int:
+        """Intra-op threads of the shared session: the cores divided among the client threads."""
+        return max(1, self.threads // self.concurrency)
+
+
+@dataclass
+class Request:
+    """One replayed request's timings (ms) and its token length."""
+
+    tokenize_ms: float
+    build_ms: float
+    model_ms: float
+    total_ms: float
+    length: int
+
+
+class Server:
+    """One ONNX session and its tokenizer: what a serving process holds. :meth:`handle` serves one text."""
+
+    def __init__(self, folder: ModelFolder, cfg: E2EConfig) -> None:
+        self.folder = folder
+        self.tokenizer = load_tokenizer(cfg.tokenizer or folder.path)
+        self.session = make_session(folder.onnx_path, cfg.device, cfg.session_threads)
+        self.names = [i.name for i in self.session.get_inputs()]
+        unknown = [n for n in self.names if n not in ("input_ids", "attention_mask", "token_type_ids")]
+        if unknown:
+            raise ExportError(f"{folder.path}: the ONNX graph wants input(s) {', '.join(unknown)}")
+        self.max_length = min(int(folder.config.get("max_position_embeddings", BERT_MAX_LEN)), BERT_MAX_LEN)
+
+    def handle(self, text: tuple[str, ...]) -> Request:
+        t0 = time.perf_counter()
+        enc = self.tokenizer(*text, truncation=True, max_length=self.max_length)
+        t1 = time.perf_counter()
+        ids = np.asarray([enc["input_ids"]], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in self.names:
+            tt = enc.get("token_type_ids")
+            feed["token_type_ids"] = np.asarray([tt], dtype=np.int64) if tt is not None else np.zeros_like(ids)
+        feed = {n: feed[n] for n in self.names}
+        t2 = time.perf_counter()
+        self.session.run(None, feed)
+        t3 = time.perf_counter()
+        return Request(1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0), int(ids.shape[1]))
+
+
+def load_requests(cfg: E2EConfig) -> list[tuple[str, ...]]:
+    """``cfg.requests`` texts of the task's split, in order (cycled when the split is shorter)."""
+    texts = task_texts(get_task(cfg.task, cfg.data_dir), cfg.split)
+    if not texts:
+        raise DataError(f"task {cfg.task!r} split {cfg.split!r} has no texts")
+    return [texts[i % len(texts)] for i in range(cfg.requests)]
+
+
+def replay(server: Server, texts: Sequence[tuple[str, ...]], concurrency: int) -> tuple[list[Request], float]:
+    """Serve ``texts`` (one at a time, or from ``concurrency`` client threads); the requests and the wall (s)."""
+    if concurrency <= 1:
+        t0 = time.perf_counter()
+        done = [server.handle(t) for t in texts]
+        return done, time.perf_counter() - t0
+    results: list[Request | None] = [None] * len(texts)
+    cursor = iter(range(len(texts)))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                return
+            try:
+                results[i] = server.handle(texts[i])
+            except BaseException as exc:  # surfaced in the calling thread below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None], wall
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values, dtype=float), q)), 4)
+
+
+def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s: float) -> dict[str, Any]:
+    total = [r.total_ms for r in done]
+    lengths = np.asarray([r.length for r in done])
+    stats = length_stats(lengths)
+    return {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "path": str(folder.path),
+        "runtime": folder.runtime,
+        "precision": onnx_precision(folder),
+        "device": cfg.device,
+        "mode": "end-to-end",
+        "task": cfg.task,
+        "split": cfg.split,
+        "batch": 1,
+        "threads": cfg.threads,
+        "session_threads": cfg.session_threads,
+        "concurrency": cfg.concurrency,
+        "requests": len(done),
+        "e2e_p50_ms": _pct(total, 50),
+        "e2e_p90_ms": _pct(total, 90),
+        "e2e_p99_ms": _pct(total, 99),
+        "e2e_mean_ms": round(float(np.mean(total)), 4),
+        "requests_per_s": round(len(done) / wall_s, 3) if wall_s > 0 else None,
+        "tokenize_p50_ms": _pct([r.tokenize_ms for r in done], 50),
+        "build_p50_ms": _pct([r.build_ms for r in done], 50),
+        "model_p50_ms": _pct([r.model_ms for r in done], 50),
+        "model_p99_ms": _pct([r.model_ms for r in done], 99),
+        "e2e_over_model_p50": round(_pct(total, 50) / max(_pct([r.model_ms for r in done], 50), 1e-9), 3),
+        "length_p50": stats["p50"],
+        "length_p95": stats["p95"],
+        "length_mean": stats["mean"],
+        "length_max": stats["max"],
+    }
+
+
+def run_e2e(paths: Sequence[str | Path], cfg: E2EConfig) -> list[dict[str, Any]]:
+    """One end-to-end row per ONNX folder (see module doc). Task, texts and folders are checked first."""
+    if not paths:
+        raise ExportError("bench needs at least one model folder")
+    require_device(cfg.device, need_torch=False)
+    folders = [inspect_folder(p) for p in paths]
+    for f in folders:
+        if f.runtime != "onnxruntime":
+            raise ExportError(f"{f.path}: --end-to-end serves ONNX folders (export it first: kdnas-deploy export)")
+    texts = load_requests(cfg)
+    rows = []
+    for folder in folders:
+        server = Server(folder, cfg)
+        for t in texts[: cfg.warmup]:
+            server.handle(t)
+        done, wall = replay(server, texts, cfg.concurrency)
+        rows.append(e2e_row(folder, cfg, done, wall))
+    return rows
+
+
+def format_e2e(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of end-to-end rows."""
+    head = ["model", "prec", "conc", "e2e p50", "p90", "p99", "tok p50", "model p50", "req/s", "len p50/p95"]
+    lines = [[Path(r["path"]).name, r["precision"], str(r["concurrency"]), f"{r['e2e_p50_ms']:.2f}",
+              f"{r['e2e_p90_ms']:.2f}", f"{r['e2e_p99_ms']:.2f}", f"{r['tokenize_p50_ms']:.3f}",
+              f"{r['model_p50_ms']:.2f}", f"{r['requests_per_s']:.1f}", f"{r['length_p50']}/{r['length_p95']}"]
+             for r in rows]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths]), *(fmt.format(*c) for c in lines)])

@@ -1,0 +1,95 @@
+"""``bench --end-to-end``: real dev-set texts through tokenizer, input building and one shared ONNX session."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdnas_deploy.errors import ExportError
+from kdnas_deploy.export.e2e import E2EConfig, Server, format_e2e, replay, run_e2e
+from kdnas_deploy.export.folders import inspect_folder
+
+E2E_KEYS = {
+    "e2e_p50_ms",
+    "e2e_p90_ms",
+    "e2e_p99_ms",
+    "requests_per_s",
+    "tokenize_p50_ms",
+    "model_p50_ms",
+    "length_p50",
+    "length_p95",
+}
+
+
+def _bad(r, needle):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_e2e_rows_builtin(tiny_onnx):
+    rows = run_e2e([tiny_onnx], E2EConfig(task="builtin", requests=30, threads=1, warmup=2))
+    (row,) = rows
+    assert E2E_KEYS <= set(row) and row["requests"] == 30 and row["concurrency"] == 1
+    assert 0 < row["e2e_p50_ms"] <= row["e2e_p90_ms"] <= row["e2e_p99_ms"]
+    assert row["model_p50_ms"] < row["e2e_p50_ms"] and row["tokenize_p50_ms"] > 0
+    assert row["length_p50"] <= row["length_p95"] <= row["length_max"]
+    assert "e2e p50" in format_e2e(rows)
+
+
+def test_requests_are_unpadded(tiny_onnx):
+    server = Server(inspect_folder(tiny_onnx), E2EConfig(task="builtin", threads=1))
+    short, long = server.handle(("good",)), server.handle(("a much longer sentence with many more words in it",))
+    assert short.length == 3 and long.length > short.length
+    pair = server.handle(("first part", "second part"))
+    assert pair.length == 1 + 2 + 1 + 2 + 1
+
+
+def test_concurrency_shares_one_session(tiny_onnx):
+    cfg = E2EConfig(task="builtin", requests=40, threads=2, concurrency=2, warmup=2)
+    assert cfg.session_threads == 1
+    server = Server(inspect_folder(tiny_onnx), cfg)
+    done, wall = replay(server, [("some words here",)] * 40, 2)
+    assert len(done) == 40 and wall > 0
+    (row,) = run_e2e([tiny_onnx], cfg)
+    assert row["concurrency"] == 2 and row["session_threads"] == 1 and row["requests"] == 40
+
+
+def test_e2e_cli_sst2(tiny_onnx, glue_dir, tmp_path, cli):
+    out = tmp_path / "e2e.json"
+    r = cli(
+        "bench",
+        str(tiny_onnx),
+        "--end-to-end",
+        "--task",
+        "sst2",
+        "--data-dir",
+        str(glue_dir),
+        "--requests",
+        "40",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())
+    assert E2E_KEYS <= set(row) and row["task"] == "sst2"
+    assert 15 <= row["length_p50"] <= 40  # real SST-2 sentences, not 128 padded tokens
+
+
+def test_e2e_bad_input(tiny_onnx, tiny_hf, tmp_path, cli):
+    out = tmp_path / "e2e.json"
+    no_text = tmp_path / "t.csv"
+    no_text.write_text("x,label\n1,0\n2,1\n")
+    _bad(cli("bench", str(tiny_onnx), "--end-to-end", "--task", str(no_text), "--json", str(out)), "lacks column")
+    _bad(
+        cli("bench", str(tiny_onnx), "--end-to-end", "--task", "builtin", "--concurrency", "0", "--json", str(out)),
+        "--concurrency",
+    )
+    _bad(cli("bench", str(tiny_onnx), "--end-to-end", "--json", str(out)), "--task")
+    _bad(cli("bench", str(tiny_hf), "--end-to-end", "--task", "builtin", "--json", str(out)), "ONNX")
+    assert not out.exists()
+    with pytest.raises(ExportError, match="concurrency"):
+        E2EConfig(task="builtin", concurrency=0)
