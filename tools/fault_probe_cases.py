@@ -20,7 +20,8 @@ def base(cmd: str, fx: dict[str, Path], d: Path) -> list[str]:
     t, s, table, space = str(fx["teacher"]), str(fx["student"]), str(fx["table.json"]), str(fx["space.yaml"])
     return {
         "latency build": ["latency", "build", "--space", space, "--batch", "1", "--seq", "8", "--rounds", "1",
-                          "--threads", "1", "--out", str(d / "t.json"), "--workdir", str(d / "work"), "--no-progress"],
+                          "--threads", "1", "--out", str(d / "t.json"), "--workdir", str(d / "workdir"),
+                          "--no-progress"],
         "teacher finetune": ["teacher", "finetune", "--model", t, "--task", "builtin", "--out", str(d / "o"),
                              "--max-train-samples", "32", "--epochs", "0.05", "--no-progress"],
         "distill": ["distill", "--teacher", t, "--arch", "L=1,H=32,A=2,F=64", "--task", "builtin", "--out",
@@ -350,7 +351,7 @@ def disks(probe: Any, fx: dict[str, Path]) -> None:
             mnt.mkdir()
             argv = with_opt(base(cmd, fx, d), "--out", str(mnt / "o"))
             if "--workdir" in argv:
-                argv = with_opt(argv, "--workdir", str(mnt / "work"))
+                argv = with_opt(argv, "--workdir", str(mnt / "workdir"))
             if how == "fsize":
                 probe.case(f"{cmd} file size limit (EFBIG)", "disks", argv, "fail_clean", targets=[mnt], fsize=32768)
             else:
