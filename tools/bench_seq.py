@@ -245,12 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="Intra-op threads (the shipped tables': 2).")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KDNAS_GLUE_DIR", GLUE_DIR)),
                    help="GLUE root (SST-2/dev.tsv); the builtin task when absent.")  # fmt: skip
+    p.add_argument("--n", type=int, default=None, help="Held-out models of the validate step [default: 100].")
     args = p.parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         p.error(f"unknown step(s) {', '.join(unknown)} (choose from {', '.join(STEPS)})")
     b = Bench(args.quick, args.data_dir, args.threads)
+    if args.n is not None:
+        if args.n < 1:
+            p.error("--n must be at least 1")
+        b.s = {**b.s, "n": args.n}
     for name in STEPS:
         if name not in steps or (name in b.doc["steps"] and not args.redo):
             continue
