@@ -24,18 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from kdnas_deploy.arch import Architecture  # noqa: E402
-from kdnas_deploy.io import atomic_write_json  # noqa: E402
-from tools._common import GLUE_DIR, RESULTS, WORK, shown  # noqa: E402
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.io import atomic_write_json
+from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, shown
 
 STEPS = ("build", "validate", "e2e", "curve")
 GRID, HELD_OUT = (32, 64, 128), (48, 96)

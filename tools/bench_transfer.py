@@ -34,11 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from kdnas_deploy.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_jsonl
 
-from kdnas_deploy.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_jsonl  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "tools" / "results" / "latency_transfer.json"
 SHIPPED = ROOT / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json"
