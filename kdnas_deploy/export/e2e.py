@@ -85,8 +85,8 @@ class Server:
         ids = np.asarray([input_ids], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         if "token_type_ids" in self.names:
-            tt = type_ids
-            feed["token_type_ids"] = np.asarray([tt], dtype=np.int64) if tt is not None else np.zeros_like(ids)
+            types = np.asarray([type_ids], dtype=np.int64) if type_ids is not None else np.zeros_like(ids)
+            feed["token_type_ids"] = types
         feed = {n: feed[n] for n in self.names}
         t2 = time.perf_counter()
         self.session.run(None, feed)

@@ -86,10 +86,6 @@ def test_sst2_auto_length(glue_dir):
 
 
 def test_summary_and_report_name_the_length(tmp_path):
-    teacher, student = (
-        Architecture.from_string("L=6,H=384,A=12,F=1536"),
-        Architecture.from_string("L=3,H=384,A=12,F=1536"),
-    )
     facts_seq = {
         "mode": "auto",
         "seq": 48,
@@ -98,30 +94,7 @@ def test_summary_and_report_name_the_length(tmp_path):
         "unclamped_seq": 48,
         "lengths": {"count": 100, "mean": 20.0, "p50": 19, "p90": 40, "p95": 44, "p99": 60, "max": 70},
     }
-    bench = {
-        "bench": "b.json",
-        "probe_scale": 1.0,
-        "rows": [
-            {"path": "t", "median_ms": 10.5, "predicted_raw_ms": 10.0},
-            {"path": "s", "median_ms": 3.4, "predicted_raw_ms": 3.3},
-        ],
-    }
-    facts = RunFacts(tmp_path, "sst2", ["cpu"], {"cpu": 0.0}, {}, seq=facts_seq)
-    search = {
-        "winner": {"arch": student.to_dict(), "dev_metrics": {"accuracy": 0.88}},
-        "student": "s",
-        "run": str(tmp_path / "search"),
-    }
-    summary = write_outputs(
-        facts,
-        {"cpu": str(tmp_path / "t.json")},
-        [("t.json", 3.5)],
-        {"teacher": "t", "main_metric": "accuracy", "dev_metrics": {"accuracy": 0.9}},
-        teacher,
-        search,
-        bench,
-        echo=lambda line: None,
-    )
+    summary = _write_outputs(tmp_path, seq=facts_seq)
     assert json.loads((tmp_path / "summary.json").read_text())["seq"] == facts_seq == summary["seq"]
     report = (tmp_path / "report.md").read_text()
     assert "Sequence length priced" in report and "48 tokens (auto: p95" in report
@@ -150,34 +123,22 @@ def test_search_seq_option_refuses_bad_values(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _e2e_outputs(tmp_path: Path, check: str, e2e_p50: float) -> dict:
-    tmp_path.mkdir(parents=True, exist_ok=True)
+def _write_outputs(tmp_path: Path, e2e: dict | None = None, **facts_kw) -> dict:
+    """``write_outputs`` of a fixed teacher/student run (bench rows 10.5 / 3.4 ms, budget 3.5 ms)."""
     teacher, student = (
         Architecture.from_string("L=6,H=384,A=12,F=1536"),
         Architecture.from_string("L=3,H=384,A=12,F=1536"),
     )
-    e2e = {
-        "task": "sst2",
-        "requests": 200,
-        "e2e_p50_ms": e2e_p50,
-        "e2e_p90_ms": e2e_p50 * 1.1,
-        "e2e_p99_ms": e2e_p50 * 1.3,
-        "tokenize_p50_ms": 0.2,
-        "model_p50_ms": e2e_p50 - 0.3,
-        "requests_per_s": 300.0,
-        "length_p50": 25,
-        "length_p95": 44,
-    }
     bench = {
         "bench": "b.json",
         "probe_scale": 1.0,
-        "e2e": e2e,
         "rows": [
             {"path": "t", "median_ms": 10.5, "predicted_raw_ms": 10.0},
             {"path": "s", "median_ms": 3.4, "predicted_raw_ms": 3.3},
         ],
+        **({"e2e": e2e} if e2e is not None else {}),
     }
-    facts = RunFacts(tmp_path, "sst2", ["cpu"], {"cpu": 0.0}, {}, bench_check=check)
+    facts = RunFacts(tmp_path, "sst2", ["cpu"], {"cpu": 0.0}, {}, **facts_kw)
     search = {
         "winner": {"arch": student.to_dict(), "dev_metrics": {"accuracy": 0.88}},
         "student": "s",
@@ -193,6 +154,23 @@ def _e2e_outputs(tmp_path: Path, check: str, e2e_p50: float) -> dict:
         bench,
         echo=lambda line: None,
     )
+
+
+def _e2e_outputs(tmp_path: Path, check: str, e2e_p50: float) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    e2e = {
+        "task": "sst2",
+        "requests": 200,
+        "e2e_p50_ms": e2e_p50,
+        "e2e_p90_ms": e2e_p50 * 1.1,
+        "e2e_p99_ms": e2e_p50 * 1.3,
+        "tokenize_p50_ms": 0.2,
+        "model_p50_ms": e2e_p50 - 0.3,
+        "requests_per_s": 300.0,
+        "length_p50": 25,
+        "length_p95": 44,
+    }
+    return _write_outputs(tmp_path, e2e=e2e, bench_check=check)
 
 
 def test_budget_is_checked_on_the_figure_the_config_names(tmp_path):
