@@ -19,11 +19,12 @@ from typing import Any
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.config import to_plain
 from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError, WeakTeacherError
-from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
+from kdnas_deploy.io import atomic_write_yaml, make_dirs
 from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
+from kdnas_deploy.pipeline.per_device import DeployStages
 from kdnas_deploy.pipeline.stages import StageRunner
-from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
+from kdnas_deploy.pipeline.summary import RunFacts, write_outputs
 from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
@@ -32,7 +33,6 @@ from kdnas_deploy.pipeline.tables import (
     keep_in_cache,
     list_candidate_tables,
     no_match_line,
-    predictions_for,
     table_mismatches,
     table_search_dirs,
     transfer_line,
@@ -58,7 +58,7 @@ def requirement(space: SearchSpace, dev: DeviceSection, batch: int, seq: int, op
 
 
 @dataclass
-class Pipeline:
+class Pipeline(DeployStages):
     config: PipelineConfig
     run_dir: Path
     echo: Callable[[str], None] = print
@@ -250,69 +250,6 @@ class Pipeline:
 
         return self.stages.run("search", inputs, work).outputs
 
-    def export_stage(self, name: str, model_dir: str, table: str, upstream: str) -> dict[str, Any]:
-        cfg = self.config
-        inputs = {"export": cfg.export.__dict__, "model": model_dir, "table": table, "upstream": upstream,
-                  "bench": {"batch": cfg.bench.batch, "seq": self.bench_seq, "threads": cfg.bench.threads},
-                  "task": cfg.task.__dict__}
-
-        def work() -> dict[str, Any]:
-            from kdnas_deploy.export.exporter import ExportOptions, export_model
-
-            out = self.run_dir / "onnx" / name
-            opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
-                                 data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
-                                 bench_seq=self.bench_seq, table=table, force=True)
-            report = export_model(model_dir, out, opts, log=self.echo)
-            return {"onnx": str(out), "report": str(out / "export_report.json"),
-                    "fused_ops": report.get("fused_ops", {})}
-
-        return self.stages.run(f"export-{name}", inputs, work).outputs
-
-    def bench_stage(self, paths: list[str], table: str, upstream: list[str]) -> dict[str, Any]:
-        cfg = self.config
-        inputs = {"bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "paths": paths, "table": table,
-                  "upstream": upstream, "anchored": True, "task": cfg.task.__dict__}
-
-        def work() -> dict[str, Any]:
-            import shutil
-
-            from kdnas_deploy.export.bench import BenchConfig, run_bench
-            from kdnas_deploy.latency.table import LatencyTable
-            from kdnas_deploy.latency.validate import recalibrate
-
-            # The machine drifts between a fast and a slow state; re-anchor a copy of the table with the probe
-            # measured in the same window as the bench, so prediction and measurement are comparable.
-            anchored = self.run_dir / "bench_table.json"
-            shutil.copyfile(table, anchored)
-            scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
-            anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
-            bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=self.bench_seq, threads=cfg.bench.threads)
-            rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
-            raw = predictions_for(table, paths, cfg.bench.batch, self.bench_seq)
-            factor = float(anchor["factor"]) if anchor and anchor.get("applied") else 1.0
-            for row, raw_ms in zip(rows, raw, strict=True):  # one factor for every model: the probe's
-                row["predicted_raw_ms"] = raw_ms
-                row["predicted_ms"] = anchored_prediction(row, factor)
-            out = self.run_dir / "bench.json"
-            atomic_write_json(out, rows)
-            e2e = self._e2e_row(paths[-1])
-            return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
-                    "anchored_table": str(anchored), "e2e": e2e}
-
-        return self.stages.run("bench", inputs, work).outputs
-
-    def _e2e_row(self, student_onnx: str) -> dict[str, Any]:
-        """The student served end to end: the task's dev texts through tokenizer and session, one at a time."""
-        from kdnas_deploy.export.e2e import E2EConfig, run_e2e
-
-        cfg = self.config
-        e2e_cfg = E2EConfig(task=cfg.task.name, data_dir=cfg.task.data_dir, requests=cfg.bench.e2e_requests,
-                            threads=cfg.bench.threads)  # fmt: skip
-        row = run_e2e([student_onnx], e2e_cfg)[0]
-        atomic_write_json(self.run_dir / "bench_e2e.json", [row])
-        return row
-
     @property
     def bench_seq(self) -> int:
         """The length export and bench measure at: bench.seq, or the chosen length with latency.seq auto."""
@@ -355,18 +292,15 @@ class Pipeline:
         budgets = self.budgets(tables, teacher_arch)
         keys = [self.stages.results[f"latency-{d.name}"].key for d in self.config.devices]
         search = self.search_stage(teacher, self.search_budgets(budgets), keys + [self.stages.results["teacher"].key])
-        first_table = tables[self.config.devices[0].name]
-        student_onnx = self.export_stage("student", search["student"], first_table, self.stages.results["search"].key)
-        teacher_onnx = self.export_stage("teacher", teacher["teacher"], first_table, self.stages.results["teacher"].key)
-        bench = self.bench_stage([teacher_onnx["onnx"], student_onnx["onnx"]], first_table,
-                                 [self.stages.results["export-student"].key, self.stages.results["export-teacher"].key])
+        _, bench, devices = self.deploy_stages(search, teacher, tables, budgets)
         facts = RunFacts(
             run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
             headroom={d.name: d.headroom for d in self.config.devices},
             stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
             seq=seqs.seq_facts(self.config, self.profile, self.seq), bench_check=self.config.bench.check,
         )  # fmt: skip
-        return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo)
+        return write_outputs(facts, tables, budgets, teacher, teacher_arch, search, bench, echo=self.echo,
+                             device_results=devices)
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -157,7 +157,10 @@ class RunFacts:
 
 def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[str, float]], teacher: dict[str, Any],
                   teacher_arch: Architecture, search: dict[str, Any], bench: dict[str, Any],
-                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+                  echo: Callable[[str], None] = print,
+                  device_results: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """summary.json, the plot and the report. ``bench`` is the first device's (the headline figures);
+    ``device_results`` holds every device's own (:func:`kdnas_deploy.pipeline.per_device.device_result`)."""
     run_dir = facts.run_dir
     student_arch = Architecture.from_dict(search["winner"]["arch"])
     metric = teacher["main_metric"]
@@ -202,6 +205,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         **check,
         **baseline_facts(teacher, student_metrics, search),
         "bench": bench["bench"],
+        **device_facts(device_results),
         "seq": facts.seq,
         "stages": facts.stages,
     }
@@ -217,6 +221,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         figures=[("Search: proxy metric against predicted latency, Pareto front",
                   Path(search["run"]) / "search.png"), ("Latency: predicted against measured", figure)],
         facts=[*_latency_facts(measured, devices[0], verdict, e2e, check["budget_checked_on"]),
+               *(device_lines(device_results) if device_results and len(device_results) > 1 else []),
                ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
                *([("Sequence length priced", _seq_text(facts.seq))] if facts.seq else []),
@@ -229,6 +234,8 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     e2e_note = f", end-to-end p50 {check['checked_ms']:.3f} ms" if check["budget_checked_on"] == "end_to_end" else ""
     echo(f"student {student_arch.short()}: {measured:.3f} ms measured{e2e_note} (budget {budget_ms:.3f} ms: {verdict}),"
               f" {speedup:.2f}x faster than the teacher; report: {page}")
+    for name, line in device_lines(device_results[1:]) if device_results else []:
+        echo(f"{name}: {line}")
     return summary
 
 
@@ -252,6 +259,29 @@ def _seq_text(facts: dict[str, Any]) -> str:
     from kdnas_deploy.pipeline.seq import seq_line
 
     return seq_line(facts)
+
+
+def device_facts(devices: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """``devices`` (each device's artifact against its own budget) and whether every measured budget is met."""
+    measured = [d for d in devices or [] if d["measured"]]
+    return {"devices": devices or [],
+            "meets_every_budget_measured": all(d["meets_budget_measured"] for d in measured) if measured else None}
+
+
+def device_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The report's line per device: its artifact's measured latency against its own budget."""
+    lines = []
+    for r in results:
+        if not r["measured"]:
+            lines.append((f"Device {r['name']}", f"not measured on this machine ({r['reason']}); budget "
+                          f"{r['budget_ms']:.3f} ms met by prediction only"))  # fmt: skip
+            continue
+        verdict = "meets" if r["meets_budget_measured"] else "MISSES"
+        on = " end to end" if r["budget_checked_on"] == "end_to_end" else ""
+        lines.append((f"Device {r['name']} ({r['precision']})",
+                      f"{r['checked_ms']:.3f} ms measured{on}, predicted {r['predicted_ms']}: {verdict} its budget "
+                      f"{r['budget_ms']:.3f} ms; {r['speedup_vs_teacher_fp32']:.2f}x the fp32 teacher"))  # fmt: skip
+    return lines
 
 
 E2E_KEYS = ("task", "requests", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "tokenize_p50_ms", "model_p50_ms",

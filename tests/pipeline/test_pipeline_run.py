@@ -138,3 +138,36 @@ def test_run_with_seq_auto_prices_exports_and_benches_at_the_chosen_length(setup
     e2e = summary["student_end_to_end"]
     assert e2e["task"] == "builtin" and 0 < e2e["model_p50_ms"] < e2e["e2e_p50_ms"] <= e2e["e2e_p99_ms"]
     assert summary["budget_checked_on"] == "model" and (out / "bench_e2e.json").is_file()
+
+
+def test_every_device_is_exported_benched_and_checked_on_its_own_budget(setup, tmp_path):
+    """fp32 and int8 on one CPU plus a CUDA device this machine cannot run: two artifacts measured, one named."""
+    from kdnas_deploy.latency.backends import get_backend
+    from kdnas_deploy.latency.measure import MeasurePolicy
+    from kdnas_deploy.latency.profiler import build_table
+
+    root, cfg = setup
+    data = yaml.safe_load(cfg.read_text())
+    int8_table = tmp_path / "int8.json"
+    build_table(SearchSpace.from_yaml(data["space"]), get_backend("cpu", "int8", threads=2), [1], [32], int8_table,
+                policy=MeasurePolicy.quick(), progress=False, log=lambda m: None)  # fmt: skip
+    data["devices"].append({"name": "cpu-int8", "precision": "int8", "table": str(int8_table),
+                            "budget_fraction": 0.9})  # fmt: skip
+    data["devices"].append({"name": "gpu", "device": "cuda", "precision": "fp16", "threads": 2,
+                            "table": data["devices"][0]["table"], "budget_ms": 50.0})  # fmt: skip
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    r = _run(two, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    cpu, int8, gpu = summary["devices"]
+    assert cpu["precision"] == "fp32" and int8["precision"] == "int8" and int8["measured"] and cpu["measured"]
+    assert int8["measured_ms"] > 0 and int8["predicted_ms"] is not None and int8["onnx"].endswith("student-cpu-int8")
+    assert json.loads((out / "onnx" / "student-cpu-int8" / "export_report.json").read_text())["precision"] == "int8"
+    assert (out / "bench-cpu-int8.json").is_file() and (out / "bench_e2e-cpu-int8.json").is_file()
+    if gpu["measured"] is False:  # no CUDA here: said, not failed
+        assert "CUDAExecutionProvider" in gpu["reason"] and "not measured on this machine" in r.stdout
+    report = (out / "report.md").read_text()
+    assert "**Device cpu-int8 (int8)**:" in report and "**Device gpu**: not measured" in report
+    assert summary["meets_every_budget_measured"] == (cpu["meets_budget_measured"] and int8["meets_budget_measured"])
