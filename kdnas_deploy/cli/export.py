@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
     help="Device the ONNX model is optimized for and measured on.",
 )
 @click.option("--fp16", is_flag=True, help="fp16 graph (with --device cuda).")
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu-ort", "cpu-openvino", "cuda-ort"]),
+    default=None,
+    help="Runtime the folder is validated and measured on [default: the device's]; cpu-openvino also writes the "
+    "OpenVINO IR (openvino_model.xml/.bin; the openvino extra).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
+    default=None,
+    help="Precision, in the words of `latency build` (int8 = --quantize int8, fp16 = --fp16; bf16: cpu-openvino "
+    "on a CPU with avx512_bf16 or AMX).",
+)
 @o.task_option(
     required=False,
     help="Task whose dev-set metric is checked before/after export (e.g. sst2); "
@@ -99,6 +113,8 @@ def export(
     int8_scheme: str,
     device: str,
     fp16: bool,
+    backend: str | None,
+    precision: str | None,
     task: str | None,
     data_dir: Path | None,
     max_metric_drop: float,
@@ -118,12 +134,15 @@ def export(
     PyTorch, with an export report (fused operators, sizes, parity, metric, measured/predicted latency)."""
     from kdnas_deploy.export.exporter import ExportOptions, export_model
 
+    quantize, fp16, bf16 = _precision_flags(precision, quantize, fp16)
     opts = ExportOptions(
         optimize=optimize,
         quantize=quantize,
         int8_scheme=int8_scheme,
         device=device,
         fp16=fp16,
+        backend=backend,
+        bf16=bf16,
         task=task,
         data_dir=str(data_dir) if data_dir else None,
         max_metric_drop=max_metric_drop,
@@ -141,8 +160,9 @@ def export(
     )
     report = export_model(model_dir, out_dir, opts, log=log.info)
     ops = report["fused_ops"]
+    ir = f", OpenVINO IR {report['openvino']['ir']}" if report.get("openvino") else ""
     click.echo(
-        f"wrote {out_dir} ({report['precision']}, {report['deploy_config']['optimize']}): "
+        f"wrote {out_dir} ({report['backend']} {report['precision']}, {report['deploy_config']['optimize']}{ir}): "
         f"Attention={ops['Attention'] + ops['QAttention']} SkipLayerNorm={ops['SkipLayerNormalization']} "
         f"parity max|diff|={max(c['max_abs_diff'] for c in report['parity']['cases']):.2e}"
     )
@@ -164,6 +184,17 @@ def export(
         if report["latency_predicted"]:
             line += f" (table predicts {report['latency_predicted']['predicted_ms']:.2f} ms)"
         click.echo(line)
+
+
+def _precision_flags(precision: str | None, quantize: str, fp16: bool) -> tuple[str, bool, bool]:
+    """``--precision`` as (quantize, fp16, bf16); a UsageError when it contradicts ``--quantize``/``--fp16``."""
+    if precision is None:
+        return quantize, fp16, False
+    want = ({"int8": "int8"}.get(precision, "none"), precision == "fp16")
+    if (quantize != "none" and quantize != want[0]) or (fp16 and not want[1]):
+        raise click.UsageError(f"--precision {precision} contradicts --quantize {quantize}"
+                               f"{' --fp16' if fp16 else ''}")  # fmt: skip
+    return want[0], want[1], precision == "bf16"
 
 
 @click.command("bench")
