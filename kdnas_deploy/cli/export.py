@@ -225,6 +225,20 @@ def _precision_flags(precision: str | None, quantize: str, fp16: bool) -> tuple[
 @click.option(
     "--tokenizer", type=o.ExistingPath(file_okay=False), default=None, help="Tokenizer folder when a PATH has none."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu-ort", "cpu-openvino"]),
+    default=None,
+    help="Runtime of ONNX folders: cpu-ort (default) or cpu-openvino (the folder's IR, at its export's precision).",
+)
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="PATHS are TEACHER STUDENT (Hugging Face folders): time every runtime a user could pick for both "
+    "(PyTorch, ORT fp32/int8, OpenVINO f32/bf16, plain ORT/OpenVINO) interleaved; report the student's speedup "
+    "over the teacher on the teacher's fastest runtime.",
+)
+@click.option("--quick", is_flag=True, help="With --peers: 2 short rounds at seq 32 (a smoke run, no timing).")
 def bench(
     paths: tuple[Path, ...],
     batch: int,
@@ -241,23 +255,51 @@ def bench(
     concurrency: int,
     requests: int,
     tokenizer: Path | None,
+    backend: str | None,
+    peers: bool,
+    quick: bool,
 ) -> None:
     """Time PATHS (Hugging Face folders in PyTorch eager, ONNX folders in ONNX Runtime) side by side,
     interleaved in one process. The first PATH is the baseline of the speedup column (e.g. the teacher).
     With --end-to-end, serve real dev-set requests of --task through tokenizer and session instead."""
     from kdnas_deploy.io import atomic_write_json
 
+    if peers:
+        doc = _bench_peers(paths, batch, seq, threads, device, rounds, block, quick)
+        if json_out is not None:
+            atomic_write_json(json_out, doc)
+            click.echo(f"wrote {json_out}", err=True)
+        return
+    if quick:
+        raise click.UsageError("--quick goes with --peers")
     if end_to_end:
         rows = _bench_e2e(paths, task_name, data_dir, concurrency, requests, threads, device, tokenizer)
     else:
         from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
 
-        cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block)
+        cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block,
+                          backend=backend)  # fmt: skip
         rows = run_bench(list(paths), cfg, table=table)
         click.echo(format_rows(rows))
     if json_out is not None:
         atomic_write_json(json_out, rows)
         click.echo(f"wrote {json_out}", err=True)
+
+
+def _bench_peers(paths: tuple[Path, ...], batch: int, seq: int, threads: int, device: str, rounds: int, block: int,
+                 quick: bool) -> dict[str, Any]:  # fmt: skip
+    from kdnas_deploy.export.bench import BenchConfig
+    from kdnas_deploy.export.peers import format_peers, quick_config, run_peers
+
+    if len(paths) != 2:
+        raise click.UsageError(f"--peers takes two PATHS, TEACHER STUDENT (got {len(paths)})")
+    if device != "cpu":
+        raise click.UsageError("--peers compares the CPU runtimes (--device cpu)")
+    cfg = quick_config(threads) if quick else BenchConfig(batch=batch, seq=seq, threads=threads, rounds=rounds,
+                                                          block=block)  # fmt: skip
+    doc = run_peers(paths[0], paths[1], cfg)
+    click.echo(format_peers(doc))
+    return doc
 
 
 def _bench_e2e(paths: tuple[Path, ...], task_name: str | None, data_dir: Path | None, concurrency: int,
