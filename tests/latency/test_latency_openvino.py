@@ -66,7 +66,8 @@ def test_table_through_openvino(tmp_path, tiny_table_path):
                         log=lambda m: None)  # fmt: skip
     doc = json.loads(out.read_text())
     assert doc["backend"] == "cpu-openvino" and doc["fingerprint"]["runtime"] == "openvino"
-    assert doc["fingerprint"]["openvino_version"] and doc["fingerprint"]["openvino_config"]["INFERENCE_NUM_THREADS"] == 1
+    fp = doc["fingerprint"]
+    assert fp["openvino_version"] and fp["openvino_config"]["INFERENCE_NUM_THREADS"] == 1
     assert table.backend == "cpu-openvino" and table.check_machine() == []  # no "not an ORT provider" mismatch
     assert LatencyTable.load(out).predict_one(next(iter(tiny_space))) > 0
     need = TableRequirement(tiny_space, "cpu", "fp32", 1, 1, 16, "O2", backend="cpu-openvino")
