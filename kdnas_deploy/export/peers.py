@@ -161,14 +161,32 @@ def _row(peer: Peer, samples: list[float] | None) -> dict[str, Any]:
             "spread_pct": round(t.spread_pct, 2), "reps": t.reps}  # fmt: skip
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
 def _fingerprint() -> dict[str, Any]:
+    """The machine and the runtimes' versions (the CPU model as ``/proc/cpuinfo`` names it)."""
+    import os
+    import platform
+
+    import onnxruntime
     import torch
 
-    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
-    from kdnas_deploy.runtime.openvino import bf16_flags, openvino_version
+    from kdnas_deploy.runtime.devices import default_threads
+    from kdnas_deploy.runtime.openvino import bf16_flags, cpu_flags, openvino_version
 
-    return {**cpu_fingerprint(), "torch_version": torch.__version__, "openvino_version": openvino_version(),
-            "bf16_flags": bf16_flags()}  # fmt: skip
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "physical_cores": default_threads(), "logical_cores": os.cpu_count(),
+            "isa_flags": [f for f in ISA_FLAGS if f in cpu_flags()], "bf16_flags": bf16_flags(),
+            "onnxruntime_version": onnxruntime.__version__, "torch_version": torch.__version__,
+            "openvino_version": openvino_version(), "python_version": platform.python_version()}  # fmt: skip
 
 
 def run_peers(teacher_dir: str | Path, student_dir: str | Path, cfg: BenchConfig, workdir: str | Path | None = None,

@@ -17,19 +17,23 @@ from kdnas_deploy.runtime.inputs import model_inputs
 from kdnas_deploy.runtime.runners import Runner, ort_runner
 from kdnas_deploy.runtime.session import make_session
 
-EXPORT_BACKENDS = ("cpu-ort", "cpu-openvino", "cuda-ort")  # the backends whose artifact is an ONNX folder
+# the latency backends whose artifact is an ONNX folder, and their device (the names of latency.backends; export
+# reads no latency module but the table)
+EXPORT_BACKENDS = {"cpu-ort": "cpu", "cpu-openvino": "cpu", "cuda-ort": "cuda"}
+DEFAULT_BACKEND = {"cpu": "cpu-ort", "cuda": "cuda-ort"}
 OPENVINO = "cpu-openvino"
 OPENVINO_PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_export_backend(device: str, backend: str | None, precision: str) -> str:
     """The backend an export is for (the device's default when None); ExportError for one that serves no
-    ONNX folder or a precision it does not serve."""
-    from kdnas_deploy.latency.backends import resolve_backend_name
-
-    name = resolve_backend_name(device, backend)  # DeviceError for an unknown backend or another device's
+    ONNX folder, runs on another device, or does not serve the precision."""
+    name = backend or DEFAULT_BACKEND.get(device, "")
     if name not in EXPORT_BACKENDS:
-        raise ExportError(f"--backend {name} serves no ONNX folder (choose from {', '.join(EXPORT_BACKENDS)})")
+        raise ExportError(f"--backend {name or backend} serves no ONNX folder (choose from "
+                          f"{', '.join(EXPORT_BACKENDS)})")  # fmt: skip
+    if EXPORT_BACKENDS[name] != device:
+        raise ExportError(f"--backend {name} runs on {EXPORT_BACKENDS[name]}, not on --device {device}")
     if precision == "bf16" and name != OPENVINO:
         raise ExportError(f"bf16 is served by --backend {OPENVINO} (OpenVINO's CPU plugin), not {name}")
     if name == OPENVINO and precision not in OPENVINO_PRECISIONS:

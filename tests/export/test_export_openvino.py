@@ -52,7 +52,7 @@ def test_bench_serves_the_ir(ov_folder):
     ({"backend": "cpu-openvino", "quantize": "int8"}, ExportError, "serves fp32, bf16"),
     ({"backend": "cpu-openvino", "bf16": True, "fp16": True}, ExportError, "bf16 excludes"),
     ({"backend": "cuda-torch", "device": "cuda"}, ExportError, "serves no ONNX folder"),
-    ({"backend": "cuda-ort"}, DeviceError, "runs on cuda"),
+    ({"backend": "cuda-ort"}, ExportError, "runs on cuda, not on --device cpu"),
 ], ids=["bf16-ort", "ov-int8", "bf16-fp16", "torch", "wrong-device"])  # fmt: skip
 def test_bad_backend_and_precision_refused(kwargs, error, needle):
     with pytest.raises(error, match=needle):
