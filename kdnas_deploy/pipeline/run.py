@@ -263,9 +263,11 @@ class Pipeline:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
 
             out = self.run_dir / "onnx" / name
+            first = cfg.devices[0]  # the backend of the table this export is priced with (per device: issue 18.5)
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
                                  data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
-                                 bench_seq=self.bench_seq, table=table, force=True)
+                                 bench_seq=self.bench_seq, table=table, force=True, backend=first.backend,
+                                 bf16=first.precision == "bf16")
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}
