@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
     help="Device the ONNX model is optimized for and measured on.",
 )
 @click.option("--fp16", is_flag=True, help="fp16 graph (with --device cuda).")
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu-ort", "cpu-openvino", "cuda-ort"]),
+    default=None,
+    help="Runtime the folder is validated and measured on [default: the device's]; cpu-openvino also writes the "
+    "OpenVINO IR (openvino_model.xml/.bin; the openvino extra).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
+    default=None,
+    help="Precision, in the words of `latency build` (int8 = --quantize int8, fp16 = --fp16; bf16: cpu-openvino "
+    "on a CPU with avx512_bf16 or AMX).",
+)
 @o.task_option(
     required=False,
     help="Task whose dev-set metric is checked before/after export (e.g. sst2); "
@@ -99,6 +113,8 @@ def export(
     int8_scheme: str,
     device: str,
     fp16: bool,
+    backend: str | None,
+    precision: str | None,
     task: str | None,
     data_dir: Path | None,
     max_metric_drop: float,
@@ -118,12 +134,15 @@ def export(
     PyTorch, with an export report (fused operators, sizes, parity, metric, measured/predicted latency)."""
     from kdnas_deploy.export.exporter import ExportOptions, export_model
 
+    quantize, fp16, bf16 = _precision_flags(precision, quantize, fp16)
     opts = ExportOptions(
         optimize=optimize,
         quantize=quantize,
         int8_scheme=int8_scheme,
         device=device,
         fp16=fp16,
+        backend=backend,
+        bf16=bf16,
         task=task,
         data_dir=str(data_dir) if data_dir else None,
         max_metric_drop=max_metric_drop,
@@ -141,8 +160,9 @@ def export(
     )
     report = export_model(model_dir, out_dir, opts, log=log.info)
     ops = report["fused_ops"]
+    ir = f", OpenVINO IR {report['openvino']['ir']}" if report.get("openvino") else ""
     click.echo(
-        f"wrote {out_dir} ({report['precision']}, {report['deploy_config']['optimize']}): "
+        f"wrote {out_dir} ({report['backend']} {report['precision']}, {report['deploy_config']['optimize']}{ir}): "
         f"Attention={ops['Attention'] + ops['QAttention']} SkipLayerNorm={ops['SkipLayerNormalization']} "
         f"parity max|diff|={max(c['max_abs_diff'] for c in report['parity']['cases']):.2e}"
     )
@@ -164,6 +184,17 @@ def export(
         if report["latency_predicted"]:
             line += f" (table predicts {report['latency_predicted']['predicted_ms']:.2f} ms)"
         click.echo(line)
+
+
+def _precision_flags(precision: str | None, quantize: str, fp16: bool) -> tuple[str, bool, bool]:
+    """``--precision`` as (quantize, fp16, bf16); a UsageError when it contradicts ``--quantize``/``--fp16``."""
+    if precision is None:
+        return quantize, fp16, False
+    want = ({"int8": "int8"}.get(precision, "none"), precision == "fp16")
+    if (quantize != "none" and quantize != want[0]) or (fp16 and not want[1]):
+        raise click.UsageError(f"--precision {precision} contradicts --quantize {quantize}"
+                               f"{' --fp16' if fp16 else ''}")  # fmt: skip
+    return want[0], want[1], precision == "bf16"
 
 
 @click.command("bench")
@@ -194,6 +225,20 @@ def export(
 @click.option(
     "--tokenizer", type=o.ExistingPath(file_okay=False), default=None, help="Tokenizer folder when a PATH has none."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu-ort", "cpu-openvino"]),
+    default=None,
+    help="Runtime of ONNX folders: cpu-ort (default) or cpu-openvino (the folder's IR, at its export's precision).",
+)
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="PATHS are TEACHER STUDENT (Hugging Face folders): time every runtime a user could pick for both "
+    "(PyTorch, ORT fp32/int8, OpenVINO f32/bf16, plain ORT/OpenVINO) interleaved; report the student's speedup "
+    "over the teacher on the teacher's fastest runtime.",
+)
+@click.option("--quick", is_flag=True, help="With --peers: 2 short rounds at seq 32 (a smoke run, no timing).")
 def bench(
     paths: tuple[Path, ...],
     batch: int,
@@ -210,23 +255,51 @@ def bench(
     concurrency: int,
     requests: int,
     tokenizer: Path | None,
+    backend: str | None,
+    peers: bool,
+    quick: bool,
 ) -> None:
     """Time PATHS (Hugging Face folders in PyTorch eager, ONNX folders in ONNX Runtime) side by side,
     interleaved in one process. The first PATH is the baseline of the speedup column (e.g. the teacher).
     With --end-to-end, serve real dev-set requests of --task through tokenizer and session instead."""
     from kdnas_deploy.io import atomic_write_json
 
+    if peers:
+        doc = _bench_peers(paths, batch, seq, threads, device, rounds, block, quick)
+        if json_out is not None:
+            atomic_write_json(json_out, doc)
+            click.echo(f"wrote {json_out}", err=True)
+        return
+    if quick:
+        raise click.UsageError("--quick goes with --peers")
     if end_to_end:
         rows = _bench_e2e(paths, task_name, data_dir, concurrency, requests, threads, device, tokenizer)
     else:
         from kdnas_deploy.export.bench import BenchConfig, format_rows, run_bench
 
-        cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block)
+        cfg = BenchConfig(batch=batch, seq=seq, threads=threads, device=device, rounds=rounds, block=block,
+                          backend=backend)  # fmt: skip
         rows = run_bench(list(paths), cfg, table=table)
         click.echo(format_rows(rows))
     if json_out is not None:
         atomic_write_json(json_out, rows)
         click.echo(f"wrote {json_out}", err=True)
+
+
+def _bench_peers(paths: tuple[Path, ...], batch: int, seq: int, threads: int, device: str, rounds: int, block: int,
+                 quick: bool) -> dict[str, Any]:  # fmt: skip
+    from kdnas_deploy.export.bench import BenchConfig
+    from kdnas_deploy.export.peers import format_peers, quick_config, run_peers
+
+    if len(paths) != 2:
+        raise click.UsageError(f"--peers takes two PATHS, TEACHER STUDENT (got {len(paths)})")
+    if device != "cpu":
+        raise click.UsageError("--peers compares the CPU runtimes (--device cpu)")
+    cfg = quick_config(threads) if quick else BenchConfig(batch=batch, seq=seq, threads=threads, rounds=rounds,
+                                                          block=block)  # fmt: skip
+    doc = run_peers(paths[0], paths[1], cfg)
+    click.echo(format_peers(doc))
+    return doc
 
 
 def _bench_e2e(paths: tuple[Path, ...], task_name: str | None, data_dir: Path | None, concurrency: int,

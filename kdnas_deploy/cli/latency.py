@@ -42,15 +42,20 @@ latency.add_command(transfer)
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Device to measure on."
 )
-@click.option("--backend", default=None, help="cpu-ort (cpu default), cuda-ort (cuda default) or cuda-torch.")
+@click.option(
+    "--backend",
+    default=None,
+    help="cpu-ort (cpu default), cpu-openvino (the openvino extra), cuda-ort (cuda default) or cuda-torch.",
+)
 @o.batches_option()
 @o.seqs_option()
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "int8", "fp16"]),
+    type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
-    help="Precision of the deployed models timed (int8: dynamic, CPU; fp16: CUDA).",
+    help="Precision of the deployed models timed (int8: dynamic, cpu-ort; fp16: CUDA; bf16: cpu-openvino on a "
+    "CPU with avx512_bf16 or AMX).",
 )
 @o.threads_option()
 @click.option("--rounds", type=o.Count, default=3, show_default=True, help="Readings per entry, spaced in time.")
@@ -120,9 +125,10 @@ def build(
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Device the run deploys on."
 )
+@click.option("--backend", default=None, help="Backend the run deploys with [default: the device's].")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "int8", "fp16"]),
+    type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
     help="Precision the run deploys.",
@@ -139,8 +145,9 @@ def build(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def list_tables(
-    space_spec: str, device: str, precision: str, threads: int, batch: int, seq: int, optimize: str, as_json: bool
-) -> None:
+    space_spec: str, device: str, backend: str | None, precision: str, threads: int, batch: int, seq: int,
+    optimize: str, as_json: bool,
+) -> None:  # fmt: skip
     """List the tables a run would consider (shipped latency_tables/, then the table cache in $KDNAS_CACHE_DIR
     or the user cache folder) and why each matches this machine and these settings or not."""
     from kdnas_deploy.pipeline.tables import (
@@ -159,6 +166,7 @@ def list_tables(
         batch=batch,
         seq=seq,
         optimize=optimize,
+        backend=backend,
     )
     dirs = table_search_dirs()
     candidates = list_candidate_tables(need, dirs)

@@ -4,6 +4,7 @@ Dynamic int8 quantization moves logits by more than any absolute tolerance that 
 would allow, while the predictions stay the same. So an int8 export is judged by the share of inputs on which
 ONNX Runtime and PyTorch *predict* the same thing (``--min-agreement``, default 0.9) and, with a task, by its
 dev metric; the logit tolerance only warns for int8 (fp32/fp16 exports are still refused beyond it).
+OpenVINO's bf16 inference precision (8 bits of mantissa) moves logits the same way and is judged the same way.
 
 - classification: the share of rows whose argmax agrees (``kind: argmax``);
 - regression: the share of rows on the same side of the PyTorch mean (``kind: sign``), with the Pearson
@@ -19,7 +20,7 @@ import numpy as np
 from kdnas_deploy.errors import ParityError
 
 DEFAULT_MIN_AGREEMENT = 0.9
-JUDGED_PRECISIONS = frozenset({"int8"})
+JUDGED_PRECISIONS = frozenset({"int8", "bf16"})
 
 
 def prediction_agreement(ref: np.ndarray, got: np.ndarray, is_regression: bool, source: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class BenchConfig:
     rounds: int = 10
     block: int = 5
     warmup: int = 5
+    backend: str | None = None  # ONNX folders: cpu-ort (None) or cpu-openvino (the folder's IR, else model.onnx)
     pause_ms: float = 20.0  # idle gap before each block: the previous model's spinning threads go to sleep
     block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
@@ -86,9 +87,22 @@ def onnx_precision(folder: ModelFolder) -> str:
 
 
 def _ort_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
+    if cfg.backend == "cpu-openvino":
+        return _openvino_model(folder, cfg)
     sess = make_session(folder.onnx_path, cfg.device, cfg.threads)
     runner = ort_runner(sess, _inputs(folder, cfg), cfg.device, where=f"{folder.path}: the ONNX graph")
-    return BenchModel(folder, onnx_precision(folder), runner)
+    precision = onnx_precision(folder)
+    return BenchModel(folder, "fp32" if precision == "bf16" else precision, runner)  # bf16: OpenVINO's, not ORT's
+
+
+def _openvino_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
+    """OpenVINO on the folder's IR (else its ``model.onnx``) at the export's precision when OpenVINO serves it
+    (fp32, bf16), else f32 of the same file (an ORT int8 graph is labelled int8)."""
+    from kdnas_deploy.runtime.openvino import OV_PRECISIONS, open_openvino, ov_runner
+
+    precision = onnx_precision(folder)
+    session = open_openvino(folder.path, cfg.threads, precision if precision in OV_PRECISIONS else "fp32")
+    return BenchModel(folder, precision, ov_runner(session, _inputs(folder, cfg), f"{folder.path}: OpenVINO"))
 
 
 def _torch_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
@@ -147,8 +161,6 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
     With a latency table, ONNX rows get ``predicted_ms`` (the table prices the deployed ONNX path, not PyTorch,
     so PyTorch rows get ``None``). ``keep_samples`` adds each row's samples in time order (``samples_ms``, one
     block of ``cfg.block`` per round), for per-round comparisons."""
-    from tqdm.auto import tqdm
-
     if not paths:
         raise ExportError("bench needs at least one model folder")
     require_device(cfg.device, need_torch=False)
@@ -157,14 +169,8 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
         require_device("cuda", need_torch=True)
     lat_table = _open_table(table, cfg)
     models = [RUNTIMES[f.runtime](f, cfg) for f in folders]
-    for m in models:  # warm up each model once, alone
-        time_callable(m.runner.fn, warmup=cfg.warmup, reps=1)
-    for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
-        for m in models:
-            time.sleep(cfg.pause_ms / 1000.0)
-            for _ in range(cfg.block_warmup):
-                m.runner.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
-            m.samples_ms.extend(time_callable(m.runner.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
+    for m, samples in zip(models, interleave([m.runner for m in models], cfg, progress), strict=True):
+        m.samples_ms.extend(samples)
     rows = [_row(m, cfg, lat_table, keep_samples) for m in models]
     base = rows[0]["median_ms"]
     for row in rows:
@@ -172,12 +178,31 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
     return rows
 
 
+def interleave(runners: list[Runner], cfg: BenchConfig, progress: bool = True) -> list[list[float]]:
+    """Time ``runners`` interleaved (see the module doc): each warmed up once alone, then ``cfg.rounds`` rounds
+    of an idle gap, ``cfg.block_warmup`` untimed calls and ``cfg.block`` timed calls each. Samples in ms, in
+    time order, one list per runner."""
+    from tqdm.auto import tqdm
+
+    for r in runners:  # warm up each model once, alone
+        time_callable(r.fn, warmup=cfg.warmup, reps=1)
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
+        for r, out in zip(runners, samples, strict=True):
+            time.sleep(cfg.pause_ms / 1000.0)
+            for _ in range(cfg.block_warmup):
+                r.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
+            out.extend(time_callable(r.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
+    return samples
+
+
 def _row(m: BenchModel, cfg: BenchConfig, lat_table: Any, keep_samples: bool) -> dict[str, Any]:
     t = Timing.from_samples(m.samples_ms)
     row: dict[str, Any] = {
         "schema_version": BENCH_SCHEMA_VERSION,
         "path": str(m.folder.path),
-        "runtime": m.folder.runtime,
+        "runtime": "openvino" if cfg.backend == "cpu-openvino" and m.folder.runtime == "onnxruntime"
+        else m.folder.runtime,
         "precision": m.precision,
         "device": cfg.device,
         "batch": cfg.batch,

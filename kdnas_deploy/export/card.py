@@ -156,7 +156,15 @@ def _usage(facts: dict[str, Any]) -> list[str]:
                 'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")']
     code = [*load, 'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
             'print(model(**tokenizer(["A fine film."], return_tensors="pt")).logits)']
-    return ["## How to use", "", "```python", *code, "```", ""]
+    out = ["## How to use", "", "```python", *code, "```", ""]
+    ov = facts.get("openvino")
+    if isinstance(ov, dict):
+        hint = (ov.get("config") or {}).get("INFERENCE_PRECISION_HINT", "f32")
+        out += [f"The folder also holds the OpenVINO IR it was validated with ({ov.get('ir')}, inference "
+                f"precision {hint}):", "", "```python", "import openvino as ov", "", "core = ov.Core()",
+                f'model = core.compile_model(core.read_model("path/to/this/folder/{ov.get("ir")}"), "CPU",',
+                f'                           {{"INFERENCE_PRECISION_HINT": "{hint}"}})', "```", ""]  # fmt: skip
+    return out
 
 
 def render_card(facts: dict[str, Any]) -> str:

@@ -18,15 +18,21 @@ from kdnas_deploy.errors import ExportError, ModelError, TableError
 from kdnas_deploy.export.agreement import DEFAULT_MIN_AGREEMENT, judge_agreement, parity_agreement
 from kdnas_deploy.export.card import write_card
 from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier, load_tokenizer
+from kdnas_deploy.export.serving import (
+    open_served,
+    openvino_settings,
+    require_backend,
+    resolve_export_backend,
+    served_runner,
+    write_served_artifact,
+)
 from kdnas_deploy.export.validate import ParityTolerance, check_metric, check_parity, parity_to_dict
 from kdnas_deploy.io import atomic_directory, atomic_write_json
 from kdnas_deploy.latency.table import check_threads, load_table
 from kdnas_deploy.limits import check_int
 from kdnas_deploy.runtime.deploy import DEFAULT_INT8_SCHEME, DeployConfig, attention_fused, deploy, quiet_loggers
 from kdnas_deploy.runtime.devices import require_device
-from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
-from kdnas_deploy.runtime.runners import ort_runner
-from kdnas_deploy.runtime.session import make_session
+from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB
 from kdnas_deploy.runtime.timing import time_callable
 
 REPORT_SCHEMA_VERSION = 1
@@ -44,6 +50,8 @@ class ExportOptions:
     int8_scheme: str = DEFAULT_INT8_SCHEME
     device: str = "cpu"
     fp16: bool = False
+    backend: str | None = None  # the runtime the folder is for (None: the device's); cpu-openvino adds the IR
+    bf16: bool = False  # cpu-openvino only: OpenVINO's bf16 inference precision (the graph stays fp32)
     task: str | None = None
     data_dir: str | None = None
     max_metric_drop: float = 1.0
@@ -64,6 +72,9 @@ class ExportOptions:
             raise ExportError(f"unknown quantization {self.quantize!r} (choose from none, int8)")
         if self.fp16 and self.quantize != "none":
             raise ExportError("--fp16 and --quantize int8 exclude each other")
+        if self.bf16 and (self.fp16 or self.quantize != "none"):
+            raise ExportError("bf16 excludes --fp16 and --quantize int8")
+        resolve_export_backend(self.device, self.backend, self.precision)
         for name, kind in (("threads", "threads"), ("bench_batch", "batch"), ("bench_seq", "seq"),
                            ("bench_reps", "count0")):  # fmt: skip
             check_int(name, getattr(self, name), kind, ExportError)
@@ -77,11 +88,15 @@ class ExportOptions:
 
     @property
     def precision(self) -> str:
-        return "fp16" if self.fp16 else QUANTIZE_TO_PRECISION[self.quantize]
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else QUANTIZE_TO_PRECISION[self.quantize]
+
+    @property
+    def backend_name(self) -> str:
+        return resolve_export_backend(self.device, self.backend, self.precision)
 
     def deploy_config(self) -> DeployConfig:
-        return DeployConfig(optimize=self.optimize, precision=self.precision, device=self.device,
-                            int8_scheme=self.int8_scheme)
+        graph = "fp32" if self.bf16 else self.precision  # bf16 is OpenVINO's inference precision of the fp32 graph
+        return DeployConfig(optimize=self.optimize, precision=graph, device=self.device, int8_scheme=self.int8_scheme)
 
     def tolerance(self) -> ParityTolerance:
         base = ParityTolerance.for_precision(self.precision)
@@ -111,25 +126,29 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 
 
 def measure_onnx_latency(onnx_path: Path, device: str, threads: int, batch: int, seq: int, reps: int,
-                         vocab_size: int = DEFAULT_VOCAB) -> dict[str, Any]:
-    """Latency of one session at (batch, seq) with full-length random token ids (median and deciles, ms)."""
-    sess = make_session(onnx_path, device, threads)
-    runner = ort_runner(sess, model_inputs(batch, seq, vocab_size), device)
+                         vocab_size: int = DEFAULT_VOCAB, backend: str = "cpu-ort",
+                         precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
+    """Latency of the served model at (batch, seq) with full-length random token ids (median and deciles,
+    ms): one ONNX Runtime session, or OpenVINO on the folder's IR for ``cpu-openvino``."""
+    sess = open_served(backend, Path(onnx_path).parent, device, threads, precision)
+    runner = served_runner(backend, sess, batch, seq, vocab_size, device)
     t = time_callable(runner.fn, warmup=5, reps=reps)
     runner.close()
-    return {"batch": batch, "seq_len": seq, "threads": threads, "device": device, **t.to_dict(),
-            "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
+    return {"batch": batch, "seq_len": seq, "threads": threads, "device": device, "backend": backend,
+            **t.to_dict(), "sequences_per_s": round(1000.0 * batch / t.median_ms, 3)}
 
 
 def predict_latency(table_path: str, arch: Any, batch: int, seq: int, precision: str | None = None,
-                    threads: int | None = None) -> dict[str, Any]:
-    """The latency table's prediction for ``arch``; TableError when the table prices another precision or
-    was measured at another thread count than ``threads``."""
+                    threads: int | None = None, backend: str | None = None) -> dict[str, Any]:
+    """The latency table's prediction for ``arch``; TableError when the table prices another backend or
+    precision or was measured at another thread count than ``threads``."""
     import numpy as np
 
     table = load_table(table_path)
     if threads is not None:
         check_threads(table, threads)
+    if backend and table.backend != backend:
+        raise TableError(f"table {table_path} prices backend {table.backend}, this export is for {backend}")
     table_precision = table.precision
     if precision and table_precision and table_precision != precision:
         raise TableError(f"table {table_path} prices {table_precision} graphs, this export is {precision}")
@@ -159,7 +178,10 @@ def _check_request(model_dir: Path, out_dir: Path, options: ExportOptions) -> tu
         raise ExportError(f"{out_dir} already exists and is not empty (use --force to replace it)")
     if options.quantize == "int8" and not options.task and not options.force:
         raise ExportError("--quantize int8 needs --task to check the dev-set metric (or --force to skip the check)")
+    if options.bf16 and not options.task and not options.force:
+        raise ExportError("bf16 needs --metric-task to check the dev-set metric (or --force to skip the check)")
     require_device(config.device)
+    require_backend(options.backend_name, options.precision)
     folder = inspect_folder(model_dir)
     check_exportable(folder.model_type)
     return config, folder
@@ -187,12 +209,16 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
     if options.table:  # before the heavy work: a table that cannot price this model fails fast
         if arch is None:
             raise ExportError("--table needs a BERT-like model (layers/hidden/heads/ffn in its config)")
-        predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq, config.precision,
-                                    threads=options.threads)
+        predicted = predict_latency(options.table, arch, options.bench_batch, options.bench_seq, options.precision,
+                                    threads=options.threads, backend=options.backend_name)
     with atomic_directory(out_dir, force=options.force) as tmp:
-        log(f"exporting {model_dir} ({folder.model_type}, {config.optimize}, {config.precision}, {config.device})")
+        log(f"exporting {model_dir} ({folder.model_type}, {config.optimize}, {options.precision}, "
+            f"{options.backend_name})")
         with quiet_loggers():
             deployed = deploy(model, tmp, config, tokenizer)
+            served = write_served_artifact(options.backend_name, deployed.onnx_path)
+        if served is not None:
+            served["config"] = openvino_settings(options.threads, options.precision)
         tokenizer.save_pretrained(str(tmp))
         report = _validate_and_measure(model, tokenizer, deployed, options, log)
         if predicted and report["latency_measured"]:
@@ -207,7 +233,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             "model_type": folder.model_type,
             "architecture": arch.to_dict() if arch else None,
             "deploy_config": config.to_dict(),
-            "precision": config.precision,
+            "backend": options.backend_name,
+            "precision": options.precision,
+            **({"openvino": served} if served else {}),
             **report,
             "latency_predicted": predicted,
             "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine()},
@@ -270,6 +298,8 @@ def card_facts(report: dict[str, Any], model: Any, source: str, name: str) -> di
                 facts["baseline"] = {check["metric"]: check["baseline"]}
     if report.get("agreement"):
         facts["agreement"] = report["agreement"]
+    if report.get("openvino"):
+        facts["openvino"] = report["openvino"]
     lat = report.get("latency_measured")
     if lat:
         facts["latency"] = {**lat, "kind": "measured"}
@@ -288,14 +318,15 @@ def _validate_and_measure(model: Any, tokenizer: Any, deployed: Any, options: Ex
     if fused_ok is False:
         log(f"warning: attention fused in {fused.get('Attention', 0) + fused.get('QAttention', 0)} of "
             f"{num_layers} layers (the latency table prices this shape through the same path)")
-    log("checking parity against PyTorch")
-    session = make_session(deployed.onnx_path, config.device, options.threads)
+    precision, backend = options.precision, options.backend_name
+    log(f"checking parity against PyTorch ({backend}, {precision})")
+    session = open_served(backend, deployed.folder, config.device, options.threads, precision)
     tol = options.tolerance()
-    cases = check_parity(model, tokenizer, session, config.precision, tol)
-    parity = parity_to_dict(cases, config.precision, tol)
+    cases = check_parity(model, tokenizer, session, precision, tol)
+    parity = parity_to_dict(cases, precision, tol)
     if not parity["ok"]:
         worst = max(c.max_abs_diff for c in cases)
-        log(f"warning: {config.precision} logits differ from PyTorch by up to {worst:.3g} (beyond atol {tol.atol:g}"
+        log(f"warning: {precision} logits differ from PyTorch by up to {worst:.3g} (beyond atol {tol.atol:g}"
             f" + rtol {tol.rtol:g}*|logit|): judged by prediction agreement and the dev metric instead")
     metric = None
     if options.task:
@@ -306,7 +337,7 @@ def _validate_and_measure(model: Any, tokenizer: Any, deployed: Any, options: Ex
     del session
     regression = int(getattr(model.config, "num_labels", 2) or 2) == 1
     found = metric["agreement"] if metric else (None if regression else parity_agreement(cases))
-    agreement = judge_agreement(found, config.precision, options.min_agreement)
+    agreement = judge_agreement(found, precision, options.min_agreement)
     if agreement is not None:
         log(f"prediction agreement with PyTorch ({agreement['kind']}, {agreement['source']}): "
             f"{100 * agreement['value']:.1f}% of {agreement['examples']}")
@@ -315,6 +346,6 @@ def _validate_and_measure(model: Any, tokenizer: Any, deployed: Any, options: Ex
         log(f"measuring latency (batch {options.bench_batch}, seq {options.bench_seq}, {options.threads} threads)")
         measured = measure_onnx_latency(deployed.onnx_path, config.device, options.threads, options.bench_batch,
                                         options.bench_seq, options.bench_reps,
-                                        int(getattr(model.config, "vocab_size", DEFAULT_VOCAB)))
+                                        int(getattr(model.config, "vocab_size", DEFAULT_VOCAB)), backend, precision)
     return {"fused_ops": fused, "attention_fused": fused_ok, "parity": parity, "metric_check": metric,
             "agreement": agreement, "latency_measured": measured}

@@ -25,6 +25,7 @@ MACHINE_KEYS = (
     "isa_flags",
     "onnxruntime_version",
     "torch_version",
+    "openvino_version",
     "gpu_name",
     "gpu_driver",
     "cuda_version",
@@ -87,7 +88,8 @@ def compare(table_fp: dict[str, Any], here: dict[str, Any]) -> list[str]:
         issues.append(f"threads: table used {threads} threads, this machine has {cores} logical cores")
     provider = table_fp.get("execution_provider")
     providers = here.get("onnxruntime_providers")
-    if provider and isinstance(providers, list) and provider not in providers:
+    ort_path = table_fp.get("runtime", "onnxruntime") == "onnxruntime"  # OpenVINO/torch are no ORT provider
+    if ort_path and provider and isinstance(providers, list) and provider not in providers:
         issues.append(f"execution_provider: {provider} is not available in this onnxruntime")
     return issues
 
@@ -122,6 +124,12 @@ def gpu_fingerprint() -> dict[str, Any]:
     return fp
 
 
-def machine_fingerprint(device: str) -> dict[str, Any]:
-    """This machine's fingerprint as a table of ``device`` records it."""
-    return gpu_fingerprint() if device == "cuda" else cpu_fingerprint()
+def machine_fingerprint(device: str, backend: str | None = None) -> dict[str, Any]:
+    """This machine's fingerprint as a table of ``device`` (and ``backend``) records it: a ``cpu-openvino``
+    table also records the OpenVINO version (None where it is not installed, so that is a difference too)."""
+    fp = gpu_fingerprint() if device == "cuda" else cpu_fingerprint()
+    if backend == "cpu-openvino":
+        from kdnas_deploy.runtime.openvino import openvino_version
+
+        fp["openvino_version"] = openvino_version()
+    return fp

@@ -227,7 +227,7 @@ class LatencyTable:
         """Differences between the table's fingerprint and this machine; ``strict`` raises TableError."""
         from kdnas_deploy.latency.fingerprint import compare, machine_fingerprint
 
-        issues = compare(self.fingerprint, machine_fingerprint(self.device))
+        issues = compare(self.fingerprint, machine_fingerprint(self.device, self.backend))
         if strict and issues:
             raise TableError(f"table {self.source} was measured on a different machine: " + "; ".join(issues))
         return issues

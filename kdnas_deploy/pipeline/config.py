@@ -50,10 +50,13 @@ class TeacherSection:
 
 @dataclass(frozen=True)
 class DeviceSection:
-    """One deployment target: a latency table (reused or built) and a latency budget on it."""
+    """One deployment target: a latency table (reused or built) and a latency budget on it. ``backend`` names
+    the runtime (``cpu-ort``, ``cpu-openvino``, ``cuda-ort``, ``cuda-torch``; default: the device's) that the
+    table prices at ``precision``."""
 
     name: str = "cpu"
     device: str = "cpu"
+    backend: str | None = None
     precision: str = "fp32"
     threads: int = 2
     table: str | None = None
@@ -67,13 +70,21 @@ class DeviceSection:
         from kdnas_deploy.latency.backends import BACKENDS, resolve_backend_name
 
         try:
-            backend = resolve_backend_name(self.device)
+            backend = resolve_backend_name(self.device, self.backend)
         except KdnasError as exc:
             raise ConfigError(f"device {self.name!r}: {exc}") from None
         if self.precision not in BACKENDS[backend].precisions:
             choices = ", ".join(BACKENDS[backend].precisions)
-            raise ConfigError(f"device {self.name!r}: precision {self.precision!r} is not one of {choices}")
+            raise ConfigError(f"device {self.name!r}: precision {self.precision!r} is not one of {choices} "
+                              f"(backend {backend})")  # fmt: skip
         check_int(f"device {self.name!r}: threads", self.threads, "threads")
+
+    @property
+    def backend_name(self) -> str:
+        """The backend this device is priced and served with (``backend``, or the device's default)."""
+        from kdnas_deploy.latency.backends import resolve_backend_name
+
+        return resolve_backend_name(self.device, self.backend)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,15 @@ class DeviceExport:
     quantize: str  # the export's --quantize: int8 for an int8 device
     fp16: bool  # a CUDA fp16 device
     suffix: str  # stage/folder suffix: "" for the first device (the layout of one-device runs), "-NAME" after
+    backend: str | None = None  # devices[].backend (None: the device's default, cpu-ort / cuda-ort)
+
+    @property
+    def bf16(self) -> bool:  # OpenVINO's bf16 inference precision of the fp32 graph
+        return self.precision == "bf16"
+
+    @property
+    def serves_ort(self) -> bool:
+        return self.backend in (None, "cpu-ort", "cuda-ort")
 
     @property
     def student_stage(self) -> str:
@@ -52,7 +61,7 @@ def device_exports(config: PipelineConfig) -> list[DeviceExport]:
             raise ConfigError(f"export.quantize: int8, but device {dev.name!r} is {dev.precision}: each device is "
                               "exported at its own precision (devices[].precision); leave export.quantize out")
         out.append(DeviceExport(dev.name, dev.device, dev.precision, quantize, dev.precision == "fp16",
-                                "" if i == 0 else f"-{dev.name}"))  # fmt: skip
+                                "" if i == 0 else f"-{dev.name}", dev.backend))  # fmt: skip
     return out
 
 
@@ -90,7 +99,8 @@ def device_result(target: DeviceExport, budget_ms: float, bench: dict[str, Any],
     measured = float(student_row["median_ms"])
     check = budget_check(bench_check, bench.get("e2e"), measured, drift, budget_ms)
     return {
-        "name": target.name, "device": target.device, "precision": target.precision, "measured": True,
+        "name": target.name, "device": target.device, "backend": target.backend or "default",
+        "precision": target.precision, "measured": True,
         "onnx": student_row["path"], "budget_ms": budget_ms, "measured_ms": measured,
         "predicted_ms": anchored_prediction(student_row, drift),
         "predicted_raw_ms": student_row.get("predicted_raw_ms"),
@@ -126,11 +136,12 @@ class DeployStages:
         the CPU (the teacher)."""
         cfg = self.config
         quantize, fp16, device = (target.quantize, target.fp16, target.device) if target else ("none", False, "cpu")
+        backend, bf16 = (target.backend, target.bf16) if target else (None, False)
         inputs = {"export": {**cfg.export.__dict__, "quantize": quantize}, "model": model_dir, "table": table,
                   "upstream": upstream, "bench": {"batch": cfg.bench.batch, "seq": self.bench_seq,
                                                   "threads": cfg.bench.threads}, "task": cfg.task.__dict__}
-        if fp16 or device != "cpu":
-            inputs["device"] = {"device": device, "fp16": fp16}
+        if fp16 or bf16 or device != "cpu" or backend is not None:
+            inputs["device"] = {"device": device, "fp16": fp16, "bf16": bf16, "backend": backend}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
@@ -138,7 +149,8 @@ class DeployStages:
             out = self.run_dir / "onnx" / name
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=quantize, device=device, fp16=fp16,
                                  task=cfg.task.name, data_dir=cfg.task.data_dir, threads=cfg.bench.threads,
-                                 bench_batch=cfg.bench.batch, bench_seq=self.bench_seq, table=table, force=True)
+                                 bench_batch=cfg.bench.batch, bench_seq=self.bench_seq, table=table, force=True,
+                                 backend=backend, bf16=bf16)  # fmt: skip
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}
@@ -151,10 +163,11 @@ class DeployStages:
         """Teacher and student interleaved on ``target``'s device, predictions re-anchored in the same window."""
         cfg = self.config
         suffix, device = (target.suffix, target.device) if target else ("", "cpu")
+        backend = target.backend if target else None
         inputs = {"bench": {**cfg.bench.__dict__, "seq": self.bench_seq}, "paths": paths, "table": table,
                   "upstream": upstream, "anchored": True, "task": cfg.task.__dict__}
-        if device != "cpu":
-            inputs["device"] = device
+        if device != "cpu" or backend is not None:
+            inputs["device"] = {"device": device, "backend": backend}
 
         def work() -> dict[str, Any]:
             import shutil
@@ -170,7 +183,7 @@ class DeployStages:
             scale = recalibrate(LatencyTable.load(anchored), anchored, readings=6, log=self.echo)
             anchor = LatencyTable.load(anchored).calibration.get("anchor")  # the decision the probe's line gave
             bench_cfg = BenchConfig(batch=cfg.bench.batch, seq=self.bench_seq, threads=cfg.bench.threads,
-                                    device=device)  # fmt: skip
+                                    device=device, backend=backend)  # fmt: skip
             rows = run_bench(paths, bench_cfg, table=anchored, progress=self.progress)
             raw = raw_predictions(LatencyTable.load(table).precision, rows,
                                   predictions_for(table, paths, cfg.bench.batch, self.bench_seq))
@@ -180,7 +193,9 @@ class DeployStages:
                 row["predicted_ms"] = anchored_prediction(row, factor)
             out = self.run_dir / f"bench{suffix}.json"
             atomic_write_json(out, rows)
-            e2e = self._e2e_row(paths[-1], suffix) if device == "cpu" else None
+            # end to end through the ORT CPU session (export/e2e.py); other backends: the fixed-shape figure only
+            ort_cpu = device == "cpu" and (target is None or target.serves_ort)
+            e2e = self._e2e_row(paths[-1], suffix) if ort_cpu else None
             return {"bench": str(out), "rows": rows, "probe_scale": round(scale, 4), "anchor": anchor,
                     "anchored_table": str(anchored), "e2e": e2e}
 

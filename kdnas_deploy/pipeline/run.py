@@ -29,10 +29,13 @@ from kdnas_deploy.pipeline.tables import (
     TABLE_DIRS_ENV,
     TableRequirement,
     arch_of,
+    check_device_backend,
+    device_inputs,
     find_table,
     keep_in_cache,
     list_candidate_tables,
     no_match_line,
+    table_file_prefix,
     table_mismatches,
     table_search_dirs,
     transfer_line,
@@ -54,7 +57,7 @@ def table_matches(table: Any, space: SearchSpace, dev: DeviceSection, batch: int
 
 
 def requirement(space: SearchSpace, dev: DeviceSection, batch: int, seq: int, optimize: str) -> TableRequirement:
-    return TableRequirement(space, dev.device, dev.precision, dev.threads, batch, seq, optimize)
+    return TableRequirement(space, dev.device, dev.precision, dev.threads, batch, seq, optimize, dev.backend)
 
 
 @dataclass
@@ -84,7 +87,7 @@ class Pipeline(DeployStages):
     # ------------------------------------------------------------------ stages
     def latency_stage(self, dev: DeviceSection) -> dict[str, Any]:
         cfg = self.config
-        inputs = {"device": dev.__dict__, "space": self.space.fingerprint, "batch": cfg.latency.batch,
+        inputs = {"device": device_inputs(dev), "space": self.space.fingerprint, "batch": cfg.latency.batch,
                   "seq": self.lookup_seq, "optimize": cfg.export.optimize}
 
         def work() -> dict[str, Any]:
@@ -122,10 +125,10 @@ class Pipeline(DeployStages):
         from kdnas_deploy.search.budget import file_sha256
 
         out = self.run_dir / "latency" / f"{dev.name}.json"
-        backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+        backend = get_backend(dev.device, dev.precision, threads=dev.threads, backend=dev.backend)
         grid = sorted({*seqs.AUTO_GRID, need.seq}) if self.profile is not None else [need.seq]
         build_table(self.space, backend, [need.batch], grid, out, log=self.echo, progress=self.progress)
-        name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
+        name = (f"{table_file_prefix(dev)}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
                 f"-{file_sha256(out)[:10]}.json")
         cached = keep_in_cache(out, name)
         if cached is not None:
@@ -141,10 +144,10 @@ class Pipeline(DeployStages):
 
         out = self.run_dir / "latency" / f"{dev.name}.json"
         make_dirs(out.parent)
-        backend = get_backend(dev.device, dev.precision, threads=dev.threads)
+        backend = get_backend(dev.device, dev.precision, threads=dev.threads, backend=dev.backend)
         transfer.transfer_table(ref, backend, k=TRANSFER_K, out=out, log=self.echo, progress=self.progress,
                                 space=self.space, force=True)  # fmt: skip
-        name = (f"{dev.device}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
+        name = (f"{table_file_prefix(dev)}-{self.space.name}-{dev.precision}-t{dev.threads}-b{need.batch}-s{need.seq}"
                 f"-transferred-{file_sha256(out)[:10]}.json")
         cached = keep_in_cache(out, name)
         if cached is not None:
@@ -271,10 +274,14 @@ class Pipeline(DeployStages):
         if cfg.task.data_dir is not None and not Path(cfg.task.data_dir).is_dir():
             raise ConfigError(f"task.data_dir: folder not found: {cfg.task.data_dir}")
         for dev in cfg.devices:
+            check_device_backend(dev)
             if dev.table is None:
                 continue
             table = LatencyTable.load(dev.table)
             table.resolve_grid(cfg.latency.batch, None if seqs.is_auto(cfg) else self.seq)  # TableError naming the grid
+            if table.backend != dev.backend_name:
+                raise TableError(f"devices[{dev.name!r}].table {dev.table} prices backend {table.backend}, the "
+                                 f"device is served by {dev.backend_name}")  # fmt: skip
 
     def run(self) -> dict[str, Any]:
         self.preflight()

@@ -66,6 +66,13 @@ class TableRequirement:
     batch: int
     seq: int
     optimize: str
+    backend: str | None = None  # None: the device's default backend
+
+    @property
+    def backend_name(self) -> str:
+        from kdnas_deploy.latency.backends import resolve_backend_name
+
+        return resolve_backend_name(self.device, self.backend)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,9 @@ def table_mismatches(table: Any, need: TableRequirement) -> list[str]:
         why.append(f"space {table.space.name!r} differs")
     if table.device != need.device or table.precision != need.precision:
         why.append(f"{table.device}/{table.precision} != {need.device}/{need.precision}")
+    backend = getattr(table, "backend", need.backend_name)
+    if backend != need.backend_name:
+        why.append(f"backend {backend} != {need.backend_name}")
     if table.threads is not None and table.threads != need.threads:
         why.append(f"threads {table.threads} != {need.threads}")
     if need.batch not in table.batch_sizes or not (min(table.seq_lens) <= need.seq <= max(table.seq_lens)):
@@ -207,3 +217,27 @@ def arch_of(model_dir: str) -> Architecture:
     from transformers import AutoConfig
 
     return Architecture.from_config(AutoConfig.from_pretrained(model_dir))
+
+
+def device_inputs(dev: Any) -> dict[str, Any]:
+    """A device's stage inputs; ``backend`` only when set (run folders of configs without it keep their keys)."""
+    return {k: v for k, v in dev.__dict__.items() if k != "backend" or v is not None}
+
+
+def table_file_prefix(dev: Any) -> str:
+    """The table cache's file-name prefix: the device, or the backend when it is not the device's default."""
+    return dev.backend_name if dev.backend else dev.device
+
+
+def check_device_backend(dev: Any) -> None:
+    """DeviceError (one line) when a device's backend cannot run here: not installed, or a precision this
+    CPU lacks (bf16 without avx512_bf16/AMX); checked before the run writes anything."""
+    from kdnas_deploy.errors import DeviceError
+    from kdnas_deploy.latency.backends import BACKENDS
+
+    if dev.backend is None:
+        return  # the device's default backend: checked where it is used, as before
+    try:
+        BACKENDS[dev.backend_name](precision=dev.precision, threads=dev.threads).check_available()
+    except DeviceError as exc:
+        raise DeviceError(f"devices[{dev.name!r}]: {exc}") from None

@@ -3,6 +3,8 @@
 * ``cpu-ort``    ONNX Runtime, CPUExecutionProvider, through the deployed path (fp32 / int8), :mod:`.cpu`
 * ``cuda-ort``   ONNX Runtime, CUDAExecutionProvider with I/O binding (fp32 / fp16), :mod:`.cuda`
 * ``cuda-torch`` PyTorch on CUDA, timed with CUDA events (fp32 / fp16), :mod:`.cuda`
+* ``cpu-openvino`` OpenVINO's CPU plugin on the deployed graph's IR (fp32 / bf16; the ``openvino`` extra),
+  :mod:`.openvino`
 
 Heavy libraries are imported inside methods.
 """
@@ -13,11 +15,12 @@ from kdnas_deploy.errors import DeviceError
 from kdnas_deploy.latency.backends.base import Backend, DeployedBackend, default_threads, deploy_student
 from kdnas_deploy.latency.backends.cpu import CpuOrtBackend
 from kdnas_deploy.latency.backends.cuda import CudaOrtBackend, CudaTorchBackend
+from kdnas_deploy.latency.backends.openvino import CpuOpenVinoBackend
 
 __all__ = [
-    "BACKENDS", "BACKEND_DEVICE", "DEFAULT_DEVICE_BACKEND", "Backend", "CpuOrtBackend", "CudaOrtBackend",
-    "CudaTorchBackend", "DeployedBackend", "default_threads", "deploy_student", "get_backend", "register_backend",
-    "resolve_backend_name",
+    "BACKENDS", "BACKEND_DEVICE", "DEFAULT_DEVICE_BACKEND", "Backend", "CpuOpenVinoBackend", "CpuOrtBackend",
+    "CudaOrtBackend", "CudaTorchBackend", "DeployedBackend", "backends_for", "default_threads", "deploy_student",
+    "get_backend", "register_backend", "resolve_backend_name",
 ]  # fmt: skip
 
 BACKENDS: dict[str, type[Backend]] = {}
@@ -32,11 +35,13 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
-for _cls in (CpuOrtBackend, CudaOrtBackend, CudaTorchBackend):
+for _cls in (CpuOrtBackend, CudaOrtBackend, CudaTorchBackend, CpuOpenVinoBackend):
     register_backend(_cls)
 
 
 def resolve_backend_name(device: str, backend: str | None = None) -> str:
+    """The backend name for ``device`` (its default when ``backend`` is None); DeviceError for an unknown
+    one or one of another device."""
     if device not in DEFAULT_DEVICE_BACKEND:
         raise DeviceError(f"unknown device {device!r} (choose from {', '.join(DEFAULT_DEVICE_BACKEND)})")
     name = backend or DEFAULT_DEVICE_BACKEND[device]
@@ -45,6 +50,11 @@ def resolve_backend_name(device: str, backend: str | None = None) -> str:
     if BACKEND_DEVICE[name] != device:
         raise DeviceError(f"backend {name!r} runs on {BACKEND_DEVICE[name]}, not on {device!r}")
     return name
+
+
+def backends_for(precision: str) -> list[str]:
+    """The backends that price ``precision`` (for the one-line refusals)."""
+    return [n for n, cls in BACKENDS.items() if precision in cls.precisions]
 
 
 def get_backend(

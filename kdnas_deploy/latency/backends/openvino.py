@@ -1,0 +1,74 @@
+"""``cpu-openvino``: OpenVINO's CPU plugin serving the deployed path's ONNX graph, converted to IR.
+
+The graph is the one ``cpu-ort`` fp32 ships (export -> ORT O2 fusions, fp32), converted once to OpenVINO IR
+(:func:`kdnas_deploy.runtime.openvino.convert_to_ir`), so ``export --backend cpu-openvino`` writes that very
+IR beside the ONNX file. fp32 and bf16 are OpenVINO inference precisions of that one graph; bf16 is refused
+on a CPU without avx512_bf16/AMX (see :mod:`kdnas_deploy.runtime.openvino`). Without the ``openvino`` extra
+the backend refuses with one line (:class:`~kdnas_deploy.errors.DeviceError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdnas_deploy.arch import Architecture
+from kdnas_deploy.latency.backends.base import DeployedBackend, deploy_student
+from kdnas_deploy.runtime.deploy import DeployConfig
+from kdnas_deploy.runtime.inputs import model_inputs
+from kdnas_deploy.runtime.openvino import (
+    IR_FILE,
+    OpenVinoSettings,
+    convert_to_ir,
+    open_openvino,
+    openvino_version,
+    ov_runner,
+    require_openvino,
+    require_precision,
+)
+from kdnas_deploy.runtime.runners import Runner
+
+
+class CpuOpenVinoBackend(DeployedBackend):
+    name = "cpu-openvino"
+    device = "cpu"
+    precisions = ("fp32", "bf16")
+    provider = "openvino-CPU"
+    # one fp32 graph for both: bf16 is OpenVINO's inference precision, not a different file
+    deploy_configs = {"fp32": DeployConfig.cpu_fp32(), "bf16": DeployConfig.cpu_fp32()}
+
+    @property
+    def settings(self) -> OpenVinoSettings:
+        return OpenVinoSettings(threads=self.threads, precision=self.precision)
+
+    def check_available(self) -> None:
+        require_openvino()
+        require_precision(self.precision)
+
+    def path_config(self) -> dict[str, Any]:
+        return {"runtime": "openvino", "format": "openvino-ir", "deploy_config": self.deploy_config.to_dict()}
+
+    def machine_fingerprint(self) -> dict[str, Any]:
+        from kdnas_deploy.latency.fingerprint import cpu_fingerprint
+
+        return {**cpu_fingerprint(), "openvino_version": openvino_version()}
+
+    def extra_fingerprint(self) -> dict[str, Any]:
+        return {"openvino_config": self.settings.to_dict()}
+
+    def prepare(self, arch: Architecture, workdir: Path, seed: int = 0) -> Path:
+        """The deployed ONNX graph (reused when complete) and its IR beside it; returns the IR's path."""
+        onnx_path = deploy_student(arch, workdir, self.deploy_config, seed)
+        ir = Path(workdir) / IR_FILE
+        if not ir.is_file():
+            tmp_dir = Path(workdir) / ".ir-tmp"
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            convert_to_ir(onnx_path, tmp_dir)
+            (tmp_dir / "openvino_model.bin").replace(Path(workdir) / "openvino_model.bin")
+            (tmp_dir / IR_FILE).replace(ir)  # the .xml last: present means complete
+            tmp_dir.rmdir()
+        return ir
+
+    def open(self, artifact: Path, batch: int, seq: int) -> Runner:
+        session = open_openvino(artifact, self.threads, self.precision)
+        return ov_runner(session, model_inputs(batch, seq), where=f"{artifact}")

@@ -1,0 +1,183 @@
+"""OpenVINO on the CPU: the runtime of the ``cpu-openvino`` backend, of ``export --backend cpu-openvino`` and of
+``bench``.
+
+Why plain ``openvino`` reading our ONNX file, not ONNX Runtime's OpenVINO execution provider: that provider
+ships as ``onnxruntime-openvino`` (1.24 on the index), a second package installing the import name
+``onnxruntime``; it would replace the ``onnxruntime`` 1.32 of the ``cpu`` extra (the path every table prices).
+``openvino`` installs beside it. And why not optimum-intel's ``OVModelForSequenceClassification`` for loading:
+every optimum-intel release on the index (2.1, 2.2) needs ``optimum~=2.3`` (we pin 2.1 through optimum-onnx).
+The IR ``export`` writes (``openvino_model.xml``/``.bin`` beside ``config.json``) is the layout that class
+loads, so a user who has it can; here it is read with ``openvino.Core().read_model``.
+
+Precisions: ``fp32`` and ``bf16`` are inference precisions of one fp32 graph (OpenVINO's CPU plugin converts
+on the fly, ``INFERENCE_PRECISION_HINT``). OpenVINO picks bf16 *by itself* on a CPU that has it, so fp32 is
+asked for explicitly; and it silently runs f32 where bf16 is asked for on a CPU without it (observed on a
+Xeon with avx512_vnni but no avx512_bf16), so bf16 is refused there (:func:`require_precision`) rather than
+timed as if it were bf16.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdnas_deploy.errors import DeviceError, ModelError
+from kdnas_deploy.runtime.inputs import feed_for
+from kdnas_deploy.runtime.runners import Runner
+
+log = logging.getLogger(__name__)
+
+IR_FILE = "openvino_model.xml"  # optimum-intel's name: OVModelForSequenceClassification loads this file
+IR_WEIGHTS = "openvino_model.bin"
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's inference precision hint
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags that give bf16 compute on x86
+INSTALL_HINT = "pip install 'kdnas-deploy[openvino]'"
+
+
+def require_openvino(what: str = "the cpu-openvino backend") -> Any:
+    """The ``openvino`` module; DeviceError (one line) when it is not installed or does not import."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise DeviceError(f"{what} needs OpenVINO, which is not installed here ({INSTALL_HINT}): {exc}") from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    try:
+        require_openvino()
+    except DeviceError:
+        return False
+    return True
+
+
+def openvino_version() -> str | None:
+    try:
+        return str(require_openvino().__version__)
+    except DeviceError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's ISA flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def bf16_flags(flags: frozenset[str] | None = None) -> list[str]:
+    """The bf16 flags of this CPU (``avx512_bf16``, ``amx_bf16``); empty: no bf16 compute."""
+    have = cpu_flags() if flags is None else flags
+    return [f for f in BF16_FLAGS if f in have]
+
+
+def require_precision(precision: str, what: str = "cpu-openvino") -> None:
+    """DeviceError for a precision this CPU cannot compute in (bf16 without avx512_bf16 or AMX)."""
+    if precision not in OV_PRECISIONS:
+        raise DeviceError(f"{what} supports precision {', '.join(OV_PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" and not bf16_flags():
+        raise DeviceError(f"{what} bf16 needs a CPU with avx512_bf16 or AMX (amx_bf16); this CPU has neither "
+                          "(OpenVINO would silently run f32): use precision fp32")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OpenVinoSettings:
+    """How a model is compiled: ``threads`` inference threads, one stream, the latency hint, the inference
+    precision asked for explicitly (OpenVINO's own default is bf16 on a bf16 CPU)."""
+
+    threads: int | None = None
+    precision: str = "fp32"
+
+    def to_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                                  "INFERENCE_PRECISION_HINT": OV_PRECISIONS[self.precision]}  # fmt: skip
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": "CPU", **self.to_config()}
+
+
+def convert_to_ir(onnx_path: str | Path, out_dir: str | Path) -> Path:
+    """Convert an ONNX graph into OpenVINO IR (``openvino_model.xml`` + ``.bin``, fp32 weights kept: no fp16
+    compression) in ``out_dir``; returns the ``.xml`` path."""
+    ov = require_openvino("--backend cpu-openvino")
+    out = Path(out_dir) / IR_FILE
+    try:
+        model = ov.convert_model(str(onnx_path))
+        ov.save_model(model, str(out), compress_to_fp16=False)
+    except Exception as exc:  # openvino raises its own RuntimeError subclasses
+        raise ModelError(f"OpenVINO cannot convert {onnx_path}: {str(exc).strip().splitlines()[0]}") from exc
+    return out
+
+
+def compile_model(path: str | Path, settings: OpenVinoSettings) -> Any:
+    """An OpenVINO compiled model of an IR (``.xml``) or ONNX file on the CPU; ModelError when it cannot load."""
+    ov = require_openvino()
+    require_precision(settings.precision)
+    try:
+        core = ov.Core()
+        return core.compile_model(core.read_model(str(path)), "CPU", settings.to_config())
+    except Exception as exc:
+        raise ModelError(f"OpenVINO cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def ir_or_onnx(folder_or_file: str | Path) -> Path:
+    """The IR of a folder when it has one, else its ``model.onnx`` (a file is returned as it is)."""
+    path = Path(folder_or_file)
+    if path.is_file():
+        return path
+    return path / IR_FILE if (path / IR_FILE).is_file() else path / "model.onnx"
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model with the part of ``onnxruntime.InferenceSession``'s interface that parity,
+    the dev-metric check and the runners use: ``get_inputs()`` (``.name``) and ``run(None, feed)``."""
+
+    def __init__(self, path: str | Path, settings: OpenVinoSettings) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self.compiled = compile_model(path, settings)
+        self.request = self.compiled.create_infer_request()
+        self._inputs = [_Input(p.get_any_name()) for p in self.compiled.inputs]
+
+    def get_inputs(self) -> list[_Input]:
+        return list(self._inputs)
+
+    def run(self, output_names: Any, feed: dict[str, Any]) -> list[np.ndarray]:
+        result = self.request.infer(feed)
+        return [np.asarray(result[out]) for out in self.compiled.outputs]
+
+    def infer_fn(self, feed: dict[str, Any]) -> Any:
+        """The bare call a runner times (inputs shared, not copied, on every call)."""
+        request = self.request
+        return lambda: request.infer(feed, share_inputs=True)
+
+
+def open_openvino(path: str | Path, threads: int | None = None, precision: str = "fp32") -> OpenVinoSession:
+    """An :class:`OpenVinoSession` of an IR or ONNX file (or a folder: its IR, else its ``model.onnx``)."""
+    return OpenVinoSession(ir_or_onnx(path), OpenVinoSettings(threads, precision))
+
+
+def ov_runner(session: OpenVinoSession, inputs: dict[str, Any], where: Any = "the OpenVINO model") -> Runner:
+    """A runner of an OpenVINO session on the entries of ``inputs`` it takes (ModelError for a missing one)."""
+    feed = feed_for([i.name for i in session.get_inputs()], inputs, where)
+    return Runner(session.infer_fn(feed), keep=[session, feed])

@@ -1,0 +1,100 @@
+"""``export --backend cpu-openvino``: the ONNX folder plus the OpenVINO IR, validated through OpenVINO; the
+refusals (bf16 elsewhere or without CPU support, int8 through OpenVINO, OpenVINO missing); ``bench`` on the IR
+and ``bench --peers``."""
+
+import json
+import sys
+
+import pytest
+
+from kdnas_deploy.errors import DeviceError, ExportError, TableError
+from kdnas_deploy.export.exporter import ExportOptions, export_model, predict_latency
+from kdnas_deploy.runtime import openvino as rov
+
+
+@pytest.fixture(scope="module")
+def ov_folder(tiny_hf, tmp_path_factory):
+    pytest.importorskip("openvino")
+    out = tmp_path_factory.mktemp("ov") / "ov"
+    report = export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino", threads=1, bench_reps=3),
+                          log=lambda m: None)  # fmt: skip
+    return out, report
+
+
+def test_export_writes_the_ir_and_validates_through_openvino(ov_folder):
+    import openvino as ov
+
+    out, report = ov_folder
+    assert report["backend"] == "cpu-openvino" and report["precision"] == "fp32"
+    assert report["openvino"]["ir"] == "openvino_model.xml"
+    assert report["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert report["parity"]["ok"] and report["latency_measured"]["backend"] == "cpu-openvino"
+    assert (out / "model.onnx").is_file() and (out / "config.json").is_file()
+    model = ov.Core().read_model(str(out / "openvino_model.xml"))
+    assert {p.get_any_name() for p in model.inputs} >= {"input_ids", "attention_mask"}
+    assert "openvino_model.xml" in (out / "README.md").read_text()
+    assert json.loads((out / "export_config.json").read_text())["backend"] == "cpu-openvino"
+
+
+def test_bench_serves_the_ir(ov_folder):
+    from kdnas_deploy.export.bench import BenchConfig, run_bench
+
+    out, _ = ov_folder
+    cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-openvino", pause_ms=0.0)
+    row = run_bench([out], cfg, progress=False)[0]
+    assert row["runtime"] == "openvino" and row["precision"] == "fp32" and row["median_ms"] > 0
+    row = run_bench([out], BenchConfig(seq=16, threads=1, rounds=1, block=1, pause_ms=0.0), progress=False)[0]
+    assert row["runtime"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("kwargs,error,needle", [
+    ({"bf16": True}, ExportError, "bf16 is served by --backend cpu-openvino"),
+    ({"backend": "cpu-openvino", "quantize": "int8"}, ExportError, "serves fp32, bf16"),
+    ({"backend": "cpu-openvino", "bf16": True, "fp16": True}, ExportError, "bf16 excludes"),
+    ({"backend": "cuda-torch", "device": "cuda"}, ExportError, "serves no ONNX folder"),
+    ({"backend": "cuda-ort"}, ExportError, "runs on cuda, not on --device cpu"),
+], ids=["bf16-ort", "ov-int8", "bf16-fp16", "torch", "wrong-device"])  # fmt: skip
+def test_bad_backend_and_precision_refused(kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        ExportOptions(**kwargs)
+
+
+def test_refusals_before_anything_is_written(tiny_hf, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(rov, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    with pytest.raises(DeviceError, match="avx512_bf16 or AMX"):
+        export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino", bf16=True, force=True))
+    with pytest.raises(ExportError, match="bf16 needs --metric-task"):
+        export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino", bf16=True))
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(DeviceError, match="not installed"):
+        export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino"))
+    assert not out.exists()
+
+
+def test_table_of_another_backend_refused(tmp_path, repo_root):
+    from kdnas_deploy.arch import Architecture
+
+    table = repo_root / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json"
+    with pytest.raises(TableError, match="prices backend cpu-ort, this export is for cpu-openvino"):
+        predict_latency(str(table), Architecture(4, 256, 4, 1024), 1, 128, "fp32", backend="cpu-openvino")
+
+
+@pytest.mark.slow  # ~20 s here: four tiny deploys (fp32 and int8 of teacher and student)
+def test_peers_quick_records_every_runtime(tiny_hf, tmp_path, monkeypatch):
+    from kdnas_deploy.export.peers import NO_BF16, quick_config, run_peers
+
+    monkeypatch.setattr(rov, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    doc = run_peers(tiny_hf, tiny_hf, quick_config(threads=1), workdir=tmp_path, progress=False)
+    assert doc["schema_version"] == 1 and doc["machine"]["bf16_flags"] == []
+    labels = {r["label"]: r for r in doc["rows"]}
+    for role in ("teacher", "student"):
+        assert labels[f"{role}/pytorch-bf16"]["skipped"] == NO_BF16
+        assert labels[f"{role}/onnxruntime-fp32"]["median_ms"] > 0
+        assert labels[f"{role}/onnxruntime-int8"]["median_ms"] > 0
+    assert "student/onnxruntime-fp32-plain" in labels
+    for name in ("student_vs_teacher_fastest", "student_path_vs_student_ort_fp32", "ours_over_plain_worst"):
+        assert set(doc["targets"][name]) >= {"value", "target", "met"}
+    assert doc["targets"]["student_path_vs_student_ort_fp32"]["met"] is None  # no bf16 here: not applicable
+    assert doc["headline"]["deployed_student"].startswith("student/")
+    assert not list(tmp_path.iterdir())  # the deployed models are removed
