@@ -52,7 +52,7 @@ class TeacherSection:
 class DeviceSection:
     """One deployment target: a latency table (reused or built) and a latency budget on it. ``backend`` names
     the runtime (``cpu-ort``, ``cpu-openvino``, ``cuda-ort``, ``cuda-torch``; default: the device's) that the
-    table prices at ``precision``."""
+    table prices at ``precision``; ``auto``: the fastest one installed here, timed on the probe model by ``run``."""
 
     name: str = "cpu"
     device: str = "cpu"
@@ -67,8 +67,14 @@ class DeviceSection:
     headroom: float = 0.0
 
     def __post_init__(self) -> None:
-        from kdnas_deploy.latency.backends import BACKENDS, resolve_backend_name
+        from kdnas_deploy.latency.backends import BACKEND_DEVICE, BACKENDS, resolve_backend_name
 
+        check_int(f"device {self.name!r}: threads", self.threads, "threads")
+        if self.backend == "auto":  # the fastest backend installed here, timed by run (kdnas_deploy.latency.pick)
+            if not [n for n, c in BACKENDS.items() if BACKEND_DEVICE[n] == self.device
+                    and self.precision in c.precisions]:  # fmt: skip
+                raise ConfigError(f"device {self.name!r}: no backend of {self.device} prices {self.precision!r}")
+            return
         try:
             backend = resolve_backend_name(self.device, self.backend)
         except KdnasError as exc:
@@ -77,12 +83,15 @@ class DeviceSection:
             choices = ", ".join(BACKENDS[backend].precisions)
             raise ConfigError(f"device {self.name!r}: precision {self.precision!r} is not one of {choices} "
                               f"(backend {backend})")  # fmt: skip
-        check_int(f"device {self.name!r}: threads", self.threads, "threads")
 
     @property
     def backend_name(self) -> str:
-        """The backend this device is priced and served with (``backend``, or the device's default)."""
+        """The backend this device is priced and served with (``backend``, or the device's default); ``auto`` is
+        resolved by ``run`` before any stage uses it."""
         from kdnas_deploy.latency.backends import resolve_backend_name
+
+        if self.backend == "auto":
+            raise ConfigError(f"device {self.name!r}: backend auto is not resolved yet")
 
         return resolve_backend_name(self.device, self.backend)
 

@@ -125,6 +125,7 @@ class DeployStages:
     stages: StageRunner
     echo: Callable[[str], None]
     progress: bool
+    backend_picks: dict[str, dict[str, Any]]
 
     @property
     def bench_seq(self) -> int:  # pragma: no cover - the pipeline's
@@ -235,6 +236,7 @@ class DeployStages:
             bench = self.bench_stage([teacher_onnx["onnx"], student["onnx"]], table,
                                      [keys[target.student_stage].key, keys["export-teacher"].key], target)
             results.append(device_result(target, budget, bench, self.config.bench.check))
+            results[-1]["backend_pick"] = self.backend_picks.get(target.name)
             first = first or (student, bench)
         if first is None:
             raise SearchError("no device of the config can be measured on this machine: "

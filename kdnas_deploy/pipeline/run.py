@@ -72,6 +72,7 @@ class Pipeline(DeployStages):
         self.stages = StageRunner(self.run_dir, echo=self.echo)
         self.space = SearchSpace.load(self.config.space)
         self.profile: dict[str, Any] | None = None  # the task's length distribution (latency.seq: auto)
+        self.backend_picks: dict[str, dict[str, Any]] = {}  # devices[].backend: auto -> what was picked and why
         self.lookup_seq = self.seq = 0 if seqs.is_auto(self.config) else int(self.config.latency.seq)
 
     # ------------------------------------------------------------------ the length priced at
@@ -279,14 +280,44 @@ class Pipeline(DeployStages):
                 continue
             table = LatencyTable.load(dev.table)
             table.resolve_grid(cfg.latency.batch, None if seqs.is_auto(cfg) else self.seq)  # TableError naming the grid
-            if table.backend != dev.backend_name:
+            if dev.backend != "auto" and table.backend != dev.backend_name:
                 raise TableError(f"devices[{dev.name!r}].table {dev.table} prices backend {table.backend}, the "
                                  f"device is served by {dev.backend_name}")  # fmt: skip
+
+    def resolve_backends(self) -> None:
+        """``backend: auto`` devices get the fastest backend installed here (a cached stage: a resumed run keeps
+        its pick); with a given table, the table's backend. The resolved config is saved beside the given one."""
+        from kdnas_deploy.latency.pick import BackendPick, pick_backend
+
+        devices = []
+        for dev in self.config.devices:
+            if dev.backend != "auto":
+                devices.append(dev)
+                continue
+            inputs = {"device": device_inputs(dev), "seq": self.config.bench.seq, "batch": self.config.bench.batch}
+
+            def work(dev: DeviceSection = dev) -> dict[str, Any]:
+                if dev.table:
+                    from kdnas_deploy.latency.table import LatencyTable
+
+                    return BackendPick(LatencyTable.load(dev.table).backend, dev.precision).to_dict()
+                return pick_backend(dev.device, dev.precision, dev.threads, self.config.bench.batch,
+                                    self.config.bench.seq).to_dict()  # fmt: skip
+
+            pick = self.stages.run(f"backend-{dev.name}", inputs, work).outputs
+            self.echo(f"[backend-{dev.name}] " + BackendPick(**{k: pick[k] for k in
+                      ("chosen", "precision", "medians_ms", "unavailable")}).line())  # fmt: skip
+            self.backend_picks[dev.name] = pick
+            devices.append(dataclasses.replace(dev, backend=pick["chosen"]))
+        if self.backend_picks:
+            self.config = dataclasses.replace(self.config, devices=tuple(devices))
+            atomic_write_yaml(self.run_dir / "config.resolved.yaml", self.config.to_dict())
 
     def run(self) -> dict[str, Any]:
         self.preflight()
         make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
+        self.resolve_backends()
         if seqs.is_auto(self.config):
             self.seq_stage()
         tables = {dev.name: self.latency_stage(dev)["table"] for dev in self.config.devices}

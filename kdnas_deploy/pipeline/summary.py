@@ -221,7 +221,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         figures=[("Search: proxy metric against predicted latency, Pareto front",
                   Path(search["run"]) / "search.png"), ("Latency: predicted against measured", figure)],
         facts=[*_latency_facts(measured, devices[0], verdict, e2e, check["budget_checked_on"]),
-               *(device_lines(device_results) if device_results and len(device_results) > 1 else []),
+               *device_report_lines(device_results or []),
                ("Machine speed now (probe)", anchor["statement"]),
                ("Metric retained", f"{summary['metric_retained']}"),
                *([("Sequence length priced", _seq_text(facts.seq))] if facts.seq else []),
@@ -266,6 +266,18 @@ def device_facts(devices: list[dict[str, Any]] | None) -> dict[str, Any]:
     measured = [d for d in devices or [] if d["measured"]]
     return {"devices": devices or [],
             "meets_every_budget_measured": all(d["meets_budget_measured"] for d in measured) if measured else None}
+
+
+def device_report_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The report's device lines: one per device when there are several, and what ``backend: auto`` picked."""
+    lines = device_lines(results) if len(results) > 1 else []
+    for r in results:
+        pick = r.get("backend_pick")
+        if pick:
+            timed = ", ".join(f"{n} {ms:.3f} ms" for n, ms in sorted(pick["medians_ms"].items(), key=lambda kv: kv[1]))
+            lines.append((f"Backend picked for {r['name']} (auto)",
+                          f"{pick['chosen']}" + (f" (probe model {pick['probe_arch']}: {timed})" if timed else "")))
+    return lines
 
 
 def device_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:

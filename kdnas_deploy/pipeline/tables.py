@@ -237,6 +237,15 @@ def check_device_backend(dev: Any) -> None:
 
     if dev.backend is None:
         return  # the device's default backend: checked where it is used, as before
+    if dev.backend == "auto":
+        from kdnas_deploy.latency.pick import candidates
+
+        usable, unavailable = candidates(dev.device, dev.precision, dev.threads)
+        if not usable:
+            reasons = "; ".join(f"{n}: {r}" for n, r in unavailable.items())
+            raise DeviceError(f"devices[{dev.name!r}]: backend auto: no backend runs {dev.device} at "
+                              f"{dev.precision} here ({reasons})")  # fmt: skip
+        return
     try:
         BACKENDS[dev.backend_name](precision=dev.precision, threads=dev.threads).check_available()
     except DeviceError as exc:
