@@ -163,19 +163,22 @@ class Pipeline:
             from kdnas_deploy.tasks import get_task
 
             task = get_task(cfg.task.name, cfg.task.data_dir)
+            recipe: dict[str, Any] = {}
             if cfg.teacher.path:
                 path = Path(cfg.teacher.path)
-                metrics = evaluate_model(path, task, "dev", progress=self.progress)
+                metrics = evaluate_model(path, task, "dev", cfg.teacher.max_seq_len, progress=self.progress)
+                seq_len = int(metrics["max_seq_len"])  # given, else the teacher's recorded one, else 128
             else:
-                from kdnas_deploy.distill.finetune import FinetuneConfig, finetune_teacher
+                from kdnas_deploy.distill.finetune import finetune_teacher
 
                 path = self.run_dir / "teacher"
-                ft = FinetuneConfig.fast().with_overrides(epochs=cfg.teacher.epochs,
-                                                          max_train_samples=cfg.teacher.max_train_samples)
-                finetune_teacher(cfg.teacher.finetune_from, task, path, ft, progress=self.progress, force=True)
+                result = finetune_teacher(cfg.teacher.finetune_from, task, path, None, progress=self.progress,
+                                          force=True, preset=cfg.teacher.preset, overrides=cfg.teacher.overrides())
+                recipe, seq_len = result["recipe"], int(result["config"]["max_seq_len"])
                 metrics = json.loads((path / "dev_metrics.json").read_text(encoding="utf-8"))
             return {"teacher": str(path.resolve()), "dev_metrics": _numeric(metrics),
-                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {})}
+                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {}),
+                    "max_seq_len": seq_len, "recipe": recipe}
 
         return self.stages.run("teacher", inputs, work).outputs
 
