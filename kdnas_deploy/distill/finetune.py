@@ -85,7 +85,7 @@ def teacher_config(task: Task, model: str | Path = "minilm-l6", preset: str = "a
     max_train = overrides.get("max_train_samples")
     rows = len(task.load_split("train"))
     choice = recipes.resolve(preset, task, tokenizer, train_rows=min(rows, max_train) if max_train else rows)
-    config = choice.config.with_overrides(**overrides)
+    config = FinetuneConfig(**choice.settings).with_overrides(**overrides)
     config.check()
     doc = choice.to_dict()
     doc["overrides"] = {k: v for k, v in overrides.items() if v is not None}

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from kdnas_deploy.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kdnas_deploy.distill.finetune import FinetuneConfig
     from kdnas_deploy.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -62,13 +61,12 @@ class Recipe:
         need = math.ceil(self.min_steps / steps_per_epoch)
         return float(min(max(self.min_epochs, need), self.max_epochs))
 
-    def config(self, train_rows: int | None = None, max_seq_len: int | None = None) -> FinetuneConfig:
-        from kdnas_deploy.distill.finetune import FinetuneConfig
-
+    def settings(self, train_rows: int | None = None, max_seq_len: int | None = None) -> dict[str, Any]:
+        """The :class:`~kdnas_deploy.distill.finetune.FinetuneConfig` fields of this recipe for a train split of
+        ``train_rows`` rows and a task length of ``max_seq_len`` (a fixed-length recipe keeps its own)."""
         length = self.max_seq_len or max_seq_len or LENGTH_CAP
-        return FinetuneConfig(epochs=self.epochs_for(train_rows), batch_size=self.batch_size,
-                              learning_rate=self.learning_rate, warmup_ratio=self.warmup_ratio,
-                              max_seq_len=int(length))  # fmt: skip
+        return {"epochs": self.epochs_for(train_rows), "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "warmup_ratio": self.warmup_ratio, "max_seq_len": int(length)}
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -125,20 +123,18 @@ def seq_len_from_lengths(lengths: Any, quantile: float = LENGTH_QUANTILE, cap: i
 
 @dataclass(frozen=True)
 class Choice:
-    """What a preset resolved to for one task: the config and why."""
+    """What a preset resolved to for one task: the config's fields and why."""
 
     preset: str
     recipe: str
-    config: FinetuneConfig
+    settings: dict[str, Any]
     train_rows: int
     length: dict[str, Any]
     kind: str
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {"preset": self.preset, "recipe": self.recipe, "train_rows": self.train_rows, "kind": self.kind,
-                "length": self.length, "config": asdict(self.config)}  # fmt: skip
+                "length": self.length, "settings": dict(self.settings)}  # fmt: skip
 
 
 def task_kind(task: Task) -> str:
@@ -156,11 +152,11 @@ def resolve(preset: str, task: Task, tokenizer: Any, train_rows: int | None = No
     length: dict[str, Any] = {"source": "recipe", "max_seq_len": recipe.max_seq_len}
     if recipe.max_seq_len is None:
         length = task_seq_len(task, tokenizer, length_split)
-    config = recipe.config(rows, length["max_seq_len"])
-    choice = Choice(preset, recipe.name, config, rows, length, task_kind(task))
-    log.info("teacher recipe %s for %s (%s, %d train rows): %d epochs, batch %d, lr %g, warm-up %g, len %d",
-             recipe.name, task.name, choice.kind, rows, config.epochs, config.batch_size, config.learning_rate,
-             config.warmup_ratio, config.max_seq_len)  # fmt: skip
+    st = recipe.settings(rows, length["max_seq_len"])
+    choice = Choice(preset, recipe.name, st, rows, length, task_kind(task))
+    log.info("teacher recipe %s for %s (%s, %d train rows): %g epochs, batch %d, lr %g, warm-up %g, len %d",
+             recipe.name, task.name, choice.kind, rows, st["epochs"], st["batch_size"], st["learning_rate"],
+             st["warmup_ratio"], st["max_seq_len"])  # fmt: skip
     return choice
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from kdnas_deploy.errors import ConfigError, ModelError, SearchError, TableError
 from kdnas_deploy.io import atomic_write_json, atomic_write_yaml, make_dirs
 from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
+from kdnas_deploy.pipeline.sizes import proxy_plan
 from kdnas_deploy.pipeline.stages import StageRunner
 from kdnas_deploy.pipeline.summary import RunFacts, anchored_prediction, write_outputs
 from kdnas_deploy.pipeline.tables import (
@@ -234,13 +236,17 @@ class Pipeline:
         s = cfg.search
         settings_key = {k: v for k, v in to_plain(s).items() if k != "executor"}  # where they run changes nothing
         inputs = {"search": settings_key, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
+                  "max_seq_len": teacher.get("max_seq_len"),
                   "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": self.seq}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.search.api import run_search, search_config
 
             out = self.run_dir / "search"
-            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq)
+            # the student is distilled and scored at the teacher's length (the same length for both evaluations)
+            length = s.max_seq_len or teacher.get("max_seq_len")
+            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq,
+                                           max_seq_len=length)
             config = search_config(teacher=teacher["teacher"], task=cfg.task.name, budgets=budgets,
                                    settings=settings, data_dir=cfg.task.data_dir, echo=None)
             summary = run_search(config, out, space=cfg.space, executor=s.executor,
@@ -249,7 +255,8 @@ class Pipeline:
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")
             return {"run": str(out), "student": final["student_dir"], "best": summary["best"]["arch_str"],
-                    "winner": final["winner"], "degenerate": summary.get("degenerate")}
+                    "winner": final["winner"], "degenerate": summary.get("degenerate"),
+                    "escalation": summary.get("escalation"), "proxy_plan": summary.get("proxy_plan")}
 
         return self.stages.run("search", inputs, work).outputs
 
@@ -263,9 +270,11 @@ class Pipeline:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
 
             out = self.run_dir / "onnx" / name
+            if out.is_dir():  # the stage's own folder, left by a killed run: replaced without --force, which would
+                shutil.rmtree(out)  # also switch the export's dev-metric check off
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=cfg.export.quantize, task=cfg.task.name,
                                  data_dir=cfg.task.data_dir, threads=cfg.bench.threads, bench_batch=cfg.bench.batch,
-                                 bench_seq=self.bench_seq, table=table, force=True)
+                                 bench_seq=self.bench_seq, table=table, max_metric_drop=cfg.export.max_metric_drop)
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}
@@ -344,6 +353,7 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         self.preflight()
+        self.echo(f"[search] {proxy_plan(self.config).line()}")  # sizes checked before anything is written
         make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
         if seqs.is_auto(self.config):
