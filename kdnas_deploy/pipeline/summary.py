@@ -117,6 +117,10 @@ def baseline_facts(teacher: dict[str, Any], student: dict[str, float], search: d
         "retained_gain_by_metric": {k: _round(v) for k, v in gains.items()},
         "weak_teacher": teacher.get("weak_teacher"),
         "degenerate": search.get("degenerate"),
+        "escalation": search.get("escalation"),
+        "proxy_plan": search.get("proxy_plan"),
+        "teacher_recipe": teacher.get("recipe") or None,
+        "max_seq_len": teacher.get("max_seq_len"),
     }
 
 
@@ -136,6 +140,14 @@ def honesty_lines(summary: dict[str, Any], metric: str) -> list[tuple[str, str]]
     if weak.get("weak"):
         lines.append(("WARNING: weak teacher", f"{metric} {weak['teacher']:.4f} is within {weak['margin']:g} of "
                       f"the baseline {weak['baseline']:.4f} (run with teacher.allow_weak)"))  # fmt: skip
+    plan = summary.get("proxy_plan")
+    if plan:
+        lines.append(("Proxy plan", f"{plan['proxy']} of {plan['train']} train rows, {plan['steps']} steps per "
+                      f"candidate, held-out {plan['heldout']} rows (standard error <= {plan['heldout_se_max']:.4f})"))
+    escalation = summary.get("escalation")
+    if escalation:
+        lines.append(("Proxy budget raised", f"x{escalation['scale']:g} after a degenerate search "
+                      f"({escalation['first']['reason']}); the re-evaluated candidates were ranked"))
     degenerate = summary.get("degenerate")
     if degenerate:
         lines.append(("WARNING: degenerate search", str(degenerate.get("reason"))))
