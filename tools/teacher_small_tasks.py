@@ -27,8 +27,10 @@ MARGIN_TARGET = 0.10
 OUT = RESULTS / "teacher_small_tasks.json"
 
 
-def command(task: str, data_dir: str, out: Path) -> list[str]:
-    return ["teacher", "finetune", "--task", task, "--data-dir", data_dir, "--out", shown(out), "--no-progress"]
+def command(task: str, data_dir: str, out: Path, threads: int) -> list[str]:
+    """The recipe is the default (``--preset auto``): no recipe option is given."""
+    return ["teacher", "finetune", "--task", task, "--data-dir", data_dir, "--out", shown(out), "--threads",
+            str(threads)]
 
 
 def collect(task: str, folder: Path) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", default="mrpc,stsb,cola", help="comma-separated GLUE task names")
     ap.add_argument("--work", type=Path, default=WORK / "teacher_small_tasks", help="teacher folders and logs")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared 2-core machine trains "
+                    "faster with one thread than with two contended ones)")
     args = ap.parse_args(argv)
     # result files name no machine paths: an absolute --data-dir is recorded as the documented ../shared one
     data_arg = args.data_dir if not Path(args.data_dir).is_absolute() else "../shared/data/glue"
@@ -73,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         folder = args.work / f"teacher-{task}"
-        cmd = command(task, args.data_dir, folder)
-        doc["commands"][task] = "kdnas-deploy " + shlex.join(command(task, data_arg, folder))
+        cmd = command(task, args.data_dir, folder, args.threads)
+        doc["commands"][task] = "kdnas-deploy " + shlex.join(command(task, data_arg, folder, args.threads))
         if not (folder / "teacher_record.json").is_file():
             with open(args.work / f"teacher-{task}.log", "w", encoding="utf-8") as log:
                 rc, peak_gb, wall = run_tracked(kdnas_cli(*cmd, "--force"), log=log)
