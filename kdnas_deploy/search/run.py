@@ -305,6 +305,7 @@ class SearchRun:
         except BaseException:
             self.executor.close()
             raise
+        searched = list(self.records)
         try:
             verdict = handle_degenerate(self, self.reevaluate, self._plan)
         except BaseException:
@@ -320,7 +321,8 @@ class SearchRun:
             "strategy": self.cfg.strategy,
             "seed": self.cfg.seed,
             "task": self.cfg.task,
-            "evaluations": len(self.records),
+            "evaluations": len(searched),
+            "reevaluations": len(self.escalated) if verdict["escalation"] else 0,
             "evaluation_budget": self.cfg.evaluations,
             "best": best,
             "best_reward": best["reward"],
@@ -333,7 +335,7 @@ class SearchRun:
             "final": final,
             "search_seconds_this_session": round(t1 - t0, 3),
             "final_seconds_this_session": round(t2 - t1, 3),
-            "evaluation_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
+            "evaluation_seconds_total": round(sum(r["seconds"] for r in (*searched, *self.escalated)), 3),
             "peak_rss_mb": _peak_rss_mb(),
         }
         atomic_write_json(self.dir / "summary.json", summary)
