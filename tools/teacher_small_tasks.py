@@ -53,6 +53,7 @@ def collect(task: str, folder: Path) -> dict[str, Any]:
         "metric": metrics,
         "baseline": baseline,
         "margin": round(float(dev[main]) - float(dev["baseline"][main]), 4),
+        "margin_by_metric": {k: round(v - baseline[k], 4) for k, v in metrics.items() if k in baseline},
         "best_epoch": record.get("best_epoch"),
         "train_seconds": record.get("train_seconds"),
     }
