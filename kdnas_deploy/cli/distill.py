@@ -77,10 +77,12 @@ def teacher() -> None:
 @o.out_option(kind="dir", dest="out_dir", help="Output HF folder.")
 @click.option(
     "--preset",
-    type=click.Choice(["default", "fast"]),
-    default="default",
+    type=click.Choice(["auto", "default", "fast", "glue-tiny", "glue-small", "glue-medium", "glue-large"]),
+    default="auto",
     show_default=True,
-    help="default: 3 epochs, len 128, lr 5e-5; fast: 1 epoch, len 64, lr 1e-4.",
+    help="auto: the glue-* tier of the train split's size (tiny < 1k, small < 20k, medium < 200k rows; more "
+    "optimizer steps and a lower lr for small sets), length from the p99 of its token lengths; default: 3 epochs, "
+    "len 128, lr 5e-5; fast: 1 epoch, len 64, lr 1e-4.",
 )
 @click.option("--epochs", type=o.Epochs, default=None, help="Training epochs (> 0; fractions allowed).")
 @click.option("--batch-size", type=o.Batch, default=None, help="Training batch size.")
@@ -114,14 +116,14 @@ def finetune(
     **recipe: Any,
 ) -> None:
     """Fine-tune MODEL on TASK into a sequence-classification teacher (resumable)."""
-    from kdnas_deploy.distill.finetune import FINETUNE_PRESETS, finetune_teacher
+    from kdnas_deploy.distill.finetune import finetune_teacher
 
     set_threads(threads)
     task = make_task(task_name, data_dir, text_columns, label_column)
-    config = FINETUNE_PRESETS[preset]().with_overrides(**recipe)
-    result = finetune_teacher(model, task, out_dir, config, progress=not no_progress, force=force)
+    result = finetune_teacher(model, task, out_dir, None, progress=not no_progress, force=force, preset=preset,
+                              overrides=recipe)
     _print_json({"out_dir": result["out_dir"], **result["metrics"], "baseline": result["baseline"],
-                 "weak_teacher": result["weak_teacher"]["weak"]})
+                 "weak_teacher": result["weak_teacher"]["weak"], "recipe": result["recipe"]["recipe"]})
 
 
 # ---------------------------------------------------------------------------------------------- distill

@@ -34,7 +34,8 @@ from kdnas_deploy.search.strategies import STRATEGIES
 RAY_OPTIONS = {"address": "ray_address", "cpus_per_candidate": "cpus_per_candidate",
                "gpus_per_candidate": "gpus_per_candidate"}  # fmt: skip
 SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "heldout_size", "proxy_epochs",
-            "final_epochs", "final_top", "batch", "seq", "seed")  # fmt: skip
+            "final_epochs", "final_top", "batch", "seq", "seed", "proxy_min_rows", "proxy_min_steps",
+            "on_degenerate", "max_seq_len")  # fmt: skip
 
 
 @click.command(name="search")
@@ -78,6 +79,17 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @click.option("--proxy-fraction", type=Probability, default=None, help="Share of the train split used as proxy (0.1).")
 @click.option("--heldout-size", type=Count, default=None, help="Train rows held out for the reward (1000).")
 @click.option("--proxy-epochs", type=Epochs, default=None, help="Override the proxy distillation epochs.")
+@click.option("--proxy-min-rows", type=click.IntRange(0), default=None, help="Proxy set rows at least (0: off).")
+@click.option("--proxy-min-steps", type=click.IntRange(0), default=None, help="Steps per candidate, at least.")
+@click.option(
+    "--on-degenerate",
+    type=click.Choice(["escalate", "stop", "warn"]),
+    default=None,
+    help="Tied / at-baseline candidates: re-evaluate at 2x the proxy budget then stop (escalate, default), "
+    "stop at once, or only warn.",
+)
+@click.option("--max-seq-len", type=click.IntRange(8, 512), default=None,
+              help="Token length of the proxy and final distillations (default: the presets').")
 @click.option("--final-epochs", type=Epochs, default=None, help="Override the final distillation epochs.")
 @click.option(
     "--metric",

@@ -69,6 +69,27 @@ class FinetuneConfig:
 
 
 FINETUNE_PRESETS = {"default": FinetuneConfig.default, "fast": FinetuneConfig.fast}
+"""The fixed presets as factories (kept for callers of earlier releases); every named recipe, and ``auto``, is in
+:mod:`kdnas_deploy.distill.recipes` and resolved per task by :func:`teacher_config`."""
+
+
+def teacher_config(task: Task, model: str | Path = "minilm-l6", preset: str = "auto", tokenizer: Any = None,
+                   **overrides: Any) -> tuple[FinetuneConfig, dict[str, Any]]:  # fmt: skip
+    """The one factory of teacher configs: ``preset`` (``auto``, ``default``, ``fast``, ``glue-small``, ...)
+    resolved for ``task`` (size tier, length from its token lengths), then ``overrides`` (None: keep).
+    Returns the config and the record of the choice (written to ``teacher_record.json`` as ``recipe``)."""
+    from kdnas_deploy.distill import recipes
+
+    if tokenizer is None:
+        tokenizer = load_tokenizer(resolve_model(model))
+    max_train = overrides.get("max_train_samples")
+    rows = len(task.load_split("train"))
+    choice = recipes.resolve(preset, task, tokenizer, train_rows=min(rows, max_train) if max_train else rows)
+    config = FinetuneConfig(**choice.settings).with_overrides(**overrides)
+    config.check()
+    doc = choice.to_dict()
+    doc["overrides"] = {k: v for k, v in overrides.items() if v is not None}
+    return config, doc
 
 
 def subsample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
@@ -84,18 +105,25 @@ def finetune_teacher(
     config: FinetuneConfig | None = None,
     progress: bool = True,
     force: bool = False,
+    preset: str = "auto",
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``task``; write an HF folder + ``dev_metrics.json`` + ``teacher_record.json``.
 
     Resumable: a killed run continues from ``.<out>.work/`` next to ``out_dir`` (locked while in use). The
-    numbers, the out folder, the model and the data are all checked before anything is written."""
-    config = config or FinetuneConfig()
-    config.check()
+    numbers, the out folder, the model and the data are all checked before anything is written. Without
+    ``config``, ``preset`` is resolved for the task by :func:`teacher_config` (``auto``: by the train split's size
+    and token lengths), then ``overrides`` (the CLI's options; None values keep the recipe's)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
         raise FileExistsError(str(out_dir))
+    if config is not None:
+        config.check()
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
+    recipe: dict[str, Any] = {"preset": "explicit"}
+    if config is None:
+        config, recipe = teacher_config(task, model, preset, tokenizer, **(overrides or {}))
     train = encode(subsample(task.load_split("train"), config.max_train_samples, config.seed), task, tokenizer,
                    config.max_seq_len)  # fmt: skip
     dev = encode(task.load_split("dev"), task, tokenizer, config.max_seq_len)
@@ -105,6 +133,7 @@ def finetune_teacher(
         t0 = time.time()
         result = _train(net, tokenizer, task, config, train, dev, work, source, progress)
         record, metrics_doc = _records(model, source, task, config, train, dev, result, time.time() - t0)
+        record["recipe"] = recipe
         with atomic_directory(out_dir, force=True) as tmp:
             for item in (work / "best").iterdir():
                 shutil.copy2(item, tmp / item.name)
@@ -120,6 +149,8 @@ def finetune_teacher(
         "baseline": metrics_doc["baseline"],
         "record": record,
         "weak_teacher": weak.to_dict(),
+        "recipe": recipe,
+        "config": asdict(config),
     }
 
 

@@ -38,14 +38,37 @@ class TeacherSection:
 
     path: str | None = None
     finetune_from: str = "minilm-l6"
-    epochs: float = 2.0
+    # ``auto``: the recipe of the train split's size (kdnas_deploy.distill.recipes); or a registered preset name
+    preset: str = "auto"
+    # None: the preset's (``auto``: epochs from a minimum of optimizer steps, length from the p99 of the train
+    # split's token lengths); the student is distilled and scored at the teacher's ``max_seq_len``
+    epochs: float | None = None
+    learning_rate: float | None = None
+    max_seq_len: int | None = None
+    batch_size: int | None = None
     max_train_samples: int | None = None
     allow_weak: bool = False
 
     def __post_init__(self) -> None:
-        check_float("teacher.epochs", self.epochs, high=MAX_EPOCHS)
-        if self.max_train_samples is not None:
-            check_int("teacher.max_train_samples", self.max_train_samples, "count")
+        from kdnas_deploy.distill.recipes import preset_names
+
+        if self.preset not in preset_names():
+            choices = ", ".join(preset_names())
+            raise ConfigError(f"teacher.preset: unknown preset {self.preset!r} (choose from {choices})")
+        if self.epochs is not None:
+            check_float("teacher.epochs", self.epochs, high=MAX_EPOCHS)
+        if self.learning_rate is not None:
+            check_float("teacher.learning_rate", self.learning_rate, high=1.0)
+        if self.max_seq_len is not None and not 8 <= self.max_seq_len <= 512:
+            raise ConfigError(f"teacher.max_seq_len: must be in [8, 512], got {self.max_seq_len}")
+        for name in ("max_train_samples", "batch_size"):
+            if getattr(self, name) is not None:
+                check_int(f"teacher.{name}", getattr(self, name), "count")
+
+    def overrides(self) -> dict[str, Any]:
+        """The recipe settings given (None: the preset's)."""
+        names = ("epochs", "learning_rate", "max_seq_len", "batch_size", "max_train_samples")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,8 @@ class SearchSection(SearchSettings):
 class ExportSection:
     optimize: str = "O2"
     quantize: str = "none"
+    # the export's dev-metric check (always on in ``run``): largest drop of the task metric, in points (x100)
+    max_metric_drop: float = 1.0
 
     def __post_init__(self) -> None:
         from kdnas_deploy.runtime.deploy import OPT_LEVELS
@@ -144,6 +169,7 @@ class ExportSection:
             raise ConfigError(f"export.optimize: unknown level {self.optimize!r} (choose from {', '.join(OPT_LEVELS)})")
         if self.quantize not in ("none", "int8"):
             raise ConfigError(f"export.quantize: must be none or int8, got {self.quantize!r}")
+        check_float("export.max_metric_drop", self.max_metric_drop, low=0.0, high=100.0, low_open=False)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ listed as not measured, with the reason, instead of failing the run after the se
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +149,12 @@ class DeployStages:
             from kdnas_deploy.export.exporter import ExportOptions, export_model
 
             out = self.run_dir / "onnx" / name
+            if out.is_dir():  # the stage's own folder, left by a killed run: replaced without --force, which would
+                shutil.rmtree(out)  # also switch the export's dev-metric check off
             opts = ExportOptions(optimize=cfg.export.optimize, quantize=quantize, device=device, fp16=fp16,
                                  task=cfg.task.name, data_dir=cfg.task.data_dir, threads=cfg.bench.threads,
-                                 bench_batch=cfg.bench.batch, bench_seq=self.bench_seq, table=table, force=True,
-                                 backend=backend, bf16=bf16)  # fmt: skip
+                                 bench_batch=cfg.bench.batch, bench_seq=self.bench_seq, table=table,
+                                 max_metric_drop=cfg.export.max_metric_drop, backend=backend, bf16=bf16)  # fmt: skip
             report = export_model(model_dir, out, opts, log=self.echo)
             return {"onnx": str(out), "report": str(out / "export_report.json"),
                     "fused_ops": report.get("fused_ops", {})}

@@ -23,6 +23,7 @@ from kdnas_deploy.io import atomic_write_yaml, make_dirs
 from kdnas_deploy.pipeline import seq as seqs
 from kdnas_deploy.pipeline.config import DeviceSection, PipelineConfig
 from kdnas_deploy.pipeline.per_device import DeployStages
+from kdnas_deploy.pipeline.sizes import proxy_plan
 from kdnas_deploy.pipeline.stages import StageRunner
 from kdnas_deploy.pipeline.summary import RunFacts, write_outputs
 from kdnas_deploy.pipeline.tables import (
@@ -167,19 +168,22 @@ class Pipeline(DeployStages):
             from kdnas_deploy.tasks import get_task
 
             task = get_task(cfg.task.name, cfg.task.data_dir)
+            recipe: dict[str, Any] = {}
             if cfg.teacher.path:
                 path = Path(cfg.teacher.path)
-                metrics = evaluate_model(path, task, "dev", progress=self.progress)
+                metrics = evaluate_model(path, task, "dev", cfg.teacher.max_seq_len, progress=self.progress)
+                seq_len = int(metrics["max_seq_len"])  # given, else the teacher's recorded one, else 128
             else:
-                from kdnas_deploy.distill.finetune import FinetuneConfig, finetune_teacher
+                from kdnas_deploy.distill.finetune import finetune_teacher
 
                 path = self.run_dir / "teacher"
-                ft = FinetuneConfig.fast().with_overrides(epochs=cfg.teacher.epochs,
-                                                          max_train_samples=cfg.teacher.max_train_samples)
-                finetune_teacher(cfg.teacher.finetune_from, task, path, ft, progress=self.progress, force=True)
+                result = finetune_teacher(cfg.teacher.finetune_from, task, path, None, progress=self.progress,
+                                          force=True, preset=cfg.teacher.preset, overrides=cfg.teacher.overrides())
+                recipe, seq_len = result["recipe"], int(result["config"]["max_seq_len"])
                 metrics = json.loads((path / "dev_metrics.json").read_text(encoding="utf-8"))
             return {"teacher": str(path.resolve()), "dev_metrics": _numeric(metrics),
-                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {})}
+                    "main_metric": task.main_metric, "baseline": _numeric(metrics.get("baseline") or {}),
+                    "max_seq_len": seq_len, "recipe": recipe}
 
         return self.stages.run("teacher", inputs, work).outputs
 
@@ -235,13 +239,17 @@ class Pipeline(DeployStages):
         s = cfg.search
         settings_key = {k: v for k, v in to_plain(s).items() if k != "executor"}  # where they run changes nothing
         inputs = {"search": settings_key, "teacher": teacher["teacher"], "budgets": budgets, "upstream": keys,
+                  "max_seq_len": teacher.get("max_seq_len"),
                   "space": self.space.fingerprint, "batch": cfg.latency.batch, "seq": self.seq}
 
         def work() -> dict[str, Any]:
             from kdnas_deploy.search.api import run_search, search_config
 
             out = self.run_dir / "search"
-            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq)
+            # the student is distilled and scored at the teacher's length (the same length for both evaluations)
+            length = s.max_seq_len or teacher.get("max_seq_len")
+            settings = dataclasses.replace(s, final_top=max(1, s.final_top), batch=cfg.latency.batch, seq=self.seq,
+                                           max_seq_len=length)
             config = search_config(teacher=teacher["teacher"], task=cfg.task.name, budgets=budgets,
                                    settings=settings, data_dir=cfg.task.data_dir, echo=None)
             summary = run_search(config, out, space=cfg.space, executor=s.executor,
@@ -250,7 +258,8 @@ class Pipeline(DeployStages):
             if not final.get("student_dir"):
                 raise SearchError("the search produced no final student")
             return {"run": str(out), "student": final["student_dir"], "best": summary["best"]["arch_str"],
-                    "winner": final["winner"], "degenerate": summary.get("degenerate")}
+                    "winner": final["winner"], "degenerate": summary.get("degenerate"),
+                    "escalation": summary.get("escalation"), "proxy_plan": summary.get("proxy_plan")}
 
         return self.stages.run("search", inputs, work).outputs
 
@@ -315,6 +324,7 @@ class Pipeline(DeployStages):
 
     def run(self) -> dict[str, Any]:
         self.preflight()
+        self.echo(f"[search] {proxy_plan(self.config).line()}")  # sizes checked before anything is written
         make_dirs(self.run_dir)
         atomic_write_yaml(self.run_dir / "config.yaml", self.config.to_dict())
         self.resolve_backends()

@@ -117,6 +117,10 @@ def baseline_facts(teacher: dict[str, Any], student: dict[str, float], search: d
         "retained_gain_by_metric": {k: _round(v) for k, v in gains.items()},
         "weak_teacher": teacher.get("weak_teacher"),
         "degenerate": search.get("degenerate"),
+        "escalation": search.get("escalation"),
+        "proxy_plan": search.get("proxy_plan"),
+        "teacher_recipe": teacher.get("recipe") or None,
+        "max_seq_len": teacher.get("max_seq_len"),
     }
 
 
@@ -136,6 +140,14 @@ def honesty_lines(summary: dict[str, Any], metric: str) -> list[tuple[str, str]]
     if weak.get("weak"):
         lines.append(("WARNING: weak teacher", f"{metric} {weak['teacher']:.4f} is within {weak['margin']:g} of "
                       f"the baseline {weak['baseline']:.4f} (run with teacher.allow_weak)"))  # fmt: skip
+    plan = summary.get("proxy_plan")
+    if plan:
+        lines.append(("Proxy plan", f"{plan['proxy']} of {plan['train']} train rows, {plan['steps']} steps per "
+                      f"candidate, held-out {plan['heldout']} rows (standard error <= {plan['heldout_se_max']:.4f})"))
+    escalation = summary.get("escalation")
+    if escalation:
+        lines.append(("Proxy budget raised", f"x{escalation['scale']:g} after a degenerate search "
+                      f"({escalation['first']['reason']}); the re-evaluated candidates were ranked"))
     degenerate = summary.get("degenerate")
     if degenerate:
         lines.append(("WARNING: degenerate search", str(degenerate.get("reason"))))
@@ -231,12 +243,18 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
     md, page = write_report(report, run_dir)
     summary["report"] = {"markdown": str(md), "html": str(page)}
     atomic_write_json(run_dir / "summary.json", summary)
+    _echo_outcome(echo, f"student {student_arch.short()}: {measured:.3f} ms measured", check, budget_ms,
+                  f"{verdict}), {speedup:.2f}x faster than the teacher; report: {page}", device_results)
+    return summary
+
+
+def _echo_outcome(echo: Callable[[str], None], head: str, check: dict[str, Any], budget_ms: float, tail: str,
+                  device_results: list[dict[str, Any]] | None) -> None:  # fmt: skip
+    """The run's last lines: the headline student against the first budget, then each further device's."""
     e2e_note = f", end-to-end p50 {check['checked_ms']:.3f} ms" if check["budget_checked_on"] == "end_to_end" else ""
-    echo(f"student {student_arch.short()}: {measured:.3f} ms measured{e2e_note} (budget {budget_ms:.3f} ms: {verdict}),"
-              f" {speedup:.2f}x faster than the teacher; report: {page}")
+    echo(f"{head}{e2e_note} (budget {budget_ms:.3f} ms: {tail}")
     for name, line in device_lines(device_results[1:]) if device_results else []:
         echo(f"{name}: {line}")
-    return summary
 
 
 def _model_rows(summary: dict[str, Any], metric: str, teacher_arch: Architecture, student_arch: Architecture,

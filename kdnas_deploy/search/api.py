@@ -107,6 +107,9 @@ def run_search(
         split_seed=config.seed,
         proxy_epochs=config.proxy_epochs,
         final_epochs=config.final_epochs,
+        proxy_min_rows=config.proxy_min_rows,
+        proxy_min_steps=config.proxy_min_steps,
+        max_seq_len=config.max_seq_len,
         cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
         final_progress=progress,
     )
@@ -123,6 +126,8 @@ def run_search(
                 f" {config.teacher} is {teacher_arch}: build a table on that teacher's space"
             )
         run.teacher_arch = teacher_arch
+        plan = evaluator.plan(len(task_obj.load_split("train")))  # sizes checked before the run folder exists
+        echo(plan.line())
 
     return run.run(check=check_teacher)
 

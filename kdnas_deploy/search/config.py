@@ -18,6 +18,9 @@ from kdnas_deploy.search.strategies import ControllerConfig, EvolutionConfig, Op
 CONFIG_SCHEMA_VERSION = 1
 REWARD_METRICS = ("task", "loss")
 CONTROLLER_PRIORS = ("log-latency", "none")
+ON_DEGENERATE = ("escalate", "stop", "warn")
+# settings added after run folders were first written: a stored config without one had its default
+ADDED_SETTINGS = {"proxy_min_rows": 0, "proxy_min_steps": 0, "max_seq_len": None}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,17 @@ class SearchSettings:
     proxy_fraction: float = 0.1
     heldout_size: int = 1000
     proxy_epochs: float | None = None  # None: DistillConfig.proxy()'s
+    # proxy sizing from the train split (kdnas_deploy.search.proxy_plan): the proxy set has at least this many
+    # rows and every candidate at least this many optimizer steps (0: off)
+    proxy_min_rows: int = 0
+    proxy_min_steps: int = 0
+    # a degenerate search (tied, or within noise of the trivial baseline): ``escalate`` re-evaluates every
+    # candidate once at twice the proxy budget and stops with a SearchError when still degenerate; ``stop``
+    # stops at once; ``warn`` only warns and crowns the draw
+    on_degenerate: str = "escalate"
+    # token length of the proxy and final distillations and of their scoring (None: the presets'); ``run`` sets
+    # the teacher's
+    max_seq_len: int | None = None
     final_epochs: float | None = None  # None: DistillConfig.full()'s
     final_top: int = 1
     seed: int = 0
@@ -61,6 +75,12 @@ class SearchSettings:
         for name in ("episodes", "candidates", "top_k", "heldout_size"):
             check_int(name, getattr(self, name), "count")
         check_int("final_top", self.final_top, "count0")
+        for name in ("proxy_min_rows", "proxy_min_steps"):
+            check_int(name, getattr(self, name), "count0")
+        if self.on_degenerate not in ON_DEGENERATE:
+            raise ConfigError(f"on_degenerate must be one of {', '.join(ON_DEGENERATE)}, got {self.on_degenerate!r}")
+        if self.max_seq_len is not None and not 8 <= self.max_seq_len <= 512:
+            raise ConfigError(f"max_seq_len must be in [8, 512], got {self.max_seq_len}")
         check_int("seed", self.seed, "seed")
         if self.candidates < self.top_k:
             raise ConfigError(f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
@@ -144,6 +164,9 @@ PRESETS: Presets[SearchSettings] = Presets(
         "quick": {"episodes": 3, "top_k": 2, "candidates": 50, "proxy_fraction": 0.2, "heldout_size": 200},
         # The SST-2 benchmark of issue 5: 10 episodes x 4 candidates on a 10% proxy set.
         "sst2-bench": {"episodes": 10, "top_k": 4, "candidates": 200, "proxy_fraction": 0.1, "heldout_size": 1000},
+        # GLUE tasks of any size: small ones (2-10k rows) give the proxy 2000 rows and 150 steps per candidate
+        "glue": {"episodes": 6, "top_k": 3, "candidates": 200, "proxy_fraction": 0.1, "heldout_size": 1000,
+                 "proxy_min_rows": 2000, "proxy_min_steps": 150},
     },
 )
 SEARCH_PRESETS = PRESETS

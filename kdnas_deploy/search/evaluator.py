@@ -1,8 +1,9 @@
 """The default evaluator: distill each candidate on a proxy set, score it on a held-out slice of train.
 
 Data discipline: the training split is permuted once with the search seed into a held-out slice (the reward
-metric is measured there, never on the dev split), a proxy set (``proxy_fraction`` of the training split,
-disjoint from the held-out slice) and the rest. The final distillation trains on everything but the held-out
+metric is measured there, never on the dev split), a proxy set (sized by :mod:`kdnas_deploy.search.proxy_plan`:
+``proxy_fraction`` of the training split raised to ``proxy_min_rows``, disjoint from the held-out slice) and
+the rest. The final distillation trains on everything but the held-out
 slice, picks its checkpoint and the winner on the held-out slice, and only then reports dev metrics.
 Teacher outputs are cached in ``cache_dir`` (inside the run folder by default) so the teacher runs once.
 """
@@ -21,6 +22,7 @@ from kdnas_deploy.distill import DistillConfig, distill, prepare_teacher_cache
 from kdnas_deploy.distill.evaluate import evaluate_model
 from kdnas_deploy.errors import DataError, ModelError, SearchError
 from kdnas_deploy.search.executor import EvalRequest, EvalResult
+from kdnas_deploy.search.proxy_plan import ProxyPlan, plan_proxy
 from kdnas_deploy.tasks import get_task
 from kdnas_deploy.tasks.baselines import retained_gains
 
@@ -34,15 +36,17 @@ class TrainSplit:
     full: np.ndarray
 
 
-def split_train(n: int, proxy_fraction: float, heldout_size: int, seed: int) -> TrainSplit:
-    """Seeded, disjoint held-out slice and proxy set of a training split of ``n`` rows (indices sorted)."""
+def split_train(n: int, proxy_fraction: float, heldout_size: int, seed: int, proxy_n: int | None = None) -> TrainSplit:
+    """Seeded, disjoint held-out slice and proxy set of a training split of ``n`` rows (indices sorted).
+    ``proxy_n``: the proxy set's rows (default ``proxy_fraction`` of ``n``); a larger one is a superset."""
     if n < 2:
         raise DataError(f"the training split has {n} row(s); a search needs at least 2")
     heldout_n = min(heldout_size, max(1, n // 5))
     perm = np.random.default_rng([seed, 7919]).permutation(n)
     heldout = np.sort(perm[:heldout_n])
     rest = perm[heldout_n:]
-    proxy_n = int(min(len(rest), max(1, round(proxy_fraction * n))))
+    want = max(1, round(proxy_fraction * n)) if proxy_n is None else max(1, int(proxy_n))
+    proxy_n = int(min(len(rest), want))
     return TrainSplit(heldout=heldout, proxy=np.sort(rest[:proxy_n]), full=np.sort(rest))
 
 
@@ -98,6 +102,9 @@ class DistillEvaluator:
     cache_dir: str
     proxy_epochs: float | None = None
     final_epochs: float | None = None
+    proxy_min_rows: int = 0
+    proxy_min_steps: int = 0
+    max_seq_len: int | None = None  # of proxy and final distillations and their scoring; None: the presets'
     progress: bool = False  # progress bars of the proxy distillations
     final_progress: bool = True  # progress bar of the full distillation of a winner (minutes long)
     _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
@@ -114,15 +121,41 @@ class DistillEvaluator:
         if self._state is None:
             task = load_task(self.task, self.data_dir)
             train = task.load_split("train")
-            split = split_train(len(train), self.proxy_fraction, self.heldout_size, self.split_seed)
+            plan = self.plan(len(train))
+            split = split_train(len(train), self.proxy_fraction, self.heldout_size, self.split_seed, plan.proxy)
             self._state = {
                 "task": task,
+                "train": train,
+                "plan": plan,
                 "proxy": train.select(split.proxy.tolist()),
                 "heldout": train.select(split.heldout.tolist()),
                 "full": train.select(split.full.tolist()),
                 "sizes": {"train": len(train), "proxy": len(split.proxy), "heldout": len(split.heldout)},
+                "scaled": {},
             }
         return self._state
+
+    def plan(self, n: int, scale: float = 1.0) -> ProxyPlan:
+        """The proxy plan of a train split of ``n`` rows at ``scale`` times the proxy budget."""
+        base = DistillConfig.proxy()
+        return plan_proxy(n, self.proxy_fraction, self.heldout_size, self.proxy_epochs or base.epochs,
+                          base.batch_size, self.proxy_min_rows, self.proxy_min_steps, scale)  # fmt: skip
+
+    def proxy_plan(self, scale: float = 1.0) -> dict[str, Any]:
+        """The plan at ``scale`` (loads the data): sizes, epochs, optimizer steps, held-out standard error."""
+        return self._scaled(scale)[1].to_dict()
+
+    def _scaled(self, scale: float) -> tuple[Any, ProxyPlan]:
+        """The proxy set and plan at ``scale`` (1: the search's; 2: after a degenerate search)."""
+        st = self._load()
+        if scale == 1:
+            return st["proxy"], st["plan"]
+        if scale not in st["scaled"]:
+            n = len(st["train"])
+            plan = self.plan(n, scale)
+            split = split_train(n, self.proxy_fraction, self.heldout_size, self.split_seed, plan.proxy)
+            st["scaled"][scale] = (st["train"].select(split.proxy.tolist()), plan)
+        return st["scaled"][scale]
 
     def prepare(self) -> None:
         Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
@@ -134,23 +167,26 @@ class DistillEvaluator:
         (on any worker) then only reads. In-process, the first candidate does the same."""
         st = self._load()
         prepare_teacher_cache(
-            self.teacher, st["task"], config=self._proxy_config(0), train=st["proxy"], cache_dir=self.cache_dir
+            self.teacher, st["task"], config=self._proxy_config(0, st["plan"]), train=st["proxy"],
+            cache_dir=self.cache_dir,
         )
 
-    def _proxy_config(self, seed: int) -> Any:
+    def _proxy_config(self, seed: int, plan: ProxyPlan) -> Any:
         cfg = DistillConfig.proxy()
-        return replace(cfg, seed=seed, **({"epochs": self.proxy_epochs} if self.proxy_epochs else {}))
+        length = {"max_seq_len": self.max_seq_len} if self.max_seq_len else {}
+        return replace(cfg, seed=seed, epochs=plan.epochs, **length)
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
         st = self._load()
-        cfg = self._proxy_config(request.seed)
+        proxy, plan = self._scaled(float(getattr(request, "proxy_scale", 1.0)))
+        cfg = self._proxy_config(request.seed, plan)
         t0 = time.perf_counter()
         res = distill(
             self.teacher,
             request.arch,
             st["task"],
             config=cfg,
-            train=st["proxy"],
+            train=proxy,
             eval=st["heldout"],
             out_dir=None,
             cache_dir=self.cache_dir,
@@ -167,6 +203,10 @@ class DistillEvaluator:
                 "heldout_n": int(res.eval_examples or len(st["heldout"])),
                 "main_metric": st["task"].main_metric,
                 "baseline": res.baseline.get(st["task"].main_metric),
+                "proxy_rows": plan.proxy,
+                "proxy_epochs": plan.epochs,
+                "proxy_steps": plan.steps,
+                "proxy_scale": plan.scale,
             },
         )
 
@@ -176,6 +216,8 @@ class DistillEvaluator:
         if reused is not None:  # killed after the model was published, before its result was recorded
             return {**reused, **self._dev_facts(out_dir, st["task"]), "data_sizes": st["sizes"]}
         cfg = replace(DistillConfig.full(), seed=seed)
+        if self.max_seq_len:
+            cfg = replace(cfg, max_seq_len=self.max_seq_len)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
         res = distill(

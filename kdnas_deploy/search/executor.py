@@ -42,6 +42,7 @@ class EvalRequest:
     episode: int
     index: int
     seed: int
+    proxy_scale: float = 1.0  # times the proxy budget (2 when a degenerate search is re-evaluated)
 
 
 @dataclass(frozen=True)

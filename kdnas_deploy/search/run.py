@@ -26,7 +26,8 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import append_jsonl, atomic_write_json
 from kdnas_deploy.search.budget import BudgetSet
 from kdnas_deploy.search.config import SearchConfig
-from kdnas_deploy.search.degenerate import detect_degenerate, proxy_uncertainty, warn_degenerate
+from kdnas_deploy.search.degenerate import proxy_uncertainty
+from kdnas_deploy.search.escalate import handle_degenerate
 from kdnas_deploy.search.executor import EvalRequest, EvalResult, Evaluator, Executor, LocalExecutor, candidate_seed
 from kdnas_deploy.search.proposals import Evaluated, Proposal, ProposalContext, get_strategy, unused_sections
 from kdnas_deploy.search.results import STUDENT_MARKER, Finalizer, final_stage, ranked, write_results
@@ -35,6 +36,7 @@ from kdnas_deploy.search.run_folder import (
     CANDIDATES_FILE,
     CONFIG_FILE,
     EPISODES_FILE,
+    ESCALATED_FILE,
     FINAL_STAGE_SETTINGS,
     RUN_SCHEMA_VERSION,
     load_records,
@@ -44,6 +46,7 @@ from kdnas_deploy.search.run_folder import (
 )
 
 _record_key = record_key  # the old private name
+PLAN_FIELDS = ("proxy_rows", "proxy_epochs", "proxy_steps", "proxy_scale")  # of the evaluator's info, when given
 __all__ = [
     "CANDIDATES_FILE",
     "CONFIG_FILE",
@@ -83,6 +86,7 @@ class SearchRun:
         self.teacher_arch = teacher_arch
         self.echo = echo
         self.records: list[dict[str, Any]] = []
+        self.escalated: list[dict[str, Any]] = []  # re-evaluated at a raised proxy budget (escalated.jsonl)
 
     # ------------------------------------------------------------------ run folder
     def _config_doc(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class SearchRun:
             self.dir, self._config_doc(), self.resume, unused_sections(self.cfg.strategy), self.echo
         )
         self.records = load_records(self.dir)
+        self.escalated = load_records(self.dir, ESCALATED_FILE)
 
     def _release(self) -> None:
         lock = getattr(self, "_lock", None)
@@ -136,6 +141,8 @@ class SearchRun:
             "seed": res.request.seed,
             "seconds": round(float(res.seconds), 3),
             "proxy_metrics": res.metrics,
+            "proxy_round": 0 if res.request.proxy_scale == 1 else 1,
+            **{k: res.info[k] for k in PLAN_FIELDS if k in res.info},
         }
 
     # ------------------------------------------------------------------ episodes
@@ -239,6 +246,27 @@ class SearchRun:
                 f" reward {best['reward'] if best else float('nan'):.4f}"
             )
 
+    def reevaluate(self, scale: float) -> list[dict[str, Any]]:
+        """Every candidate of the search evaluated again at ``scale`` times the proxy budget (the ones already in
+        ``escalated.jsonl`` are reused), in the search's order."""
+        done = {_record_key(r["arch"]) for r in self.escalated}
+        props = {_record_key(r["arch"]): Proposal(_record_key(r["arch"]), r["source"], r.get("predicted_reward"))
+                 for r in self.records}  # fmt: skip
+        pending = [EvalRequest(a, r["episode"], r["index"], int(r["seed"]), proxy_scale=scale)
+                   for a, r in ((_record_key(r["arch"]), r) for r in self.records) if a not in done]  # fmt: skip
+        for res in self.executor.run(self.evaluator, pending):
+            rec = self._make_record(res, props[res.request.arch])
+            append_jsonl(self.dir / ESCALATED_FILE, rec)
+            self.escalated.append(rec)
+            self.echo(f"  [x{scale:g} {len(self.escalated)}/{len(self.records)}] {rec['arch_str']:<24} proxy "
+                      f"{rec['proxy_metric']:.4f}{_se_text(rec)} reward {rec['reward']:.4f} ({rec['seconds']:.1f}s)")
+        by_arch = {_record_key(r["arch"]): r for r in self.escalated}
+        return [by_arch[_record_key(r["arch"])] for r in self.records if _record_key(r["arch"]) in by_arch]
+
+    def _plan(self, scale: float) -> dict[str, Any] | None:
+        plan = getattr(self.evaluator, "proxy_plan", None)
+        return plan(scale) if callable(plan) else None
+
     # ------------------------------------------------------------------ results
     def best_record(self) -> dict[str, Any] | None:
         order = self.ranked()
@@ -277,9 +305,12 @@ class SearchRun:
         except BaseException:
             self.executor.close()
             raise
-        degenerate = detect_degenerate(self.records)
-        if degenerate is not None:
-            warn_degenerate(degenerate)
+        searched = list(self.records)
+        try:
+            verdict = handle_degenerate(self, self.reevaluate, self._plan)
+        except BaseException:
+            self.executor.close()
+            raise
         with _closing_in_background(self.executor):  # Ray stops its processes while the results are written
             best = self.write_results()
         t1 = time.perf_counter()
@@ -290,18 +321,21 @@ class SearchRun:
             "strategy": self.cfg.strategy,
             "seed": self.cfg.seed,
             "task": self.cfg.task,
-            "evaluations": len(self.records),
+            "evaluations": len(searched),
+            "reevaluations": len(self.escalated) if verdict["escalation"] else 0,
             "evaluation_budget": self.cfg.evaluations,
             "best": best,
             "best_reward": best["reward"],
-            "degenerate": degenerate,
+            "degenerate": verdict["degenerate"],
+            "escalation": verdict["escalation"],
+            "proxy_plan": self._plan(1.0),
             "budgets": self.budgets.describe(),
             "teacher_arch": self.teacher_arch.to_dict() if self.teacher_arch else None,
             "teacher_latency_ms": self.budgets.predict_any(self.teacher_arch) if self.teacher_arch else None,
             "final": final,
             "search_seconds_this_session": round(t1 - t0, 3),
             "final_seconds_this_session": round(t2 - t1, 3),
-            "evaluation_seconds_total": round(sum(r["seconds"] for r in self.records), 3),
+            "evaluation_seconds_total": round(sum(r["seconds"] for r in (*searched, *self.escalated)), 3),
             "peak_rss_mb": _peak_rss_mb(),
         }
         atomic_write_json(self.dir / "summary.json", summary)

@@ -14,14 +14,19 @@ from typing import Any
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import SearchError
 from kdnas_deploy.io import FolderLock, atomic_write_yaml, is_empty_dir, read_jsonl
-from kdnas_deploy.search.config import config_diff
+from kdnas_deploy.search.config import ADDED_SETTINGS, config_diff
 
 RUN_SCHEMA_VERSION = 1
 # Settings that --resume may change: they pick how many of the finished candidates are distilled fully.
-FINAL_STAGE_SETTINGS = ("final_top",)
+# settings that only say what happens after the candidates are recorded (how many finalists; what a degenerate
+# search does): a run folder resumes with other values
+FINAL_STAGE_SETTINGS = ("final_top", "on_degenerate")
 CONFIG_FILE = "config.yaml"
 CANDIDATES_FILE = "candidates.jsonl"
 EPISODES_FILE = "episodes.jsonl"
+# candidates re-evaluated at a raised proxy budget after a degenerate search (same record format as
+# candidates.jsonl, plus proxy_round 1); a separate file, so readers of candidates.jsonl see the search alone
+ESCALATED_FILE = "escalated.jsonl"
 
 
 def record_key(arch_dict: dict[str, int]) -> Architecture:
@@ -61,7 +66,7 @@ def _check_resume(
     old = _stored_config(run_dir, cfg_path)
     # settings of a strategy this run does not use (the controller of a random search) cannot matter;
     # FINAL_STAGE_SETTINGS only say how many finished candidates get the full distillation
-    old_search, new_search = old.get("search", {}), doc["search"]
+    old_search, new_search = {**ADDED_SETTINGS, **old.get("search", {})}, doc["search"]
     skip = (*unused, *FINAL_STAGE_SETTINGS)
     diffs = config_diff(_without(old_search, skip), _without(new_search, skip))
     if old.get("space", {}).get("choices") != _yaml_round(doc["space"]).get("choices"):
@@ -89,11 +94,12 @@ def _stored_config(run_dir: Path, cfg_path: Path) -> dict[str, Any]:
         raise SearchError(f"cannot resume {run_dir}: {CONFIG_FILE} is not valid YAML") from None
 
 
-def load_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The finished candidates of ``candidates.jsonl``, one per architecture (foreign lines skipped)."""
+def load_records(run_dir: Path, name: str = CANDIDATES_FILE) -> list[dict[str, Any]]:
+    """The finished candidates of ``candidates.jsonl`` (or ``name``), one per architecture (foreign lines
+    skipped)."""
     seen: set[Architecture] = set()
     out = []
-    for rec in read_jsonl(run_dir / CANDIDATES_FILE):
+    for rec in read_jsonl(run_dir / name):
         try:
             arch = record_key(rec["arch"])
         except Exception:  # noqa: BLE001 - a foreign line is skipped, not fatal

@@ -73,6 +73,10 @@ def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["out_dir"] == str(teacher)
     assert (teacher / "dev_metrics.json").is_file() and (teacher / "teacher_record.json").is_file()
+    recipe = json.loads((teacher / "teacher_record.json").read_text())["recipe"]
+    assert out["recipe"] == recipe["recipe"] == "glue-tiny"  # --preset auto by default: 64 rows are a tiny set
+    assert recipe["overrides"] == {"epochs": 1.0, "batch_size": 16, "max_train_samples": 64}
+    assert 32 <= recipe["settings"]["max_seq_len"] <= 128 and recipe["length"]["lengths"]["count"] >= 64
     majority = _builtin_dev_majority()
     assert out["baseline"] == {"accuracy": pytest.approx(majority)}
     assert json.loads((teacher / "dev_metrics.json").read_text())["baseline"]["accuracy"] == pytest.approx(majority)

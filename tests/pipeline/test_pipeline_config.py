@@ -92,9 +92,41 @@ def test_bad_search_settings_are_refused(data, needle):
         PipelineConfig.from_dict(data)
 
 
-def test_shipped_configs_load(repo_root):
-    for path in sorted((repo_root / "configs").glob("*.yaml")):
+def test_every_shipped_config_loads_with_the_strict_loader(repo_root):
+    from kdnas_deploy.space import SearchSpace
+
+    paths = sorted((repo_root / "configs").rglob("*.y*ml"))
+    spaces = [p for p in paths if p.parent.name == "spaces"]
+    pipelines = [p for p in paths if p not in spaces]
+    assert len(pipelines) >= 11 and spaces  # configs/*.yaml and the eight configs/glue/<task>[-int8].yaml
+    for path in pipelines:
         PipelineConfig.from_yaml(path)
+    for path in spaces:
+        SearchSpace.load(str(path))
+
+
+@pytest.mark.parametrize("task", ["sst2", "mrpc", "cola", "stsb"])
+def test_glue_configs_differ_only_by_task_and_precision(repo_root, task):
+    fp32 = PipelineConfig.from_yaml(repo_root / "configs" / "glue" / f"{task}.yaml")
+    int8 = PipelineConfig.from_yaml(repo_root / "configs" / "glue" / f"{task}-int8.yaml")
+    ref = PipelineConfig.from_yaml(repo_root / "configs" / "glue" / "sst2.yaml")
+    assert fp32.task.name == task and fp32.search == ref.search and fp32.teacher == ref.teacher
+    assert int8.search == fp32.search and int8.export.quantize == "int8" and int8.devices[0].precision == "int8"
+    assert fp32.teacher.preset == "auto" and fp32.search.on_degenerate == "escalate"
+    assert fp32.search.proxy_min_rows > 0 and fp32.search.proxy_min_steps > 0
+
+
+def test_teacher_settings_reach_run_configs():
+    cfg = PipelineConfig.from_dict({"teacher": {"preset": "glue-small", "epochs": 4, "learning_rate": 2e-5,
+                                                "max_seq_len": 96}})  # fmt: skip
+    assert cfg.teacher.overrides() == {"epochs": 4, "learning_rate": 2e-5, "max_seq_len": 96}
+    for bad, needle in [({"preset": "huge"}, "teacher.preset: unknown preset 'huge'"),
+                        ({"max_seq_len": 4}, "teacher.max_seq_len"),
+                        ({"learning_rate": -1.0}, "teacher.learning_rate")]:
+        with pytest.raises(ConfigError, match=needle):
+            PipelineConfig.from_dict({"teacher": bad})
+    with pytest.raises(ConfigError, match="on_degenerate"):
+        PipelineConfig.from_dict({"search": {"on_degenerate": "ignore"}})
 
 
 def test_non_utf8_config_is_one_line(tmp_path):
@@ -119,5 +151,32 @@ def test_run_refuses_before_it_writes(tmp_path, monkeypatch, change, needle):
     monkeypatch.chdir(tmp_path)
     cfg = PipelineConfig.from_dict({"devices": [{"name": "cpu", "budget_ms": 5}], **change})
     with pytest.raises(KdnasError, match=needle):
+        run_pipeline(cfg, tmp_path / "out", echo=lambda s: None, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_train_split_smaller_than_proxy_plus_heldout_is_scaled_down_with_a_notice(caplog):
+    import logging
+
+    from kdnas_deploy.pipeline.sizes import proxy_plan
+
+    cfg = PipelineConfig.from_dict({"search": {"proxy_min_rows": 10**6, "heldout_size": 10**6}})
+    with caplog.at_level(logging.WARNING, logger="kdnas_deploy"):
+        plan = proxy_plan(cfg)
+    assert plan.proxy + plan.heldout == plan.train and plan.heldout == plan.train // 5
+    assert "proxy set scaled down" in caplog.text and "held-out slice scaled down" in caplog.text
+
+
+def test_a_train_split_too_small_for_a_search_refuses_before_anything_is_written(tmp_path, monkeypatch):
+    from kdnas_deploy.errors import DataError
+    from kdnas_deploy.pipeline.run import run_pipeline
+
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood film,1\n")
+    (data / "dev.csv").write_text("text,label\ngood film,1\nbad film,0\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = PipelineConfig.from_dict({"task": {"name": str(data)}, "devices": [{"name": "cpu", "budget_ms": 5}]})
+    with pytest.raises(DataError, match="1 row"):
         run_pipeline(cfg, tmp_path / "out", echo=lambda s: None, progress=False)
     assert not (tmp_path / "out").exists()

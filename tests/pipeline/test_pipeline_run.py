@@ -53,7 +53,7 @@ def setup(tmp_path_factory):
         "devices": [{"name": "cpu", "table": str(table), "budget_fraction": 0.8, "headroom": 0.1}],
         "latency": {"batch": 1, "seq": 32},
         "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_fraction": 0.03, "proxy_epochs": 0.5,
-                   "final_epochs": 0.05},
+                   "final_epochs": 0.05, "on_degenerate": "warn"},  # a random teacher: a random search
         "bench": {"batch": 1, "seq": 32, "threads": 2},
     }
     cfg_path = root / "run.yaml"
@@ -83,6 +83,9 @@ def test_run_end_to_end_then_reuses_every_stage(setup):
                  "search/best_arch.json", "onnx/student/model.onnx", "onnx/student/export_report.json"):
         assert (out / name).exists(), name
     assert "Teacher and student" in (out / "report.md").read_text()
+    # the student is distilled and scored at the teacher's length (this teacher records none: 128)
+    assert search_cfg["search"]["max_seq_len"] == 128
+    assert "proxy plan:" in r.stdout and "standard error" in r.stdout
     assert summary["baseline"]["accuracy"] > 0 and "retained_gain" in summary and "degenerate" in summary
     assert summary["weak_teacher"]["weak"] is True  # allowed, and said
     assert "**WARNING: weak teacher**" in (out / "report.md").read_text()

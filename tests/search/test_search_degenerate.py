@@ -9,6 +9,7 @@ import math
 import pytest
 from search_doubles import SyntheticEvaluator, make_run, synthetic_metric
 
+from kdnas_deploy.errors import SearchError
 from kdnas_deploy.io import read_jsonl
 from kdnas_deploy.search.degenerate import detect_degenerate, metric_se, proxy_uncertainty
 from kdnas_deploy.search.executor import EvalRequest, EvalResult
@@ -69,7 +70,7 @@ class ConstantEvaluator(SyntheticEvaluator):
 
 
 def test_search_records_proxy_se_and_the_degenerate_verdict(tmp_path, caplog):
-    run = make_run(tmp_path / "run", evaluator=ConstantEvaluator(), episodes=2, candidates=6)
+    run = make_run(tmp_path / "run", evaluator=ConstantEvaluator(), episodes=2, candidates=6, on_degenerate="warn")
     with caplog.at_level(logging.WARNING, logger="kdnas_deploy"):
         summary = run.run()
     assert "WARNING: degenerate search" in caplog.text and "random draw" in caplog.text
@@ -97,3 +98,47 @@ def test_a_search_with_signal_records_no_verdict(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="kdnas_deploy"):
         summary = make_run(tmp_path / "run", evaluator=Informative(), episodes=2, candidates=6).run()
     assert summary["degenerate"] is None and "degenerate" not in caplog.text
+
+
+class SignalAtTwiceTheBudget(SyntheticEvaluator):
+    """Constant at the search's proxy budget, informative at twice it (a proxy that was too short)."""
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        self.calls.append((request.arch, request.proxy_scale))
+        m = 0.8072 if request.proxy_scale == 1 else synthetic_metric(request.arch, request.seed, noise=0.0) + 0.2
+        info = {"heldout_n": 2000, "main_metric": "f1", "baseline": 0.8072, "proxy_steps": 6 * request.proxy_scale}
+        return EvalResult(request, score=min(m, 1.0), final_loss=0.3, seconds=0.01, metrics={"f1": m}, info=info)
+
+
+def test_a_degenerate_search_raises_the_proxy_budget_once_and_ranks_the_reevaluation(tmp_path):
+    ev = SignalAtTwiceTheBudget()
+    summary = make_run(tmp_path / "run", evaluator=ev, episodes=2, candidates=6).run()
+    first = [a for a, scale in ev.calls if scale == 1]
+    assert sorted(map(str, first)) == sorted(str(a) for a, scale in ev.calls if scale == 2)  # every one, once
+    esc = summary["escalation"]
+    assert summary["degenerate"] is None and esc["scale"] == 2 and esc["first"]["kinds"] == ["tied", "at_baseline"]
+    again = read_jsonl(tmp_path / "run" / "escalated.jsonl")
+    assert len(again) == len(first) and {r["proxy_round"] for r in again} == {1}
+    assert {r["proxy_steps"] for r in again} == {12.0}
+    assert summary["best"]["proxy_score"] == max(r["proxy_score"] for r in again)
+    assert all(r["proxy_round"] == 0 for r in read_jsonl(tmp_path / "run" / "candidates.jsonl"))
+
+
+def test_still_degenerate_after_escalation_stops_with_one_line_and_resume_does_not_reevaluate(tmp_path):
+    ev = ConstantEvaluator()
+    with pytest.raises(SearchError, match=r"^degenerate search even at 2x the proxy budget: tied") as err:
+        make_run(tmp_path / "run", evaluator=ev, episodes=2, candidates=6).run()
+    assert "\n" not in str(err.value) and "on_degenerate: warn" in str(err.value)
+    assert not (tmp_path / "run" / "summary.json").exists()
+    calls = len(ev.calls)
+    assert len(read_jsonl(tmp_path / "run" / "escalated.jsonl")) == calls // 2
+    with pytest.raises(SearchError, match="even at 2x"):
+        make_run(tmp_path / "run", evaluator=ev, episodes=2, candidates=6, resume=True).run()
+    assert len(ev.calls) == calls  # both rounds read back from the run folder
+
+
+def test_on_degenerate_stop_stops_without_reevaluating(tmp_path):
+    ev = ConstantEvaluator()
+    with pytest.raises(SearchError, match=r"^degenerate search: tied"):
+        make_run(tmp_path / "run", evaluator=ev, episodes=2, candidates=6, on_degenerate="stop").run()
+    assert not (tmp_path / "run" / "escalated.jsonl").exists()

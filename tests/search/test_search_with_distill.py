@@ -50,7 +50,8 @@ def teacher_dir(tmp_path_factory):
     return _teacher(tmp_path_factory.mktemp("teacher") / "t")
 
 
-def _run(out: Path, teacher: Path, resume: bool = False, interrupt_after: int | None = None):
+def _run(out: Path, teacher: Path, resume: bool = False, interrupt_after: int | None = None,
+         on_degenerate: str = "warn"):
     from kdnas_deploy.search.budget import Budget, BudgetSet
     from kdnas_deploy.search.config import BudgetSpec, SearchConfig
     from kdnas_deploy.search.evaluator import DistillEvaluator
@@ -69,6 +70,7 @@ def _run(out: Path, teacher: Path, resume: bool = False, interrupt_after: int | 
         heldout_size=100,
         final_top=0,
         proxy_epochs=1.0,
+        on_degenerate=on_degenerate,  # warn by default: a random tiny teacher's students tie
     )
     ev = DistillEvaluator(
         teacher=str(teacher),
@@ -111,6 +113,20 @@ def test_real_distillation_search_logs_and_resumes(tmp_path, teacher_dir):
         assert r["proxy_se"] == pytest.approx(math.sqrt(p * (1 - p) / 100), abs=1e-6)
     assert "degenerate" in summary  # a random tiny teacher: usually degenerate; either way recorded
     assert any((out / "teacher_cache").iterdir())  # teacher outputs cached inside the run folder
+
+
+def test_a_degenerate_real_search_is_reevaluated_on_a_proxy_set_twice_as_large(tmp_path, teacher_dir):
+    out = tmp_path / "run"
+    try:
+        summary = _run(out, teacher_dir, on_degenerate="escalate").run()
+    except SearchError as exc:  # still tied at 2x: the one-line stop
+        assert str(exc).startswith("degenerate search even at 2x the proxy budget") and "\n" not in str(exc)
+        summary = None
+    first, again = read_jsonl(out / "candidates.jsonl"), read_jsonl(out / "escalated.jsonl")
+    if summary is not None and summary["escalation"] is None:
+        pytest.skip("this machine's random teacher gave a search with signal: nothing to escalate")
+    assert {r["proxy_rows"] for r in first} == {240} and {r["proxy_rows"] for r in again} == {480}
+    assert len(again) == len(first) and all(r["proxy_steps"] >= 2 * first[0]["proxy_steps"] - 1 for r in again)
 
 
 def test_teacher_task_mismatch_is_refused(tmp_path):

@@ -1,0 +1,42 @@
+"""tools/bench_glue.py's table arithmetic on made-up step results (no run): retained ratio and gain, speedups,
+the GLUE average, targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.bench_glue import averages, markdown, table_row, targets
+
+
+def _steps(teacher: float, fp32: float, int8_onnx: float, hand: float):
+    model = {"params": 22_000_000, "dev_metrics": {"accuracy": teacher}}
+    run = {"summary": {"teacher": model, "baseline": {"accuracy": 0.5},
+                       "student": {"params": 5_000_000, "dev_metrics": {"accuracy": fp32}}},
+           "wall_s": 100.0, "peak_rss_gb": 2.0}  # fmt: skip
+    int8 = {"summary": {"student": {"params": 4_000_000, "dev_metrics": {"accuracy": 0.0},
+                                    "onnx_dev_metrics": {"accuracy": int8_onnx}}}, "wall_s": 50.0,
+            "peak_rss_gb": 2.5}  # fmt: skip
+    hand_step = {"params": 11_000_000, "dev_metrics": {"accuracy": hand}, "seconds": 10.0}
+    rows = {"teacher_onnx": 9.0, "teacher_pytorch": 18.0, "hand": 3.0, "kdnas_fp32": 2.5, "kdnas_int8": 2.0}
+    bench = {"rows": {k: {"median_ms": v, "predicted_ms": v} for k, v in rows.items()}, "seconds": 5.0}
+    return run, int8, hand_step, bench
+
+
+def test_a_row_carries_ratio_gain_and_both_speedups():
+    row = table_row("builtin", None, *_steps(0.9, 0.88, 0.87, 0.85))
+    s = row["models"]["kdnas_fp32"]
+    assert s["retained"] == pytest.approx(0.88 / 0.9, abs=1e-4) and s["retained_gain"] == pytest.approx(0.95)
+    assert (s["speedup_vs_onnx_teacher"], s["speedup_vs_pytorch_teacher"]) == (3.6, 7.2)
+    assert row["models"]["kdnas_int8"]["metrics"]["accuracy"] == 0.87  # the int8 graph's, not PyTorch's
+    assert (row["teacher_margin"], row["wall_s"], row["peak_rss_gb"]) == (0.4, 165.0, 2.5)
+
+
+def test_average_and_targets_say_value_target_met():
+    rows = {"a": table_row("builtin", None, *_steps(0.9, 0.88, 0.87, 0.85)),
+            "b": table_row("builtin", None, *_steps(0.8, 0.70, 0.60, 0.70))}  # fmt: skip
+    avg = averages(rows)
+    assert avg["kdnas_fp32_over_hand_points"] == pytest.approx(1.5)
+    t = targets(rows, avg)
+    assert all(set(v) == {"value", "target", "met"} for v in t.values())
+    assert t["fp32_speedup_min"]["met"] and not t["int8_speedup_min"]["met"] and t["teacher_margin_min"]["met"]
+    assert "| GLUE average |" in markdown(rows, avg)

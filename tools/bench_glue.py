@@ -1,0 +1,322 @@
+"""Issue 15's table: KD-NAS across GLUE tasks, fp32 and int8 students, beside trivial baselines and a hand-crafted
+student -> ``tools/results/glue_table.{json,md,png}``.
+
+Per task (each step's result is kept in the results file; a rerun skips finished steps, ``--redo`` reruns them,
+and every ``kdnas-deploy run`` below resumes its own stages):
+
+1. ``fp32``   ``kdnas-deploy run configs/glue/<task>.yaml``: teacher (``teacher.preset: auto``), search at 1/3 of
+              the teacher's predicted fp32 latency, final distillation, export, bench;
+2. ``int8``   ``configs/glue/<task>-int8.yaml`` on the same teacher (``teacher.path``): int8 table and export,
+              about 1/6 of the fp32 teacher's predicted latency;
+3. ``hand``   the hand-crafted student: the teacher's first L layers (same width), the largest L whose
+              predicted fp32 latency is at most the KD-NAS fp32 student's, distilled with the same recipe
+              (``distill --epochs final_epochs --max-seq-len`` the teacher's) and exported;
+4. ``bench``  fp32 ONNX teacher, PyTorch teacher, hand-crafted, KD-NAS fp32 and int8 students timed interleaved
+              in one window (``kdnas-deploy bench``);
+5. the row: trivial baseline, metrics, params, predicted and measured latency, speedups over both teachers,
+   retained ratio and retained gain; then the GLUE-average row and the issue's ``targets``.
+
+    python -m tools.bench_glue --data-dir ../shared/data/glue                  # the table (hours on 2 cores)
+    python -m tools.bench_glue --data-dir ../shared/data/glue --tasks mrpc     # one task
+    python -m tools.bench_glue --quick                                         # smoke run: tiny budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdnas_deploy.io import atomic_write_json
+from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, kdnas_cli, run_tracked, shown
+
+SCHEMA_VERSION = 1
+TASKS = ("sst2", "mrpc", "cola", "stsb")
+STEPS = ("fp32", "int8", "hand", "bench")
+TARGETS = {"fp32_retained_avg_min": 0.97, "fp32_retained_each_min": 0.95, "fp32_speedup_min": 3.2,
+           "fp32_retained_gain_avg_min": 0.90, "fp32_over_hand_points_min": 1.0, "int8_retained_avg_min": 0.96,
+           "int8_speedup_min": 6.0, "teacher_margin_min": 0.10, "task_wall_s_max": 3600.0,
+           "task_peak_rss_gb_max": 4.0}  # fmt: skip
+# --quick: the same steps on tiny budgets (minutes per task, numbers meaningless)
+QUICK = {"teacher": {"max_train_samples": 256, "epochs": 0.3, "allow_weak": True},
+         "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_min_rows": 64, "proxy_min_steps": 4,
+                    "final_epochs": 0.05, "on_degenerate": "warn"},
+         "bench": {"e2e_requests": 20}}  # fmt: skip
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick, self.redo, self.threads = args.quick, set(args.redo.split(",")) if args.redo else set(), 2
+        self.data_dir = Path(args.data_dir).resolve()
+        self.work = args.work or WORK / ("glue_table_quick" if self.quick else "glue_table")
+        self.out = RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")
+        self.doc: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
+        self.doc.update({"schema_version": SCHEMA_VERSION, "quick": self.quick,
+                         "tool": "python -m tools.bench_glue" + (" --quick" if self.quick else "")})  # fmt: skip
+        self.doc.setdefault("tasks", {})
+
+    def save(self) -> None:
+        self.doc["updated_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write_json(self.out, self.doc)
+
+    def step(self, task: str, name: str, fn: Any) -> dict[str, Any]:
+        steps = self.doc["tasks"].setdefault(task, {}).setdefault("steps", {})
+        if name in steps and name not in self.redo:
+            return steps[name]
+        print(f"[{task}] {name} ...", flush=True)
+        steps[name] = fn()
+        self.save()
+        return steps[name]
+
+    def config(self, task: str, precision: str, teacher: str | None) -> Path:
+        """configs/glue/<task>[-int8].yaml with the data folder (and the fp32 run's teacher) filled in."""
+        name = f"{task}-int8" if precision == "int8" else task
+        cfg = yaml.safe_load((ROOT / "configs" / "glue" / f"{name}.yaml").read_text(encoding="utf-8"))
+        cfg["task"]["data_dir"] = str(self.data_dir)
+        if teacher:
+            cfg["teacher"] = {"path": teacher, "allow_weak": bool(self.quick)}
+        if self.quick:
+            for section, values in QUICK.items():
+                if section != "teacher" or not teacher:
+                    cfg.setdefault(section, {}).update(values)
+        path = self.work / task / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        return path
+
+    def run(self, task: str, precision: str, teacher: str | None = None) -> dict[str, Any]:
+        out = self.work / task / precision
+        cfg = self.config(task, precision, teacher)
+        with open(self.work / task / f"run-{precision}.log", "a", encoding="utf-8") as log:
+            rc, peak_gb, wall = run_tracked(kdnas_cli("run", str(cfg), "--out", str(out), "--no-progress"), log=log)
+        if rc != 0:
+            raise SystemExit(f"{task} {precision}: kdnas-deploy run exited {rc} (log: {shown(out.parent)})")
+        return {"run": shown(out), "summary": facts(out), "wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 2)}
+
+    def task(self, task: str) -> dict[str, Any]:
+        fp32 = self.step(task, "fp32", lambda: self.run(task, "fp32"))
+        teacher = str(ROOT / fp32["summary"]["teacher"]["path"])
+        int8 = self.step(task, "int8", lambda: self.run(task, "int8", teacher))
+        hand = self.step(task, "hand", lambda: self.handcrafted(task, fp32))
+        bench = self.step(task, "bench", lambda: self.bench(task, fp32, int8, hand))
+        row = table_row(task, self.data_dir, fp32, int8, hand, bench)
+        self.doc["tasks"][task]["row"] = row
+        self.save()
+        return row
+
+    def handcrafted(self, task: str, fp32: dict[str, Any]) -> dict[str, Any]:
+        import dataclasses
+
+        from kdnas_deploy.arch import Architecture
+        from kdnas_deploy.latency.table import LatencyTable
+
+        s = fp32["summary"]
+        table = LatencyTable.load(ROOT / next(iter(s["tables"].values())))
+        teacher = Architecture.parse(s["teacher"]["arch"])
+        limit = float(s["student"]["predicted_raw_ms"] or s["student"]["predicted_ms"])
+        cuts = [dataclasses.replace(teacher, num_layers=k) for k in range(1, teacher.num_layers + 1)]
+        fits = [a for a in cuts if table.predict_one(a, batch=1, seq=128) <= limit * 1.0001]
+        arch = fits[-1] if fits else cuts[0]  # the teacher's first layers at (at most) the student's latency
+        cfg = yaml.safe_load((self.work / task / f"{task}.yaml").read_text())
+        epochs = str(cfg["search"].get("final_epochs") or 3.0)
+        length = str(s.get("max_seq_len") or 128)
+        model, onnx = self.work / task / "hand", self.work / task / "onnx-hand"
+        common = ["--task", task, "--data-dir", str(self.data_dir)]
+        steps = [["distill", "--teacher", str(ROOT / s["teacher"]["path"]), "--arch", arch.short(), "--out",
+                  str(model), "--epochs", epochs, "--max-seq-len", length, "--force", "--no-progress", *common],
+                 ["export", str(model), "--out", str(onnx), "--metric-task", task, "--data-dir", str(self.data_dir),
+                  "--force"]]  # fmt: skip
+        t0 = time.perf_counter()
+        for args in steps:
+            with open(self.work / task / "hand.log", "a", encoding="utf-8") as log:
+                rc, _, _ = run_tracked(kdnas_cli(*args), log=log)
+            if rc != 0:
+                raise SystemExit(f"{task}: kdnas-deploy {args[0]} exited {rc} (log: {shown(self.work / task)})")
+        dev = json.loads((model / "distill_record.json").read_text()).get("dev_metrics") or {}
+        if not dev:
+            rc, _, _ = run_tracked(kdnas_cli("evaluate", str(model), *common, "--json", str(model / "dev.json")))
+            dev = json.loads((model / "dev.json").read_text())
+        return {"arch": arch.short(), "params": arch.num_parameters(), "model": shown(model), "onnx": shown(onnx),
+                "predicted_ms": round(float(table.predict_one(arch, batch=1, seq=128)), 4),
+                "dev_metrics": {k: v for k, v in dev.items() if isinstance(v, int | float)},
+                "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+    def bench(self, task: str, fp32: dict[str, Any], int8: dict[str, Any], hand: dict[str, Any]) -> dict[str, Any]:
+        s8, s32 = int8["summary"], fp32["summary"]
+        paths = [str(ROOT / p) for p in (s32["teacher_onnx"], s32["teacher"]["path"], hand["onnx"],
+                                         s32["student"]["onnx"], s8["student"]["onnx"])]
+        out = self.work / task / "bench.json"
+        args = ["bench", *paths, "--seq", "128", "--threads", str(self.threads), "--json", str(out),
+                "--table", str(ROOT / next(iter(s32["tables"].values())))]
+        if self.quick:
+            args += ["--rounds", "2", "--block", "2"]
+        rc, _, wall = run_tracked(kdnas_cli(*args))
+        if rc != 0:
+            raise SystemExit(f"{task}: kdnas-deploy bench exited {rc}")
+        rows = json.loads(out.read_text())
+        names = ("teacher_onnx", "teacher_pytorch", "hand", "kdnas_fp32", "kdnas_int8")
+        return {"rows": {n: {"median_ms": r["median_ms"], "predicted_ms": r.get("predicted_ms")}
+                         for n, r in zip(names, rows, strict=True)}, "seconds": round(wall, 1)}  # fmt: skip
+
+
+def facts(run_dir: Path) -> dict[str, Any]:
+    """What the table needs of a run's summary.json, paths relative to the repository root; the student's
+    deployed metric is the exported graph's (``metric_check.after`` of its export report)."""
+    s = json.loads((run_dir / "summary.json").read_text())
+    report = json.loads((run_dir / "onnx" / "student" / "export_report.json").read_text())
+    check = report.get("metric_check") or {}
+    keep = ("arch", "params", "dev_metrics", "predicted_ms", "predicted_raw_ms", "measured_ms")
+    student = {k: s["student"].get(k) for k in keep}
+    if check.get("metric"):
+        student["onnx_dev_metrics"] = {check["metric"]: check["after"]}
+    return {"run_dir": shown(run_dir), "teacher": {**{k: s["teacher"].get(k) for k in keep},
+                                                   "path": shown(Path(s["teacher"]["path"]))},
+            "student": {**student, "onnx": shown(run_dir / "onnx" / "student")},
+            "teacher_onnx": shown(run_dir / "onnx" / "teacher"), "baseline": s["baseline"],
+            "tables": {k: shown(Path(v)) for k, v in s["tables"].items()}, "max_seq_len": s.get("max_seq_len"),
+            "speedup": s.get("speedup"), "retained_gain": s.get("retained_gain"),
+            "degenerate": s.get("degenerate"), "escalation": bool(s.get("escalation"))}  # fmt: skip
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def _gain(student: float | None, teacher: float, baseline: float) -> float | None:
+    return round((student - baseline) / (teacher - baseline), 4) if student is not None and teacher > baseline else None
+
+
+def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, Any], hand: dict[str, Any],
+              bench: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One task's row of the table from its steps' results (the int8 student: its int8 graph's dev metric)."""
+    from kdnas_deploy.tasks import get_task
+
+    s32, s8 = fp32["summary"], int8["summary"]
+    main = get_task(task, data_dir).main_metric
+    teacher = float(s32["teacher"]["dev_metrics"][main])
+    base = float(s32["baseline"][main])
+    t_onnx, t_pt = bench["rows"]["teacher_onnx"]["median_ms"], bench["rows"]["teacher_pytorch"]["median_ms"]
+    models = {"teacher": (s32["teacher"]["dev_metrics"], s32["teacher"]["params"], "teacher_onnx"),
+              "hand": (hand["dev_metrics"], hand["params"], "hand"),
+              "kdnas_fp32": (s32["student"]["dev_metrics"], s32["student"]["params"], "kdnas_fp32"),
+              "kdnas_int8": ({**s8["student"]["dev_metrics"], **s8["student"].get("onnx_dev_metrics", {})},
+                             s8["student"]["params"], "kdnas_int8")}  # fmt: skip
+    row: dict[str, Any] = {"metric": main, "baseline": base, "models": {}}
+    for name, (metrics, params, key) in models.items():
+        value = metrics.get(main)
+        measured = bench["rows"][key]["median_ms"]
+        row["models"][name] = {
+            "metrics": metrics, "params": params, "predicted_ms": bench["rows"][key]["predicted_ms"],
+            "measured_ms": measured, "speedup_vs_onnx_teacher": _ratio(t_onnx, measured),
+            "speedup_vs_pytorch_teacher": _ratio(t_pt, measured), "retained": _ratio(value, teacher),
+            "retained_gain": _gain(value, teacher, base)}  # fmt: skip
+    row["wall_s"] = round(fp32["wall_s"] + int8["wall_s"] + hand["seconds"] + bench["seconds"], 1)
+    row["peak_rss_gb"] = max(fp32["peak_rss_gb"], int8["peak_rss_gb"])
+    row["teacher_margin"] = round(teacher - base, 4)
+    return row
+
+
+def averages(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def avg(model: str, key: str) -> float | None:
+        vals = [r["models"][model][key] for r in rows.values() if r["models"][model][key] is not None]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    out = {m: {k: avg(m, k) for k in ("retained", "retained_gain", "speedup_vs_onnx_teacher",
+                                      "speedup_vs_pytorch_teacher")} for m in ("hand", "kdnas_fp32", "kdnas_int8")}
+    diffs = [100 * (r["models"]["kdnas_fp32"]["metrics"][r["metric"]] - r["models"]["hand"]["metrics"][r["metric"]])
+             for r in rows.values() if r["metric"] in r["models"]["hand"]["metrics"]]  # fmt: skip
+    out["kdnas_fp32_over_hand_points"] = round(sum(diffs) / len(diffs), 2) if diffs else None
+    return out
+
+
+def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, Any]:
+    def t(value: float | None, target: float, high: bool = True) -> dict[str, Any]:
+        met = value is not None and (value >= target if high else value <= target)
+        return {"value": value, "target": target, "met": met}
+
+    fp32 = [r["models"]["kdnas_fp32"] for r in rows.values()]
+    int8 = [r["models"]["kdnas_int8"] for r in rows.values()]
+    each = min((m["retained"] for m in fp32 if m["retained"] is not None), default=None)
+    return {
+        "fp32_retained_avg": t(avg["kdnas_fp32"]["retained"], TARGETS["fp32_retained_avg_min"]),
+        "fp32_retained_each_min": t(each, TARGETS["fp32_retained_each_min"]),
+        "fp32_speedup_min": t(min((m["speedup_vs_onnx_teacher"] or 0 for m in fp32), default=None),
+                              TARGETS["fp32_speedup_min"]),
+        "fp32_retained_gain_avg": t(avg["kdnas_fp32"]["retained_gain"], TARGETS["fp32_retained_gain_avg_min"]),
+        "fp32_over_hand_points_avg": t(avg["kdnas_fp32_over_hand_points"], TARGETS["fp32_over_hand_points_min"]),
+        "int8_retained_avg": t(avg["kdnas_int8"]["retained"], TARGETS["int8_retained_avg_min"]),
+        "int8_speedup_min": t(min((m["speedup_vs_onnx_teacher"] or 0 for m in int8), default=None),
+                              TARGETS["int8_speedup_min"]),
+        "teacher_margin_min": t(min((r["teacher_margin"] for r in rows.values()), default=None),
+                                TARGETS["teacher_margin_min"]),
+        "task_wall_s_max": t(max((r["wall_s"] for r in rows.values()), default=None), TARGETS["task_wall_s_max"],
+                             high=False),
+        "task_peak_rss_gb_max": t(max((r["peak_rss_gb"] for r in rows.values()), default=None),
+                                  TARGETS["task_peak_rss_gb_max"], high=False),
+    }  # fmt: skip
+
+
+def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
+    lines = ["| task | metric | baseline | model | value | params | pred ms | meas ms | x ONNX teacher | "
+             "x PyTorch teacher | retained | retained gain |", "|" + "---|" * 12]
+    for task, r in rows.items():
+        for name, m in r["models"].items():
+            value = m["metrics"].get(r["metric"])
+            shown_value = "-" if value is None else f"{value:.4f}"
+            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | {name} | {shown_value} | "
+                         f"{m['params'] / 1e6:.1f}M | {m['predicted_ms']} | {m['measured_ms']:.3f} | "
+                         f"{m['speedup_vs_onnx_teacher']} | {m['speedup_vs_pytorch_teacher']} | {m['retained']} | "
+                         f"{m['retained_gain']} |")  # fmt: skip
+    for name in ("hand", "kdnas_fp32", "kdnas_int8"):
+        a = avg[name]
+        lines.append(f"| GLUE average | | | {name} | | | | | {a['speedup_vs_onnx_teacher']} | "
+                     f"{a['speedup_vs_pytorch_teacher']} | {a['retained']} | {a['retained_gain']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in (("hand", "s"), ("kdnas_fp32", "o"), ("kdnas_int8", "^")):
+        xs = [r["models"][name]["speedup_vs_onnx_teacher"] or math.nan for r in rows.values()]
+        ys = [r["models"][name]["retained"] or math.nan for r in rows.values()]
+        ax.scatter(xs, ys, marker=marker, label=name)
+        for x, y, task in zip(xs, ys, rows, strict=True):
+            ax.annotate(task, (x, y), fontsize=7)
+    ax.set_xlabel("measured speedup over the fp32 ONNX teacher")
+    ax.set_ylabel("retained ratio of the teacher's main metric")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(GLUE_DIR), help="GLUE layout root (default: ../shared/data/glue)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="GLUE-layout tasks, comma-separated")
+    ap.add_argument("--work", type=Path, default=None, help="run folders (default: work_artifacts/glue_table)")
+    ap.add_argument("--quick", action="store_true", help="smoke run on tiny budgets into glue_table_quick.*")
+    ap.add_argument("--redo", default="", help=f"steps to run again, comma-separated ({', '.join(STEPS)})")
+    args = ap.parse_args(argv)
+    b = Bench(args)
+    rows = {task: b.task(task) for task in [t.strip() for t in args.tasks.split(",") if t.strip()]}
+    avg = averages(rows)
+    b.doc.update({"glue_average": avg, "targets": targets(rows, avg)})
+    b.save()
+    b.out.with_suffix(".md").write_text(markdown(rows, avg), encoding="utf-8")
+    plot(rows, b.out.with_suffix(".png"))
+    print(f"wrote {shown(b.out)} (+ .md, .png)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
