@@ -25,7 +25,8 @@ def test_backend_registry_resolution():
         resolve_backend_name("cpu", "cuda-torch")
     with pytest.raises(DeviceError, match="unknown backend"):
         resolve_backend_name("cpu", "tvm")
-    assert {name: cls.name for name, cls in BACKENDS.items()} == {n: n for n in ("cpu-ort", "cuda-ort", "cuda-torch")}
+    names = ("cpu-ort", "cpu-openvino", "cuda-ort", "cuda-torch")
+    assert {name: cls.name for name, cls in BACKENDS.items()} == {n: n for n in names}
 
 
 def test_gpu_fingerprint_names_the_stack():

@@ -156,8 +156,12 @@ def test_every_device_is_exported_benched_and_checked_on_its_own_budget(setup, t
                 policy=MeasurePolicy.quick(), progress=False, log=lambda m: None)  # fmt: skip
     data["devices"].append({"name": "cpu-int8", "precision": "int8", "table": str(int8_table),
                             "budget_fraction": 0.9})  # fmt: skip
+    gpu_table = tmp_path / "gpu.json"  # the CPU table relabelled: a CUDA device priced, never run here
+    doc = json.loads(Path(data["devices"][0]["table"]).read_text())
+    doc["fingerprint"]["backend"] = "cuda-ort"
+    gpu_table.write_text(json.dumps(doc))
     data["devices"].append({"name": "gpu", "device": "cuda", "precision": "fp16", "threads": 2,
-                            "table": data["devices"][0]["table"], "budget_ms": 50.0})  # fmt: skip
+                            "table": str(gpu_table), "budget_ms": 50.0})  # fmt: skip
     two = tmp_path / "two.yaml"
     two.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
