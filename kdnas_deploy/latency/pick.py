@@ -37,8 +37,17 @@ class BackendPick:
     medians_ms: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackendPick:
+        """The pick as :meth:`to_dict` wrote it (a run's cached ``backend-<device>`` stage)."""
+        return cls(data["chosen"], data["precision"], dict(data["medians_ms"]), dict(data["unavailable"]))
+
+    def timed(self) -> str:
+        """``cpu-ort 0.410 ms, cpu-openvino 0.520 ms``: the medians, fastest first ("" when nothing was timed)."""
+        return ", ".join(f"{n} {ms:.3f} ms" for n, ms in sorted(self.medians_ms.items(), key=lambda kv: kv[1]))
+
     def line(self) -> str:
-        timed = ", ".join(f"{n} {ms:.3f} ms" for n, ms in sorted(self.medians_ms.items(), key=lambda kv: kv[1]))
+        timed = self.timed()
         why = f"probe model {PROBE_ARCH.short()} {timed}" if timed else "the only backend that runs here"
         skipped = "; not available: " + "; ".join(f"{n} ({r})" for n, r in self.unavailable.items())
         return f"backend auto ({self.precision}): picked {self.chosen}: {why}" + (skipped if self.unavailable else "")

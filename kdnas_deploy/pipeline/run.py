@@ -314,8 +314,7 @@ class Pipeline(DeployStages):
                                     self.config.bench.seq).to_dict()  # fmt: skip
 
             pick = self.stages.run(f"backend-{dev.name}", inputs, work).outputs
-            self.echo(f"[backend-{dev.name}] " + BackendPick(**{k: pick[k] for k in
-                      ("chosen", "precision", "medians_ms", "unavailable")}).line())  # fmt: skip
+            self.echo(f"[backend-{dev.name}] {BackendPick.from_dict(pick).line()}")
             self.backend_picks[dev.name] = pick
             devices.append(dataclasses.replace(dev, backend=pick["chosen"]))
         if self.backend_picks:

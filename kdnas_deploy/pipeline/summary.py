@@ -292,7 +292,9 @@ def device_report_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for r in results:
         pick = r.get("backend_pick")
         if pick:
-            timed = ", ".join(f"{n} {ms:.3f} ms" for n, ms in sorted(pick["medians_ms"].items(), key=lambda kv: kv[1]))
+            from kdnas_deploy.latency.pick import BackendPick
+
+            timed = BackendPick.from_dict(pick).timed()
             lines.append((f"Backend picked for {r['name']} (auto)",
                           f"{pick['chosen']}" + (f" (probe model {pick['probe_arch']}: {timed})" if timed else "")))
     return lines
