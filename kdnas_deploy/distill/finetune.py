@@ -84,12 +84,23 @@ def teacher_config(task: Task, model: str | Path = "minilm-l6", preset: str = "a
         tokenizer = load_tokenizer(resolve_model(model))
     max_train = overrides.get("max_train_samples")
     rows = len(task.load_split("train"))
-    choice = recipes.resolve(preset, task, tokenizer, train_rows=min(rows, max_train) if max_train else rows)
+    choice = recipes.resolve(preset, task, tokenizer, train_rows=min(rows, max_train) if max_train else rows,
+                             hidden_size=model_width(model))  # fmt: skip
     config = FinetuneConfig(**choice.settings).with_overrides(**overrides)
     config.check()
     doc = choice.to_dict()
     doc["overrides"] = {k: v for k, v in overrides.items() if v is not None}
     return config, doc
+
+
+def model_width(model: str | Path) -> int | None:
+    """The ``hidden_size`` of ``model``'s config (None when it cannot be read: the recipe's rate is kept)."""
+    from transformers import AutoConfig
+
+    try:
+        return int(getattr(AutoConfig.from_pretrained(resolve_model(model)), "hidden_size", 0)) or None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def subsample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:

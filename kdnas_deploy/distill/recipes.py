@@ -9,6 +9,12 @@ Published small-task GLUE practice, not numbers tuned to the tasks in ``../share
   from too few optimizer steps, not from the data size itself; train longer (more steps), warm up 10% of them.
 
 Smaller sets get a lower learning rate (the low end of BERT's grid) and more epochs.
+
+A tier's learning rate is BERT-base's (width 768) and is **scaled by the model's width**, ``lr * 768 / hidden``
+(kept within [0.5x, 4x]): ELECTRA (Clark et al., 2020, appendix) fine-tunes Small (H256) at 3e-4, Base (H768) at
+1e-4 and Large (H1024) at 5e-5, roughly inversely proportional to the width. Measured on MRPC with the 6-layer
+H384 MiniLM (``tools/results/teacher_small_tasks.json``): BERT-base's 3e-5 left the teacher at F1 0.858 against
+0.812 for always answering "paraphrase", 1e-4 reached 0.880; 768/384 doubles the tier's rate.
 So a recipe is a tier of training-set size, and the epochs of a tier are derived from a **minimum number of
 optimizer steps** (at least ``min_epochs``, at most ``max_epochs``): 2.5k pairs (RTE) get 7 epochs of batch 16,
 635 (WNLI) the tier's cap, 105k (QNLI) 2 epochs of batch 32. Pair vs single sentence and regression enter
@@ -35,6 +41,16 @@ LENGTH_QUANTILE = 0.99
 LENGTH_ROUND = 16
 LENGTH_FLOOR = 32
 LENGTH_CAP = 128
+REFERENCE_WIDTH = 768  # the width a tier's learning rate is given for (BERT-base)
+WIDTH_SCALE_RANGE = (0.5, 4.0)
+
+
+def width_scale(hidden_size: int | None) -> float:
+    """``REFERENCE_WIDTH / hidden_size`` within :data:`WIDTH_SCALE_RANGE` (1.0 when the width is unknown)."""
+    if not hidden_size or hidden_size <= 0:
+        return 1.0
+    low, high = WIDTH_SCALE_RANGE
+    return float(min(max(REFERENCE_WIDTH / hidden_size, low), high))
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class Recipe:
     min_steps: int = 0  # optimizer steps the epochs are raised to (capped by max_epochs); 0: min_epochs
     max_train_rows: int | None = None  # the tier's upper bound of training rows (None: no bound)
     max_seq_len: int | None = None  # None: from the task's token lengths
+    width_scaled: bool = False  # learning_rate is BERT-base's; scale it by the model's width (see module doc)
 
     def epochs_for(self, train_rows: int | None) -> float:
         """``min_epochs``, raised so the run makes at least ``min_steps`` optimizer steps, capped at
@@ -61,12 +78,19 @@ class Recipe:
         need = math.ceil(self.min_steps / steps_per_epoch)
         return float(min(max(self.min_epochs, need), self.max_epochs))
 
-    def settings(self, train_rows: int | None = None, max_seq_len: int | None = None) -> dict[str, Any]:
+    def learning_rate_for(self, hidden_size: int | None) -> float:
+        """The recipe's rate, scaled by :func:`width_scale` when the recipe is ``width_scaled``."""
+        return float(self.learning_rate * (width_scale(hidden_size) if self.width_scaled else 1.0))
+
+    def settings(self, train_rows: int | None = None, max_seq_len: int | None = None,
+                 hidden_size: int | None = None) -> dict[str, Any]:  # fmt: skip
         """The :class:`~kdnas_deploy.distill.finetune.FinetuneConfig` fields of this recipe for a train split of
-        ``train_rows`` rows and a task length of ``max_seq_len`` (a fixed-length recipe keeps its own)."""
+        ``train_rows`` rows, a task length of ``max_seq_len`` (a fixed-length recipe keeps its own) and a model
+        of width ``hidden_size``."""
         length = self.max_seq_len or max_seq_len or LENGTH_CAP
         return {"epochs": self.epochs_for(train_rows), "batch_size": self.batch_size,
-                "learning_rate": self.learning_rate, "warmup_ratio": self.warmup_ratio, "max_seq_len": int(length)}
+                "learning_rate": self.learning_rate_for(hidden_size), "warmup_ratio": self.warmup_ratio,
+                "max_seq_len": int(length)}  # fmt: skip
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -85,14 +109,16 @@ register(Recipe("default", "3 epochs, len 128, lr 5e-5 (BERT's GLUE recipe)", 32
 register(Recipe("fast", "1 epoch, len 64, lr 1e-4: large single-sentence tasks on CPU (e.g. SST-2)", 32, 1e-4,
                 0.06, 1, 1, max_seq_len=64))  # fmt: skip
 # Size tiers (auto picks the first whose max_train_rows holds the train split). Length from the task.
-register(Recipe("glue-tiny", "< 1k rows (WNLI): batch 16, lr 2e-5, 10% warm-up, >= 1000 steps, <= 10 epochs",
-                16, 2e-5, 0.10, 5, 10, min_steps=1000, max_train_rows=1_000))  # fmt: skip
-register(Recipe("glue-small", "1k-20k rows (RTE, MRPC, STS-B, CoLA): batch 16, lr 3e-5, 10% warm-up, >= 1000"
-                " steps, 3-10 epochs", 16, 3e-5, 0.10, 3, 10, min_steps=1000, max_train_rows=20_000))  # fmt: skip
-register(Recipe("glue-medium", "20k-200k rows (SST-2, QNLI): batch 32, lr 5e-5, 10% warm-up, 2 epochs", 32, 5e-5,
-                0.10, 2, 2, max_train_rows=200_000))  # fmt: skip
-register(Recipe("glue-large", "> 200k rows (QQP, MNLI): batch 32, lr 5e-5, 10% warm-up, 1 epoch", 32, 5e-5, 0.10,
-                1, 1))  # fmt: skip
+register(Recipe("glue-tiny", "< 1k rows (WNLI): batch 16, lr 2e-5 x 768/width, 10% warm-up, >= 1000 steps, "
+                "<= 10 epochs", 16, 2e-5, 0.10, 5, 10, min_steps=1000, max_train_rows=1_000,
+                width_scaled=True))  # fmt: skip
+register(Recipe("glue-small", "1k-20k rows (RTE, MRPC, STS-B, CoLA): batch 16, lr 3e-5 x 768/width, 10% warm-up, "
+                ">= 1000 steps, 3-10 epochs", 16, 3e-5, 0.10, 3, 10, min_steps=1000, max_train_rows=20_000,
+                width_scaled=True))  # fmt: skip
+register(Recipe("glue-medium", "20k-200k rows (SST-2, QNLI): batch 32, lr 5e-5 x 768/width, 10% warm-up, 2 epochs",
+                32, 5e-5, 0.10, 2, 2, max_train_rows=200_000, width_scaled=True))  # fmt: skip
+register(Recipe("glue-large", "> 200k rows (QQP, MNLI): batch 32, lr 5e-5 x 768/width, 10% warm-up, 1 epoch", 32,
+                5e-5, 0.10, 1, 1, width_scaled=True))  # fmt: skip
 
 TIERS = ("glue-tiny", "glue-small", "glue-medium", "glue-large")
 
@@ -131,10 +157,11 @@ class Choice:
     train_rows: int
     length: dict[str, Any]
     kind: str
+    hidden_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset, "recipe": self.recipe, "train_rows": self.train_rows, "kind": self.kind,
-                "length": self.length, "settings": dict(self.settings)}  # fmt: skip
+                "length": self.length, "hidden_size": self.hidden_size, "settings": dict(self.settings)}  # fmt: skip
 
 
 def task_kind(task: Task) -> str:
@@ -142,9 +169,10 @@ def task_kind(task: Task) -> str:
 
 
 def resolve(preset: str, task: Task, tokenizer: Any, train_rows: int | None = None,
-            length_split: str = "train") -> Choice:  # fmt: skip
+            length_split: str = "train", hidden_size: int | None = None) -> Choice:  # fmt: skip
     """``preset`` (``auto`` or a registered name) for ``task``: ``auto`` picks the size tier of the train split;
-    a recipe without a fixed length takes the p99 of ``length_split``'s token lengths (see module doc)."""
+    a recipe without a fixed length takes the p99 of ``length_split``'s token lengths; a tier's learning rate is
+    scaled to the model's width ``hidden_size`` (see module doc)."""
     if preset != "auto" and preset not in RECIPES:
         raise ConfigError(f"unknown teacher preset {preset!r} (known: {', '.join(preset_names())})")
     rows = int(train_rows) if train_rows is not None else len(task.load_split("train"))
@@ -152,8 +180,8 @@ def resolve(preset: str, task: Task, tokenizer: Any, train_rows: int | None = No
     length: dict[str, Any] = {"source": "recipe", "max_seq_len": recipe.max_seq_len}
     if recipe.max_seq_len is None:
         length = task_seq_len(task, tokenizer, length_split)
-    st = recipe.settings(rows, length["max_seq_len"])
-    choice = Choice(preset, recipe.name, st, rows, length, task_kind(task))
+    st = recipe.settings(rows, length["max_seq_len"], hidden_size)
+    choice = Choice(preset, recipe.name, st, rows, length, task_kind(task), hidden_size)
     log.info("teacher recipe %s for %s (%s, %d train rows): %g epochs, batch %d, lr %g, warm-up %g, len %d",
              recipe.name, task.name, choice.kind, rows, st["epochs"], st["batch_size"], st["learning_rate"],
              st["warmup_ratio"], st["max_seq_len"])  # fmt: skip

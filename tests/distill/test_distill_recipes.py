@@ -60,3 +60,23 @@ def test_cli_offers_every_registered_preset():
 
     opt = next(p for p in finetune.params if p.name == "preset")
     assert list(opt.type.choices) == recipes.preset_names() and opt.default == "auto"
+
+
+@pytest.mark.parametrize(("hidden", "scale"), [(768, 1.0), (384, 2.0), (256, 3.0), (1024, 0.75), (64, 4.0),
+                                               (4096, 0.5), (None, 1.0)])  # fmt: skip
+def test_tier_learning_rates_scale_inversely_with_width_within_bounds(hidden, scale):
+    tier = recipes.RECIPES["glue-small"]
+    assert tier.settings(3_668, 96, hidden)["learning_rate"] == pytest.approx(tier.learning_rate * scale)
+    fixed = recipes.RECIPES["default"]
+    assert fixed.settings(3_668, 96, hidden)["learning_rate"] == fixed.learning_rate
+
+
+def test_teacher_config_reads_the_models_width(builtin_small, tiny_teacher):
+    from transformers import AutoConfig
+
+    from kdnas_deploy.distill.finetune import teacher_config
+
+    hidden = AutoConfig.from_pretrained(str(tiny_teacher)).hidden_size
+    config, doc = teacher_config(builtin_small[0], tiny_teacher, "glue-small")
+    assert doc["hidden_size"] == hidden
+    assert config.learning_rate == pytest.approx(3e-5 * recipes.width_scale(hidden))
