@@ -74,8 +74,15 @@ def metrics(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
     }
 
 
-def draw_archs(table: LatencyTable, n: int, seed: int, include_anchors: bool = False) -> list[Architecture]:
+DEFAULT_N = 100  # supports a ~95% claim within a few points
+
+
+def draw_archs(table: LatencyTable, n: int | None, seed: int, include_anchors: bool = False) -> list[Architecture]:
+    """``n`` distinct members of the table's space (held-out depths unless ``include_anchors``); ``n=None``:
+    :data:`DEFAULT_N`, or every candidate when the space has fewer (the default space has 96 held-out)."""
     pool = [a for a in table.space.members if include_anchors or a.num_layers not in table.anchors]
+    if n is None:
+        n = min(DEFAULT_N, len(pool))
     if n < 1:
         raise TableError(f"--n must be at least 1, got {n}")
     if n > len(pool):
@@ -87,7 +94,7 @@ def draw_archs(table: LatencyTable, n: int, seed: int, include_anchors: bool = F
 
 def validate_table(
     table: LatencyTable,
-    n: int = 100,
+    n: int | None = None,
     seed: int = 0,
     report: str | Path | None = None,
     plot: str | Path | None = None,

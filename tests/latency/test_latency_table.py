@@ -102,3 +102,15 @@ def test_check_machine_flags_other_machines(tiny_table_path):
     with pytest.raises(TableError, match="different machine"):
         table.check_machine(strict=True)
 
+
+
+def test_validate_draws_every_held_out_member_by_default_when_the_space_has_fewer_than_100(tiny_table_path):
+    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.latency.validate import DEFAULT_N, draw_archs
+
+    table = LatencyTable.load(tiny_table_path)
+    held = [a for a in table.space.members if a.num_layers not in table.anchors]
+    assert 0 < len(held) < DEFAULT_N
+    drawn = draw_archs(table, None, seed=0)
+    assert sorted(a.short() for a in drawn) == sorted(a.short() for a in held)
+    assert len(draw_archs(table, 1, seed=0)) == 1
