@@ -80,12 +80,13 @@ def teacher_config(task: Task, model: str | Path = "minilm-l6", preset: str = "a
     Returns the config and the record of the choice (written to ``teacher_record.json`` as ``recipe``)."""
     from kdnas_deploy.distill import recipes
 
+    source = resolve_model(model)
     if tokenizer is None:
-        tokenizer = load_tokenizer(resolve_model(model))
+        tokenizer = load_tokenizer(source)
     max_train = overrides.get("max_train_samples")
     rows = len(task.load_split("train"))
     choice = recipes.resolve(preset, task, tokenizer, train_rows=min(rows, max_train) if max_train else rows,
-                             hidden_size=model_width(model))  # fmt: skip
+                             hidden_size=model_width(source))  # fmt: skip
     config = FinetuneConfig(**choice.settings).with_overrides(**overrides)
     config.check()
     doc = choice.to_dict()
@@ -93,12 +94,13 @@ def teacher_config(task: Task, model: str | Path = "minilm-l6", preset: str = "a
     return config, doc
 
 
-def model_width(model: str | Path) -> int | None:
-    """The ``hidden_size`` of ``model``'s config (None when it cannot be read: the recipe's rate is kept)."""
+def model_width(source: str | Path) -> int | None:
+    """The ``hidden_size`` of the config at ``source`` (what :func:`resolve_model` gave; None when it cannot be
+    read: the recipe's rate is kept)."""
     from transformers import AutoConfig
 
     try:
-        return int(getattr(AutoConfig.from_pretrained(resolve_model(model)), "hidden_size", 0)) or None
+        return int(getattr(AutoConfig.from_pretrained(str(source)), "hidden_size", 0)) or None
     except (OSError, ValueError, TypeError):
         return None
 

@@ -9,18 +9,19 @@ Published small-task GLUE practice, not numbers tuned to the tasks in ``../share
   from too few optimizer steps, not from the data size itself; train longer (more steps), warm up 10% of them.
 
 Smaller sets get a lower learning rate (the low end of BERT's grid) and more epochs.
-
-A tier's learning rate is BERT-base's (width 768) and is **scaled by the model's width**, ``lr * 768 / hidden``
-(kept within [0.5x, 4x]): ELECTRA (Clark et al., 2020, appendix) fine-tunes Small (H256) at 3e-4, Base (H768) at
-1e-4 and Large (H1024) at 5e-5, roughly inversely proportional to the width. Measured on MRPC with the 6-layer
-H384 MiniLM (``tools/results/teacher_small_tasks.json``): BERT-base's 3e-5 left the teacher at F1 0.858 against
-0.812 for always answering "paraphrase", 1e-4 reached 0.880; 768/384 doubles the tier's rate.
 So a recipe is a tier of training-set size, and the epochs of a tier are derived from a **minimum number of
 optimizer steps** (at least ``min_epochs``, at most ``max_epochs``): 2.5k pairs (RTE) get 7 epochs of batch 16,
 635 (WNLI) the tier's cap, 105k (QNLI) 2 epochs of batch 32. Pair vs single sentence and regression enter
 through the length: ``max_seq_len`` is the p99 of the train split's token lengths under the model's tokenizer,
 rounded up to a multiple of 16 and kept in [32, 128] (128 is the GLUE convention of BERT's ``run_glue``); the
 teacher is scored at that length and a pipeline scores its student at the same one.
+
+A tier's learning rate is BERT-base's (width 768) and is **scaled by the model's width**, ``lr * 768 / hidden``
+(kept within [0.5x, 4x]): ELECTRA (Clark et al., 2020, appendix) fine-tunes Small (H256) at 3e-4, Base (H768) at
+1e-4 and Large (H1024) at 5e-5, roughly inversely proportional to the width. Measured on MRPC with the 6-layer
+H384 MiniLM (``tools/results/teacher_small_tasks.json``): BERT-base's 3e-5 left the teacher at F1 0.858 against
+0.812 for always answering "paraphrase"; 768/384 doubles the tier's rate to 6e-5, which reached F1 0.872
+(``docs/RESULTS.md``, teacher recipes).
 """
 
 from __future__ import annotations
