@@ -6,7 +6,8 @@ buys. This bench times, interleaved in one process (:func:`kdnas_deploy.export.b
 
 * PyTorch eager fp32, and bf16 where the CPU computes bf16 (avx512_bf16/AMX);
 * ONNX Runtime fp32 O2 and dynamic int8 (the ``cpu-ort`` deployed path);
-* OpenVINO f32, and bf16 where the CPU has it, on the IR of the O2 graph (the ``cpu-openvino`` path);
+* OpenVINO f32, and bf16 where the CPU has it, on the IR of the O2 graph (the ``cpu-openvino`` path), and
+  OpenVINO int8: that IR quantised by NNCF (extra ``[openvino]``), to measure whether it pays on this CPU;
 * for the student, *plain* ONNX Runtime and *plain* OpenVINO on the same ONNX file (library defaults, only
   threads and the precision set): our path must not be slower than them.
 
@@ -125,6 +126,28 @@ def _ov_peer(role: str, path: Path, cfg: BenchConfig, precision: str, inputs: di
     return Peer(role, "openvino", precision, "plain" if plain else "kdnas", None if reason else build, reason)
 
 
+CALIBRATION_FEEDS = 32  # NNCF's statistics for the timing rows: seeded random requests of the bench's shape
+
+
+def _ov_int8_peer(role: str, ir: Path | None, work: Path, cfg: BenchConfig, inputs: dict[str, Any],
+                  vocab: int) -> Peer:  # fmt: skip
+    """OpenVINO int8: the fp32 IR quantised by NNCF on seeded random requests (a timing row: a model served for
+    a task would be calibrated on its texts; the kernels timed are the same). Built when the bench starts."""
+    from kdnas_deploy.runtime.openvino import nncf_reason
+
+    def build() -> Runner:
+        from kdnas_deploy.runtime.openvino import open_openvino, ov_runner, quantize_ir
+
+        assert ir is not None
+        feeds = [{k: model_inputs(cfg.batch, cfg.seq, vocab, seed=i)[k] for k in inputs}
+                 for i in range(CALIBRATION_FEEDS)]  # fmt: skip
+        int8 = quantize_ir(ir, feeds, work / role / "openvino-int8")
+        return ov_runner(open_openvino(int8, cfg.threads, "fp32"), inputs)  # f32 hint: the unquantised ops
+
+    reason = _openvino_reason() or nncf_reason()
+    return Peer(role, "openvino", "int8", "kdnas", None if reason or ir is None else build, reason)
+
+
 def prepare_peers(role: str, hf_dir: Path, work: Path, cfg: BenchConfig, plain: bool) -> list[Peer]:
     """Deploy ``hf_dir`` (fp32 O2, int8, the IR) into ``work`` and list its peers."""
     from kdnas_deploy.runtime.openvino import convert_to_ir
@@ -132,7 +155,8 @@ def prepare_peers(role: str, hf_dir: Path, work: Path, cfg: BenchConfig, plain: 
     folder = inspect_folder(hf_dir)
     if folder.runtime != "pytorch":
         raise ExportError(f"bench --peers needs Hugging Face folders (teacher, student); {hf_dir} is an ONNX folder")
-    inputs = model_inputs(cfg.batch, cfg.seq, int(folder.config.get("vocab_size", DEFAULT_VOCAB)))
+    vocab = int(folder.config.get("vocab_size", DEFAULT_VOCAB))
+    inputs = model_inputs(cfg.batch, cfg.seq, vocab)
     if int(folder.config.get("type_vocab_size", 2) or 0) < 1:
         inputs.pop("token_type_ids")
     paths = {}
@@ -145,6 +169,7 @@ def prepare_peers(role: str, hf_dir: Path, work: Path, cfg: BenchConfig, plain: 
     peers = [_torch_peer(role, hf_dir, cfg, p, inputs) for p in ("fp32", "bf16")]
     peers += [_ort_peer(role, paths[p], cfg, p, inputs, plain=False) for p in ("fp32", "int8")]
     peers += [_ov_peer(role, ir or paths["fp32"], cfg, p, inputs, plain=False) for p in ("fp32", "bf16")]
+    peers.append(_ov_int8_peer(role, ir, work, cfg, inputs, vocab))
     if plain:
         peers += [_ort_peer(role, paths[p], cfg, p, inputs, plain=True) for p in ("fp32", "int8")]
         peers += [_ov_peer(role, paths["fp32"], cfg, p, inputs, plain=True) for p in ("fp32", "bf16")]

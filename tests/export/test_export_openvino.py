@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kdnas_deploy.errors import DeviceError, ExportError, TableError
+from kdnas_deploy.errors import DeviceError, ExportError, ModelError, TableError
 from kdnas_deploy.export.exporter import ExportOptions, export_model, predict_latency
 from kdnas_deploy.runtime import openvino as rov
 
@@ -93,8 +93,46 @@ def test_peers_quick_records_every_runtime(tiny_hf, tmp_path, monkeypatch):
         assert labels[f"{role}/onnxruntime-fp32"]["median_ms"] > 0
         assert labels[f"{role}/onnxruntime-int8"]["median_ms"] > 0
     assert "student/onnxruntime-fp32-plain" in labels
+    if rov.nncf_reason() is None:  # OpenVINO int8 through NNCF, timed beside the others
+        assert labels["teacher/openvino-int8"]["median_ms"] > 0 and labels["student/openvino-int8"]["median_ms"] > 0
     for name in ("student_vs_teacher_fastest", "student_path_vs_student_ort_fp32", "ours_over_plain_worst"):
         assert set(doc["targets"][name]) >= {"value", "target", "met"}
     assert doc["targets"]["student_path_vs_student_ort_fp32"]["met"] is None  # no bf16 here: not applicable
     assert doc["headline"]["deployed_student"].startswith("student/")
     assert not list(tmp_path.iterdir())  # the deployed models are removed
+
+
+def test_openvino_int8_row_is_skipped_with_the_reason_without_nncf(tiny_hf, tmp_path, monkeypatch):
+    from kdnas_deploy.export import peers
+
+    monkeypatch.setattr(rov, "nncf_reason", lambda: "openvino int8 needs nncf (pip install ...): no module")
+    row = peers._ov_int8_peer("student", tmp_path / "model.xml", tmp_path, peers.quick_config(1),
+                              {"input_ids": None}, 100)
+    assert row.build is None and row.skipped.startswith("openvino int8 needs nncf")
+    assert row.label == "student/openvino-int8"
+
+
+def test_quantize_ir_writes_an_int8_ir_that_runs(ov_folder, tmp_path):
+    pytest.importorskip("nncf")
+    import numpy as np
+
+    from kdnas_deploy.runtime.inputs import model_inputs
+
+    out, _ = ov_folder
+    feeds = [model_inputs(1, 16, 100, seed=i) for i in range(4)]
+    xml = rov.quantize_ir(out / "openvino_model.xml", feeds, tmp_path / "int8")
+    assert xml == tmp_path / "int8" / "openvino_model.xml" and xml.with_suffix(".bin").is_file()
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
+    assert "FakeQuantize" in ops  # NNCF's int8 marks
+    logits = rov.open_openvino(xml, 1).run(None, feeds[0])[0]
+    assert logits.shape[0] == 1 and np.isfinite(logits).all()
+
+
+def test_quantize_ir_refuses_no_calibration_data(ov_folder, tmp_path):
+    pytest.importorskip("nncf")
+    out, _ = ov_folder
+    with pytest.raises(ModelError, match="at least one calibration input"):
+        rov.quantize_ir(out / "openvino_model.xml", [], tmp_path / "int8")
+    assert not (tmp_path / "int8").exists()
