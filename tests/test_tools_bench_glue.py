@@ -40,3 +40,33 @@ def test_average_and_targets_say_value_target_met():
     assert all(set(v) == {"value", "target", "met"} for v in t.values())
     assert t["fp32_speedup_min"]["met"] and not t["int8_speedup_min"]["met"] and t["teacher_margin_min"]["met"]
     assert "| GLUE average |" in markdown(rows, avg)
+
+
+def test_a_stopped_task_is_a_row_that_says_why_and_is_left_out_of_the_averages(tmp_path):
+    from tools.bench_glue import stop_line, stopped_row
+
+    log = tmp_path / "run.log"
+    log.write_text("[search] episode 6 ...\nError: degenerate search: the 18 candidates are tied\n\n")
+    fp32 = {"stopped": stop_line(log), "wall_s": 50.0, "peak_rss_gb": 1.5,
+            "teacher": {"main_metric": "f1", "dev_metrics": {"f1": 0.87, "accuracy": 0.81},
+                        "baseline": {"f1": 0.81, "accuracy": 0.68}}}  # fmt: skip
+    stopped = stopped_row("mrpc", fp32)
+    assert stopped["stopped"] == "Error: degenerate search: the 18 candidates are tied"
+    assert stopped["teacher_margin"] == pytest.approx(0.06) and stopped["baseline"] == 0.81
+    rows = {"a": table_row("builtin", None, *_steps(0.9, 0.88, 0.87, 0.85)), "mrpc": stopped}
+    avg = averages(rows)
+    assert avg["stopped"] == ["mrpc"] and avg["tasks"] == ["a"]
+    assert avg["kdnas_fp32"]["retained"] == pytest.approx(0.88 / 0.9, abs=1e-4)  # the stopped task is not a zero
+    t = targets(rows, avg)
+    assert t["teacher_margin_min"]["value"] == pytest.approx(0.06) and not t["teacher_margin_min"]["met"]
+    assert t["mrpc_fp32_over_baseline_min"] == {"value": None, "target": 0.05, "met": False}
+    assert "| mrpc | f1 | 0.8100 | stopped | Error: degenerate search" in markdown(rows, avg)
+
+
+def test_the_mrpc_target_is_the_smaller_margin_over_the_baseline():
+    run, int8, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    run["summary"]["baseline"] = {"accuracy": 0.5, "f1": 0.81}
+    run["summary"]["student"]["dev_metrics"]["f1"] = 0.84
+    rows = {"mrpc": table_row("builtin", None, run, int8, hand, bench)}
+    t = targets(rows, averages(rows))["mrpc_fp32_over_baseline_min"]
+    assert t["value"] == pytest.approx(0.03) and not t["met"]

@@ -38,10 +38,11 @@ from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, kdnas_cli, run_tracked,
 SCHEMA_VERSION = 1
 TASKS = ("sst2", "mrpc", "cola", "stsb")
 STEPS = ("fp32", "int8", "hand", "bench")
+STOP_EXIT = 2  # kdnas-deploy's exit code for bad input and for the refusals of a weak teacher or a degenerate search
 TARGETS = {"fp32_retained_avg_min": 0.97, "fp32_retained_each_min": 0.95, "fp32_speedup_min": 3.2,
            "fp32_retained_gain_avg_min": 0.90, "fp32_over_hand_points_min": 1.0, "int8_retained_avg_min": 0.96,
            "int8_speedup_min": 6.0, "teacher_margin_min": 0.10, "task_wall_s_max": 3600.0,
-           "task_peak_rss_gb_max": 4.0}  # fmt: skip
+           "task_peak_rss_gb_max": 4.0, "mrpc_over_baseline_min": 0.05}  # fmt: skip
 # --quick: the same steps on tiny budgets (minutes per task, numbers meaningless)
 QUICK = {"teacher": {"max_train_samples": 256, "epochs": 0.3, "allow_weak": True},
          "search": {"episodes": 1, "candidates": 4, "top_k": 2, "proxy_min_rows": 64, "proxy_min_steps": 4,
@@ -92,14 +93,22 @@ class Bench:
     def run(self, task: str, precision: str, teacher: str | None = None) -> dict[str, Any]:
         out = self.work / task / precision
         cfg = self.config(task, precision, teacher)
-        with open(self.work / task / f"run-{precision}.log", "a", encoding="utf-8") as log:
+        log_path = self.work / task / f"run-{precision}.log"
+        with open(log_path, "a", encoding="utf-8") as log:
             rc, peak_gb, wall = run_tracked(kdnas_cli("run", str(cfg), "--out", str(out), "--no-progress"), log=log)
+        cost = {"wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 2)}
+        if rc == STOP_EXIT:  # a refusal the issue asks for (weak teacher, degenerate search): the task's result
+            return {"run": shown(out), "stopped": stop_line(log_path), "teacher": teacher_facts(out), **cost}
         if rc != 0:
             raise SystemExit(f"{task} {precision}: kdnas-deploy run exited {rc} (log: {shown(out.parent)})")
-        return {"run": shown(out), "summary": facts(out), "wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 2)}
+        return {"run": shown(out), "summary": facts(out), **cost}
 
     def task(self, task: str) -> dict[str, Any]:
         fp32 = self.step(task, "fp32", lambda: self.run(task, "fp32"))
+        if "stopped" in fp32:  # no student: the row says why, beside the teacher and its baseline
+            self.doc["tasks"][task]["row"] = row = stopped_row(task, fp32)
+            self.save()
+            return row
         teacher = str(ROOT / fp32["summary"]["teacher"]["path"])
         int8 = self.step(task, "int8", lambda: self.run(task, "int8", teacher))
         hand = self.step(task, "hand", lambda: self.handcrafted(task, fp32))
@@ -183,6 +192,31 @@ def facts(run_dir: Path) -> dict[str, Any]:
             "degenerate": s.get("degenerate"), "escalation": bool(s.get("escalation"))}  # fmt: skip
 
 
+def stop_line(log_path: Path) -> str:
+    """The one-line refusal ``kdnas-deploy run`` printed last (``Error: ...``), else the log's last line."""
+    lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return (errors or lines or ["(empty log)"])[-1]
+
+
+def teacher_facts(run_dir: Path) -> dict[str, Any] | None:
+    """The teacher stage's record of a run that stopped after it: dev metrics, main metric, baseline."""
+    record = run_dir / "stages" / "teacher.json"
+    if not record.is_file():
+        return None
+    out = json.loads(record.read_text())["outputs"]
+    return {k: out.get(k) for k in ("dev_metrics", "main_metric", "baseline", "max_seq_len")}
+
+
+def stopped_row(task: str, fp32: dict[str, Any]) -> dict[str, Any]:
+    """The row of a task whose fp32 run refused to crown a student (exit 2): why, the teacher, its baseline."""
+    t = fp32.get("teacher") or {}
+    main, dev, base = t.get("main_metric"), t.get("dev_metrics") or {}, t.get("baseline") or {}
+    margin = round(dev[main] - base[main], 4) if main in dev and main in base else None
+    return {"stopped": fp32["stopped"], "metric": main, "baseline": base.get(main), "teacher_metrics": dev,
+            "teacher_margin": margin, "wall_s": fp32["wall_s"], "peak_rss_gb": fp32["peak_rss_gb"]}  # fmt: skip
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
@@ -206,7 +240,7 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
               "kdnas_fp32": (s32["student"]["dev_metrics"], s32["student"]["params"], "kdnas_fp32"),
               "kdnas_int8": ({**s8["student"]["dev_metrics"], **s8["student"].get("onnx_dev_metrics", {})},
                              s8["student"]["params"], "kdnas_int8")}  # fmt: skip
-    row: dict[str, Any] = {"metric": main, "baseline": base, "models": {}}
+    row: dict[str, Any] = {"metric": main, "baseline": base, "baselines": dict(s32["baseline"]), "models": {}}
     for name, (metrics, params, key) in models.items():
         value = metrics.get(main)
         measured = bench["rows"][key]["median_ms"]
@@ -221,7 +255,24 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
     return row
 
 
+def _students(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {task: r for task, r in rows.items() if "stopped" not in r}
+
+
+def _mrpc_margin(row: dict[str, Any]) -> float | None:
+    """The fp32 student's smaller margin over the trivial baseline across MRPC's metrics (None: no student)."""
+    if "stopped" in row:
+        return None
+    metrics, base = row["models"]["kdnas_fp32"]["metrics"], row.get("baselines") or {}
+    gaps = [metrics[k] - base[k] for k in base if k in metrics]
+    return round(min(gaps), 4) if gaps else None
+
+
 def averages(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Averages over the tasks that have students (a stopped task has none: it is listed in ``stopped``)."""
+    stopped = sorted(task for task, r in rows.items() if "stopped" in r)
+    rows = _students(rows)
+
     def avg(model: str, key: str) -> float | None:
         vals = [r["models"][model][key] for r in rows.values() if r["models"][model][key] is not None]
         return round(sum(vals) / len(vals), 4) if vals else None
@@ -231,6 +282,7 @@ def averages(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     diffs = [100 * (r["models"]["kdnas_fp32"]["metrics"][r["metric"]] - r["models"]["hand"]["metrics"][r["metric"]])
              for r in rows.values() if r["metric"] in r["models"]["hand"]["metrics"]]  # fmt: skip
     out["kdnas_fp32_over_hand_points"] = round(sum(diffs) / len(diffs), 2) if diffs else None
+    out["tasks"], out["stopped"] = sorted(rows), stopped
     return out
 
 
@@ -239,6 +291,8 @@ def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, A
         met = value is not None and (value >= target if high else value <= target)
         return {"value": value, "target": target, "met": met}
 
+    every = rows  # teacher margins, wall time and memory of every task, stopped or not
+    rows = _students(rows)
     fp32 = [r["models"]["kdnas_fp32"] for r in rows.values()]
     int8 = [r["models"]["kdnas_int8"] for r in rows.values()]
     each = min((m["retained"] for m in fp32 if m["retained"] is not None), default=None)
@@ -252,12 +306,15 @@ def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, A
         "int8_retained_avg": t(avg["kdnas_int8"]["retained"], TARGETS["int8_retained_avg_min"]),
         "int8_speedup_min": t(min((m["speedup_vs_onnx_teacher"] or 0 for m in int8), default=None),
                               TARGETS["int8_speedup_min"]),
-        "teacher_margin_min": t(min((r["teacher_margin"] for r in rows.values()), default=None),
-                                TARGETS["teacher_margin_min"]),
-        "task_wall_s_max": t(max((r["wall_s"] for r in rows.values()), default=None), TARGETS["task_wall_s_max"],
+        "teacher_margin_min": t(min((r["teacher_margin"] for r in every.values()
+                                     if r["teacher_margin"] is not None), default=None),
+                                TARGETS["teacher_margin_min"]),  # fmt: skip
+        "task_wall_s_max": t(max((r["wall_s"] for r in every.values()), default=None), TARGETS["task_wall_s_max"],
                              high=False),
-        "task_peak_rss_gb_max": t(max((r["peak_rss_gb"] for r in rows.values()), default=None),
+        "task_peak_rss_gb_max": t(max((r["peak_rss_gb"] for r in every.values()), default=None),
                                   TARGETS["task_peak_rss_gb_max"], high=False),
+        **({"mrpc_fp32_over_baseline_min": t(_mrpc_margin(every["mrpc"]), TARGETS["mrpc_over_baseline_min"])}
+           if "mrpc" in every else {}),  # F1 and accuracy over always-"paraphrase"
     }  # fmt: skip
 
 
@@ -265,6 +322,10 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
     lines = ["| task | metric | baseline | model | value | params | pred ms | meas ms | x ONNX teacher | "
              "x PyTorch teacher | retained | retained gain |", "|" + "---|" * 12]
     for task, r in rows.items():
+        if "stopped" in r:
+            base = "-" if r["baseline"] is None else f"{r['baseline']:.4f}"
+            lines.append(f"| {task} | {r['metric']} | {base} | stopped | {r['stopped']} |" + " |" * 7)
+            continue
         for name, m in r["models"].items():
             value = m["metrics"].get(r["metric"])
             shown_value = "-" if value is None else f"{value:.4f}"
@@ -280,6 +341,7 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    rows = _students(rows)
     import matplotlib
 
     matplotlib.use("Agg")
