@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
     "--precision",
     type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
     default=None,
-    help="Precision, in the words of `latency build` (int8 = --quantize int8, fp16 = --fp16; bf16: cpu-openvino "
-    "on a CPU with avx512_bf16 or AMX).",
+    help="Precision, in the words of `latency build` (int8 = --quantize int8: ORT dynamic int8, or with "
+    "--backend cpu-openvino NNCF's int8 of the IR, calibrated on --metric-task's train split; fp16 = --fp16; "
+    "bf16: cpu-openvino on a CPU with avx512_bf16 or AMX).",
 )
 @o.task_option(
     required=False,

@@ -54,8 +54,8 @@ latency.add_command(transfer)
     type=click.Choice(["fp32", "int8", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
-    help="Precision of the deployed models timed (int8: dynamic, cpu-ort; fp16: CUDA; bf16: cpu-openvino on a "
-    "CPU with avx512_bf16 or AMX).",
+    help="Precision of the deployed models timed (int8: ORT dynamic int8 on cpu-ort, NNCF's int8 IR on "
+    "cpu-openvino; fp16: CUDA; bf16: cpu-openvino on a CPU with avx512_bf16 or AMX).",
 )
 @o.threads_option()
 @click.option("--rounds", type=o.Count, default=3, show_default=True, help="Readings per entry, spaced in time.")

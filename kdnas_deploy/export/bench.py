@@ -97,12 +97,22 @@ def _ort_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
 
 def _openvino_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
     """OpenVINO on the folder's IR (else its ``model.onnx``) at the export's precision when OpenVINO serves it
-    (fp32, bf16), else f32 of the same file (an ORT int8 graph is labelled int8)."""
-    from kdnas_deploy.runtime.openvino import OV_PRECISIONS, open_openvino, ov_runner
+    (fp32, bf16, int8 of an NNCF IR), else f32 of the same file (an ORT int8 graph is labelled int8)."""
+    from kdnas_deploy.runtime.openvino import open_openvino, ov_runner
 
     precision = onnx_precision(folder)
-    session = open_openvino(folder.path, cfg.threads, precision if precision in OV_PRECISIONS else "fp32")
+    ov_precision = precision if precision in ("fp32", "bf16") or _nncf_int8(folder) else "fp32"
+    session = open_openvino(folder.path, cfg.threads, ov_precision)
     return BenchModel(folder, precision, ov_runner(session, _inputs(folder, cfg), f"{folder.path}: OpenVINO"))
+
+
+def _nncf_int8(folder: ModelFolder) -> bool:
+    """Whether the folder's export quantised its OpenVINO IR (``export --backend cpu-openvino --quantize int8``)."""
+    try:
+        report = json.loads((folder.path / "export_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and bool((report.get("openvino") or {}).get("quantization"))
 
 
 def _torch_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:

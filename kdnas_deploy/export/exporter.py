@@ -19,6 +19,8 @@ from kdnas_deploy.export.agreement import DEFAULT_MIN_AGREEMENT, judge_agreement
 from kdnas_deploy.export.card import write_card
 from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_hf_classifier, load_tokenizer
 from kdnas_deploy.export.serving import (
+    OPENVINO,
+    calibration_feeds,
     open_served,
     openvino_settings,
     require_backend,
@@ -36,6 +38,7 @@ from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB
 from kdnas_deploy.runtime.timing import time_callable
 
 REPORT_SCHEMA_VERSION = 1
+METRIC_MAX_LENGTH = 128  # check_metric's token length: NNCF calibrates int8 at the length the metric is checked
 REPORT_FILE = "export_report.json"
 CONFIG_FILE = "export_config.json"
 QUANTIZE_TO_PRECISION = {"none": "fp32", "int8": "int8"}
@@ -94,8 +97,13 @@ class ExportOptions:
     def backend_name(self) -> str:
         return resolve_export_backend(self.device, self.backend, self.precision)
 
+    @property
+    def openvino_int8(self) -> bool:
+        return self.precision == "int8" and self.backend_name == OPENVINO
+
     def deploy_config(self) -> DeployConfig:
-        graph = "fp32" if self.bf16 else self.precision  # bf16 is OpenVINO's inference precision of the fp32 graph
+        # bf16 is OpenVINO's inference precision of the fp32 graph, OpenVINO int8 NNCF's quantisation of its IR
+        graph = "fp32" if self.bf16 or self.openvino_int8 else self.precision
         return DeployConfig(optimize=self.optimize, precision=graph, device=self.device, int8_scheme=self.int8_scheme)
 
     def tolerance(self) -> ParityTolerance:
@@ -180,11 +188,22 @@ def _check_request(model_dir: Path, out_dir: Path, options: ExportOptions) -> tu
         raise ExportError("--quantize int8 needs --task to check the dev-set metric (or --force to skip the check)")
     if options.bf16 and not options.task and not options.force:
         raise ExportError("bf16 needs --metric-task to check the dev-set metric (or --force to skip the check)")
+    if options.openvino_int8 and not options.task:
+        raise ExportError("--backend cpu-openvino --quantize int8 needs --metric-task: NNCF calibrates the int8 model"
+                          " on the task's train split")  # fmt: skip
     require_device(config.device)
     require_backend(options.backend_name, options.precision)
     folder = inspect_folder(model_dir)
     check_exportable(folder.model_type)
     return config, folder
+
+
+def _calibration(tokenizer: Any, options: ExportOptions) -> Any:
+    """The task's calibration requests for OpenVINO int8 (read only when the export quantises)."""
+    task = options.task
+    if not task:
+        return None
+    return lambda: calibration_feeds(tokenizer, task, options.data_dir, max_length=METRIC_MAX_LENGTH)
 
 
 def _architecture(model: Any) -> Any:
@@ -216,7 +235,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOpti
             f"{options.backend_name})")
         with quiet_loggers():
             deployed = deploy(model, tmp, config, tokenizer)
-            served = write_served_artifact(options.backend_name, deployed.onnx_path)
+            served = write_served_artifact(options.backend_name, deployed.onnx_path, options.precision,
+                                           _calibration(tokenizer, options))  # fmt: skip
         if served is not None:
             served["config"] = openvino_settings(options.threads, options.precision)
         tokenizer.save_pretrained(str(tmp))

@@ -142,7 +142,7 @@ def _ov_int8_peer(role: str, ir: Path | None, work: Path, cfg: BenchConfig, inpu
         feeds = [{k: model_inputs(cfg.batch, cfg.seq, vocab, seed=i)[k] for k in inputs}
                  for i in range(CALIBRATION_FEEDS)]  # fmt: skip
         int8 = quantize_ir(ir, feeds, work / role / "openvino-int8")
-        return ov_runner(open_openvino(int8, cfg.threads, "fp32"), inputs)  # f32 hint: the unquantised ops
+        return ov_runner(open_openvino(int8, cfg.threads, "int8"), inputs)
 
     reason = _openvino_reason() or nncf_reason()
     return Peer(role, "openvino", "int8", "kdnas", None if reason or ir is None else build, reason)

@@ -9,10 +9,11 @@ prediction agreement and the dev metric).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdnas_deploy.errors import ExportError
+from kdnas_deploy.errors import DeviceError, ExportError
 from kdnas_deploy.runtime.inputs import model_inputs
 from kdnas_deploy.runtime.runners import Runner, ort_runner
 from kdnas_deploy.runtime.session import make_session
@@ -22,7 +23,8 @@ from kdnas_deploy.runtime.session import make_session
 EXPORT_BACKENDS = {"cpu-ort": "cpu", "cpu-openvino": "cpu", "cuda-ort": "cuda"}
 DEFAULT_BACKEND = {"cpu": "cpu-ort", "cuda": "cuda-ort"}
 OPENVINO = "cpu-openvino"
-OPENVINO_PRECISIONS = ("fp32", "bf16")
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")  # int8: the IR quantised by NNCF on the task's train texts
+CALIBRATION_EXAMPLES = 300  # NNCF's default subset size
 
 
 def resolve_export_backend(device: str, backend: str | None, precision: str) -> str:
@@ -38,7 +40,7 @@ def resolve_export_backend(device: str, backend: str | None, precision: str) -> 
         raise ExportError(f"bf16 is served by --backend {OPENVINO} (OpenVINO's CPU plugin), not {name}")
     if name == OPENVINO and precision not in OPENVINO_PRECISIONS:
         raise ExportError(f"--backend {OPENVINO} serves {', '.join(OPENVINO_PRECISIONS)} (OpenVINO's inference "
-                          f"precisions of the fp32 graph), not {precision}")  # fmt: skip
+                          f"precisions of the fp32 graph, and NNCF's int8 of it), not {precision}")  # fmt: skip
     return name
 
 
@@ -46,20 +48,69 @@ def require_backend(backend: str, precision: str) -> None:
     """DeviceError before any work when the backend cannot run here (OpenVINO missing, bf16 on a CPU without
     avx512_bf16/AMX)."""
     if backend == OPENVINO:
-        from kdnas_deploy.runtime.openvino import require_openvino, require_precision
+        from kdnas_deploy.runtime.openvino import nncf_reason, require_openvino, require_precision
 
         require_openvino("--backend cpu-openvino")
         require_precision(precision, "--backend cpu-openvino")
+        reason = nncf_reason() if precision == "int8" else None
+        if reason:
+            raise DeviceError(f"--backend cpu-openvino {reason}")
 
 
-def write_served_artifact(backend: str, onnx_path: Path) -> dict[str, Any] | None:
-    """What the backend serves beyond the ONNX file: the OpenVINO IR for ``cpu-openvino`` (None otherwise)."""
+Calibration = Callable[[], list[dict[str, Any]]]
+
+
+def write_served_artifact(backend: str, onnx_path: Path, precision: str = "fp32",
+                          calibration: Calibration | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """What the backend serves beyond the ONNX file: the OpenVINO IR for ``cpu-openvino`` (None otherwise); at
+    int8 the IR is NNCF's quantisation of the fp32 one on ``calibration()``'s inputs, and the ONNX file stays
+    the fp32 graph it came from."""
     if backend != OPENVINO:
         return None
-    from kdnas_deploy.runtime.openvino import IR_FILE, IR_WEIGHTS, convert_to_ir, openvino_version
+    from kdnas_deploy.runtime.openvino import (
+        IR_FILE,
+        IR_WEIGHTS,
+        convert_to_ir,
+        openvino_version,
+        quantization_record,
+        quantize_ir,
+    )
 
-    convert_to_ir(onnx_path, onnx_path.parent)
-    return {"ir": IR_FILE, "weights": IR_WEIGHTS, "openvino_version": openvino_version(), "source": onnx_path.name}
+    folder = onnx_path.parent
+    info: dict[str, Any] = {"ir": IR_FILE, "weights": IR_WEIGHTS, "openvino_version": openvino_version(),
+                            "source": onnx_path.name}  # fmt: skip
+    if precision != "int8":
+        convert_to_ir(onnx_path, folder)
+        return info
+    if calibration is None:
+        raise ExportError("OpenVINO int8 needs calibration data: give the task (--metric-task)")
+    feeds = calibration()
+    fp32_dir = folder / ".ir-fp32"
+    fp32_dir.mkdir(exist_ok=True)
+    quantize_ir(convert_to_ir(onnx_path, fp32_dir), feeds, folder)
+    for f in fp32_dir.iterdir():
+        f.unlink()
+    fp32_dir.rmdir()
+    return {**info, "quantization": quantization_record(len(feeds), "the task's train split")}
+
+
+def calibration_feeds(tokenizer: Any, task: str, data_dir: str | None, max_length: int,
+                      examples: int = CALIBRATION_EXAMPLES) -> list[dict[str, Any]]:  # fmt: skip
+    """Up to ``examples`` rows of the task's train split, one request each (unpadded, truncated at
+    ``max_length``), as NNCF calibrates on them."""
+    import numpy as np
+
+    from kdnas_deploy.tasks import get_task
+    from kdnas_deploy.tasks.lengths import task_texts
+
+    texts = task_texts(get_task(task, data_dir), "train", limit=examples)
+    if not texts:
+        raise ExportError(f"task {task!r} has no train rows to calibrate OpenVINO int8 on")
+    out = []
+    for text in texts:
+        enc = tokenizer(*text, truncation=True, max_length=max_length, return_tensors="np")
+        out.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+    return out
 
 
 def open_served(backend: str, folder: Path, device: str, threads: int, precision: str) -> Any:

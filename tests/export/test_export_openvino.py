@@ -49,11 +49,11 @@ def test_bench_serves_the_ir(ov_folder):
 
 @pytest.mark.parametrize("kwargs,error,needle", [
     ({"bf16": True}, ExportError, "bf16 is served by --backend cpu-openvino"),
-    ({"backend": "cpu-openvino", "quantize": "int8"}, ExportError, "serves fp32, bf16"),
+    ({"backend": "cpu-openvino", "quantize": "int8", "fp16": True}, ExportError, "exclude each other"),
     ({"backend": "cpu-openvino", "bf16": True, "fp16": True}, ExportError, "bf16 excludes"),
     ({"backend": "cuda-torch", "device": "cuda"}, ExportError, "serves no ONNX folder"),
     ({"backend": "cuda-ort"}, ExportError, "runs on cuda, not on --device cpu"),
-], ids=["bf16-ort", "ov-int8", "bf16-fp16", "torch", "wrong-device"])  # fmt: skip
+], ids=["bf16-ort", "ov-int8-fp16", "bf16-fp16", "torch", "wrong-device"])  # fmt: skip
 def test_bad_backend_and_precision_refused(kwargs, error, needle):
     with pytest.raises(error, match=needle):
         ExportOptions(**kwargs)
@@ -136,3 +136,50 @@ def test_quantize_ir_refuses_no_calibration_data(ov_folder, tmp_path):
     with pytest.raises(ModelError, match="at least one calibration input"):
         rov.quantize_ir(out / "openvino_model.xml", [], tmp_path / "int8")
     assert not (tmp_path / "int8").exists()
+
+
+@pytest.fixture(scope="module")
+def ov_int8_folder(tiny_hf, tmp_path_factory):
+    pytest.importorskip("nncf")
+    out = tmp_path_factory.mktemp("ov8") / "ov8"
+    report = export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino", quantize="int8", task="builtin",
+                                                      threads=1, bench_reps=3), log=lambda m: None)  # fmt: skip
+    return out, report
+
+
+def test_openvino_int8_export_quantises_the_ir_on_the_task_and_checks_the_metric(ov_int8_folder):
+    import onnx
+    import openvino as ov
+
+    out, report = ov_int8_folder
+    assert report["backend"] == "cpu-openvino" and report["precision"] == "int8"
+    q = report["openvino"]["quantization"]
+    assert q["tool"] == "nncf" and q["calibration"] == "the task's train split" and q["calibration_examples"] > 0
+    assert rov.is_int8_model(ov.Core().read_model(str(out / "openvino_model.xml")))
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    assert not ops & {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"}  # the ONNX file stays fp32
+    assert report["metric_check"]["task"] == "builtin" and report["agreement"] is not None
+    assert report["latency_measured"]["backend"] == "cpu-openvino"
+    assert not list(out.glob(".ir-*")) and not list(out.glob(".*.tmp"))
+
+
+def test_bench_labels_an_openvino_int8_folder_int8(ov_int8_folder):
+    from kdnas_deploy.export.bench import BenchConfig, run_bench
+
+    out, _ = ov_int8_folder
+    cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-openvino", pause_ms=0.0)
+    row = run_bench([out], cfg, progress=False)[0]
+    assert row["runtime"] == "openvino" and row["precision"] == "int8" and row["median_ms"] > 0
+
+
+def test_openvino_int8_needs_the_task_even_with_force(tiny_hf, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="needs --metric-task: NNCF calibrates"):
+        export_model(tiny_hf, out, ExportOptions(backend="cpu-openvino", quantize="int8", force=True))
+    assert not out.exists()
+
+
+def test_an_fp32_ir_is_not_opened_as_int8(ov_folder):
+    out, _ = ov_folder
+    with pytest.raises(ModelError, match="not an OpenVINO int8 model"):
+        rov.open_openvino(out, 1, "int8")

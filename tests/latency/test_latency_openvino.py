@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from kdnas_deploy.cli import main
-from kdnas_deploy.errors import DeviceError
+from kdnas_deploy.errors import DeviceError, ModelError
 from kdnas_deploy.latency.backends import BACKENDS, CpuOpenVinoBackend, get_backend
 from kdnas_deploy.runtime import openvino as rov
 
@@ -21,11 +21,43 @@ def _refused(capsys, argv, needle):
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_registered_for_the_cpu_with_fp32_and_bf16():
+def test_registered_for_the_cpu_with_fp32_bf16_and_int8():
     assert BACKENDS["cpu-openvino"] is CpuOpenVinoBackend
-    assert CpuOpenVinoBackend.device == "cpu" and CpuOpenVinoBackend.precisions == ("fp32", "bf16")
-    # one fp32 graph for both precisions: the one cpu-ort fp32 ships
-    assert CpuOpenVinoBackend("bf16").deploy_config == BACKENDS["cpu-ort"]("fp32").deploy_config
+    assert CpuOpenVinoBackend.device == "cpu" and CpuOpenVinoBackend.precisions == ("fp32", "bf16", "int8")
+    # one fp32 graph for every precision: the one cpu-ort fp32 ships (int8 is NNCF's quantisation of its IR)
+    for precision in ("bf16", "int8"):
+        assert CpuOpenVinoBackend(precision).deploy_config == BACKENDS["cpu-ort"]("fp32").deploy_config
+
+
+def test_int8_without_nncf_refuses_and_writes_nothing(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("openvino")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(DeviceError, match="openvino int8 needs nncf"):
+        get_backend("cpu", "int8", backend="cpu-openvino")
+    out = tmp_path / "sub" / "t.json"
+    _refused(capsys, ["latency", "build", "--backend", "cpu-openvino", "--precision", "int8", "--out", str(out)],
+             "openvino int8 needs nncf")
+    assert not out.parent.exists()
+
+
+def test_int8_prepare_quantises_the_ir_and_records_how(tmp_path):
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from kdnas_deploy.arch import Architecture
+
+    backend = get_backend("cpu", "int8", threads=1, backend="cpu-openvino")
+    xml = backend.prepare(Architecture(1, 32, 2, 64), tmp_path)
+    assert xml == tmp_path / "int8" / "openvino_model.xml" and (tmp_path / "openvino_model.xml").is_file()
+    assert rov.is_int8_model(ov.Core().read_model(str(xml)))
+    assert backend.prepare(Architecture(1, 32, 2, 64), tmp_path) == xml  # reused: an interrupted build resumes
+    runner = backend.open(xml, 1, 16)
+    runner.fn()  # one forward pass of the int8 model
+    runner.close()
+    q = backend.fingerprint()["quantization"]
+    assert q["tool"] == "nncf" and q["calibration_examples"] == 8 and q["nncf_version"]
+    with pytest.raises(ModelError, match="not an OpenVINO int8 model"):  # an fp32 IR is never timed as int8
+        backend.open(tmp_path / "openvino_model.xml", 1, 16)
 
 
 def test_without_openvino_the_backend_refuses(monkeypatch, capsys, tmp_path):

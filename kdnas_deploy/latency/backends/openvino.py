@@ -3,8 +3,10 @@
 The graph is the one ``cpu-ort`` fp32 ships (export -> ORT O2 fusions, fp32), converted once to OpenVINO IR
 (:func:`kdnas_deploy.runtime.openvino.convert_to_ir`), so ``export --backend cpu-openvino`` writes that very
 IR beside the ONNX file. fp32 and bf16 are OpenVINO inference precisions of that one graph; bf16 is refused
-on a CPU without avx512_bf16/AMX (see :mod:`kdnas_deploy.runtime.openvino`). Without the ``openvino`` extra
-the backend refuses with one line (:class:`~kdnas_deploy.errors.DeviceError`).
+on a CPU without avx512_bf16/AMX (see :mod:`kdnas_deploy.runtime.openvino`). int8 is that IR quantised by NNCF
+(:func:`~kdnas_deploy.runtime.openvino.quantize_ir`) on seeded random requests: calibration moves activation
+ranges, not the kernels a table times; an export calibrates on the task's texts. Without the ``openvino`` extra
+(which brings nncf) the backend refuses with one line (:class:`~kdnas_deploy.errors.DeviceError`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import DeviceError
 from kdnas_deploy.latency.backends.base import DeployedBackend, deploy_student
 from kdnas_deploy.runtime.deploy import DeployConfig
 from kdnas_deploy.runtime.inputs import model_inputs
@@ -20,22 +23,28 @@ from kdnas_deploy.runtime.openvino import (
     IR_FILE,
     OpenVinoSettings,
     convert_to_ir,
+    nncf_reason,
     open_openvino,
     openvino_version,
     ov_runner,
+    quantization_record,
+    quantize_ir,
     require_openvino,
     require_precision,
 )
 from kdnas_deploy.runtime.runners import Runner
 
+CALIBRATION_REQUESTS = 8  # seeded random b1 s128 requests NNCF calibrates a table's int8 models on
+CALIBRATION_SEQ = 128
+
 
 class CpuOpenVinoBackend(DeployedBackend):
     name = "cpu-openvino"
     device = "cpu"
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
     provider = "openvino-CPU"
-    # one fp32 graph for both: bf16 is OpenVINO's inference precision, not a different file
-    deploy_configs = {"fp32": DeployConfig.cpu_fp32(), "bf16": DeployConfig.cpu_fp32()}
+    # one fp32 graph for all: bf16 is OpenVINO's inference precision, int8 NNCF's quantisation of its IR
+    deploy_configs = {"fp32": DeployConfig.cpu_fp32(), "bf16": DeployConfig.cpu_fp32(), "int8": DeployConfig.cpu_fp32()}
 
     @property
     def settings(self) -> OpenVinoSettings:
@@ -44,9 +53,15 @@ class CpuOpenVinoBackend(DeployedBackend):
     def check_available(self) -> None:
         require_openvino()
         require_precision(self.precision)
+        reason = nncf_reason() if self.precision == "int8" else None
+        if reason:
+            raise DeviceError(f"cpu-openvino {reason}")
 
     def path_config(self) -> dict[str, Any]:
-        return {"runtime": "openvino", "format": "openvino-ir", "deploy_config": self.deploy_config.to_dict()}
+        config = {"runtime": "openvino", "format": "openvino-ir", "deploy_config": self.deploy_config.to_dict()}
+        if self.precision == "int8":
+            config["quantization"] = quantization_record(CALIBRATION_REQUESTS, "seeded random requests")
+        return config
 
     def machine_fingerprint(self) -> dict[str, Any]:
         from kdnas_deploy.latency.fingerprint import cpu_fingerprint
@@ -67,7 +82,13 @@ class CpuOpenVinoBackend(DeployedBackend):
             (tmp_dir / "openvino_model.bin").replace(Path(workdir) / "openvino_model.bin")
             (tmp_dir / IR_FILE).replace(ir)  # the .xml last: present means complete
             tmp_dir.rmdir()
-        return ir
+        if self.precision != "int8":
+            return ir
+        int8 = Path(workdir) / "int8" / IR_FILE
+        if not int8.is_file():  # quantize_ir writes the .xml last
+            feeds = [model_inputs(1, CALIBRATION_SEQ, seed=i) for i in range(CALIBRATION_REQUESTS)]
+            quantize_ir(ir, feeds, int8.parent)
+        return int8
 
     def open(self, artifact: Path, batch: int, seq: int) -> Runner:
         session = open_openvino(artifact, self.threads, self.precision)
