@@ -70,3 +70,17 @@ def test_the_mrpc_target_is_the_smaller_margin_over_the_baseline():
     rows = {"mrpc": table_row("builtin", None, run, int8, hand, bench)}
     t = targets(rows, averages(rows))["mrpc_fp32_over_baseline_min"]
     assert t["value"] == pytest.approx(0.03) and not t["met"]
+
+
+def test_a_row_without_the_int8_run_says_so_and_leaves_int8_targets_unmet():
+    run, _, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    del bench["rows"]["kdnas_int8"]
+    row = table_row("builtin", None, run, None, hand, bench)
+    assert set(row["models"]) == {"teacher", "hand", "kdnas_fp32"} and row["not_run"] == ["kdnas_int8"]
+    assert (row["wall_s"], row["peak_rss_gb"]) == (115.0, 2.0)
+    rows = {"a": row}
+    avg = averages(rows)
+    assert avg["kdnas_int8"]["retained"] is None and avg["kdnas_fp32"]["retained"] is not None
+    t = targets(rows, avg)
+    assert t["int8_retained_avg"]["met"] is False and t["int8_speedup_min"]["value"] is None
+    assert "kdnas_int8 | | |" in markdown(rows, avg)

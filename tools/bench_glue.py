@@ -53,6 +53,7 @@ QUICK = {"teacher": {"max_train_samples": 256, "epochs": 0.3, "allow_weak": True
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick, self.redo, self.threads = args.quick, set(args.redo.split(",")) if args.redo else set(), 2
+        self.skip = set(args.skip.split(",")) if args.skip else set()
         self.data_dir = Path(args.data_dir).resolve()
         self.work = args.work or WORK / ("glue_table_quick" if self.quick else "glue_table")
         self.out = RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")
@@ -110,7 +111,7 @@ class Bench:
             self.save()
             return row
         teacher = str(ROOT / fp32["summary"]["teacher"]["path"])
-        int8 = self.step(task, "int8", lambda: self.run(task, "int8", teacher))
+        int8 = None if "int8" in self.skip else self.step(task, "int8", lambda: self.run(task, "int8", teacher))
         hand = self.step(task, "hand", lambda: self.handcrafted(task, fp32))
         bench = self.step(task, "bench", lambda: self.bench(task, fp32, int8, hand))
         row = table_row(task, self.data_dir, fp32, int8, hand, bench)
@@ -155,10 +156,15 @@ class Bench:
                 "dev_metrics": {k: v for k, v in dev.items() if isinstance(v, int | float)},
                 "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
-    def bench(self, task: str, fp32: dict[str, Any], int8: dict[str, Any], hand: dict[str, Any]) -> dict[str, Any]:
-        s8, s32 = int8["summary"], fp32["summary"]
-        paths = [str(ROOT / p) for p in (s32["teacher_onnx"], s32["teacher"]["path"], hand["onnx"],
-                                         s32["student"]["onnx"], s8["student"]["onnx"])]
+    def bench(self, task: str, fp32: dict[str, Any], int8: dict[str, Any] | None,
+              hand: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        s32 = fp32["summary"]
+        names = ["teacher_onnx", "teacher_pytorch", "hand", "kdnas_fp32"]
+        folders = [s32["teacher_onnx"], s32["teacher"]["path"], hand["onnx"], s32["student"]["onnx"]]
+        if int8 is not None:
+            names.append("kdnas_int8")
+            folders.append(int8["summary"]["student"]["onnx"])
+        paths = [str(ROOT / p) for p in folders]
         out = self.work / task / "bench.json"
         args = ["bench", *paths, "--seq", "128", "--threads", str(self.threads), "--json", str(out),
                 "--table", str(ROOT / next(iter(s32["tables"].values())))]
@@ -168,7 +174,6 @@ class Bench:
         if rc != 0:
             raise SystemExit(f"{task}: kdnas-deploy bench exited {rc}")
         rows = json.loads(out.read_text())
-        names = ("teacher_onnx", "teacher_pytorch", "hand", "kdnas_fp32", "kdnas_int8")
         return {"rows": {n: {"median_ms": r["median_ms"], "predicted_ms": r.get("predicted_ms")}
                          for n, r in zip(names, rows, strict=True)}, "seconds": round(wall, 1)}  # fmt: skip
 
@@ -225,21 +230,22 @@ def _gain(student: float | None, teacher: float, baseline: float) -> float | Non
     return round((student - baseline) / (teacher - baseline), 4) if student is not None and teacher > baseline else None
 
 
-def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, Any], hand: dict[str, Any],
+def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, Any] | None, hand: dict[str, Any],
               bench: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One task's row of the table from its steps' results (the int8 student: its int8 graph's dev metric)."""
     from kdnas_deploy.tasks import get_task
 
-    s32, s8 = fp32["summary"], int8["summary"]
+    s32 = fp32["summary"]
     main = get_task(task, data_dir).main_metric
     teacher = float(s32["teacher"]["dev_metrics"][main])
     base = float(s32["baseline"][main])
     t_onnx, t_pt = bench["rows"]["teacher_onnx"]["median_ms"], bench["rows"]["teacher_pytorch"]["median_ms"]
     models = {"teacher": (s32["teacher"]["dev_metrics"], s32["teacher"]["params"], "teacher_onnx"),
               "hand": (hand["dev_metrics"], hand["params"], "hand"),
-              "kdnas_fp32": (s32["student"]["dev_metrics"], s32["student"]["params"], "kdnas_fp32"),
-              "kdnas_int8": ({**s8["student"]["dev_metrics"], **s8["student"].get("onnx_dev_metrics", {})},
-                             s8["student"]["params"], "kdnas_int8")}  # fmt: skip
+              "kdnas_fp32": (s32["student"]["dev_metrics"], s32["student"]["params"], "kdnas_fp32")}  # fmt: skip
+    if int8 is not None:  # the int8 student: its int8 graph's dev metric
+        s8 = int8["summary"]["student"]
+        models["kdnas_int8"] = ({**s8["dev_metrics"], **s8.get("onnx_dev_metrics", {})}, s8["params"], "kdnas_int8")
     row: dict[str, Any] = {"metric": main, "baseline": base, "baselines": dict(s32["baseline"]), "models": {}}
     for name, (metrics, params, key) in models.items():
         value = metrics.get(main)
@@ -249,8 +255,11 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
             "measured_ms": measured, "speedup_vs_onnx_teacher": _ratio(t_onnx, measured),
             "speedup_vs_pytorch_teacher": _ratio(t_pt, measured), "retained": _ratio(value, teacher),
             "retained_gain": _gain(value, teacher, base)}  # fmt: skip
-    row["wall_s"] = round(fp32["wall_s"] + int8["wall_s"] + hand["seconds"] + bench["seconds"], 1)
-    row["peak_rss_gb"] = max(fp32["peak_rss_gb"], int8["peak_rss_gb"])
+    runs = [fp32] + ([int8] if int8 is not None else [])
+    row["wall_s"] = round(sum(r["wall_s"] for r in runs) + hand["seconds"] + bench["seconds"], 1)
+    row["peak_rss_gb"] = max(r["peak_rss_gb"] for r in runs)
+    if int8 is None:
+        row["not_run"] = ["kdnas_int8"]
     row["teacher_margin"] = round(teacher - base, 4)
     return row
 
@@ -274,7 +283,8 @@ def averages(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = _students(rows)
 
     def avg(model: str, key: str) -> float | None:
-        vals = [r["models"][model][key] for r in rows.values() if r["models"][model][key] is not None]
+        vals = [r["models"][model][key] for r in rows.values()
+                if model in r["models"] and r["models"][model][key] is not None]  # fmt: skip
         return round(sum(vals) / len(vals), 4) if vals else None
 
     out = {m: {k: avg(m, k) for k in ("retained", "retained_gain", "speedup_vs_onnx_teacher",
@@ -294,7 +304,7 @@ def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, A
     every = rows  # teacher margins, wall time and memory of every task, stopped or not
     rows = _students(rows)
     fp32 = [r["models"]["kdnas_fp32"] for r in rows.values()]
-    int8 = [r["models"]["kdnas_int8"] for r in rows.values()]
+    int8 = [r["models"]["kdnas_int8"] for r in rows.values() if "kdnas_int8" in r["models"]]
     each = min((m["retained"] for m in fp32 if m["retained"] is not None), default=None)
     return {
         "fp32_retained_avg": t(avg["kdnas_fp32"]["retained"], TARGETS["fp32_retained_avg_min"]),
@@ -349,10 +359,13 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, marker in (("hand", "s"), ("kdnas_fp32", "o"), ("kdnas_int8", "^")):
-        xs = [r["models"][name]["speedup_vs_onnx_teacher"] or math.nan for r in rows.values()]
-        ys = [r["models"][name]["retained"] or math.nan for r in rows.values()]
+        have = {task: r["models"][name] for task, r in rows.items() if name in r["models"]}
+        xs = [m["speedup_vs_onnx_teacher"] or math.nan for m in have.values()]
+        ys = [m["retained"] or math.nan for m in have.values()]
+        if not have:
+            continue
         ax.scatter(xs, ys, marker=marker, label=name)
-        for x, y, task in zip(xs, ys, rows, strict=True):
+        for x, y, task in zip(xs, ys, have, strict=True):
             ax.annotate(task, (x, y), fontsize=7)
     ax.set_xlabel("measured speedup over the fp32 ONNX teacher")
     ax.set_ylabel("retained ratio of the teacher's main metric")
@@ -369,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: work_artifacts/glue_table)")
     ap.add_argument("--quick", action="store_true", help="smoke run on tiny budgets into glue_table_quick.*")
     ap.add_argument("--redo", default="", help=f"steps to run again, comma-separated ({', '.join(STEPS)})")
+    ap.add_argument("--skip", default="", choices=["", "int8"],
+                    help="int8: no int8 run (the rows say kdnas_int8 was not run; its targets are unmet)")
     args = ap.parse_args(argv)
     b = Bench(args)
     rows = {task: b.task(task) for task in [t.strip() for t in args.tasks.split(",") if t.strip()]}
