@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,9 +28,12 @@ def kdnas_cli(*args: str) -> list[str]:
 
 
 def shown(path: Path) -> str:
-    """``path`` relative to the repository root when it is inside it (what the result files record)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    """``path`` relative to the repository root when it is inside it (what the result files record), also when
+    it is reached through a link inside the root (``work_artifacts`` linked into a worktree)."""
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        if candidate.is_relative_to(ROOT):
+            return str(candidate.relative_to(ROOT))
+    return str(Path(path).resolve())
 
 
 def run_tracked(cmd: list[str], log: IO[str] | None = None, interval_s: float = 0.05) -> tuple[int, float, float]:
