@@ -9,6 +9,7 @@ prediction agreement and the dev metric).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def resolve_export_backend(device: str, backend: str | None, precision: str) -> 
 
 def require_backend(backend: str, precision: str) -> None:
     """DeviceError before any work when the backend cannot run here (OpenVINO missing, bf16 on a CPU without
-    avx512_bf16/AMX)."""
+    avx512_bf16/AMX, int8 without nncf)."""
     if backend == OPENVINO:
         from kdnas_deploy.runtime.openvino import nncf_reason, require_openvino, require_precision
 
@@ -87,10 +88,10 @@ def write_served_artifact(backend: str, onnx_path: Path, precision: str = "fp32"
     feeds = calibration()
     fp32_dir = folder / ".ir-fp32"
     fp32_dir.mkdir(exist_ok=True)
-    quantize_ir(convert_to_ir(onnx_path, fp32_dir), feeds, folder)
-    for f in fp32_dir.iterdir():
-        f.unlink()
-    fp32_dir.rmdir()
+    try:
+        quantize_ir(convert_to_ir(onnx_path, fp32_dir), feeds, folder)
+    finally:
+        shutil.rmtree(fp32_dir, ignore_errors=True)
     return {**info, "quantization": quantization_record(len(feeds), "the task's train split")}
 
 
