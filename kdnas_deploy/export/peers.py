@@ -136,11 +136,10 @@ def _ov_int8_peer(role: str, ir: Path | None, work: Path, cfg: BenchConfig, inpu
     from kdnas_deploy.runtime.openvino import nncf_reason
 
     def build() -> Runner:
-        from kdnas_deploy.runtime.openvino import open_openvino, ov_runner, quantize_ir
+        from kdnas_deploy.runtime.openvino import open_openvino, ov_runner, quantize_ir, random_calibration
 
         assert ir is not None
-        feeds = [{k: model_inputs(cfg.batch, cfg.seq, vocab, seed=i)[k] for k in inputs}
-                 for i in range(CALIBRATION_FEEDS)]  # fmt: skip
+        feeds = random_calibration(CALIBRATION_FEEDS, cfg.batch, cfg.seq, vocab)  # quantize_ir keeps the model's inputs
         int8 = quantize_ir(ir, feeds, work / role / "openvino-int8")
         return ov_runner(open_openvino(int8, cfg.threads, "int8"), inputs)
 

@@ -177,6 +177,15 @@ def quantize_ir(model_path: str | Path, feeds: list[dict[str, np.ndarray]], out_
     return out
 
 
+def random_calibration(requests: int, batch: int = 1, seq: int = 128,
+                       vocab_size: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """``requests`` seeded random requests (:func:`~kdnas_deploy.runtime.inputs.model_inputs`, seeds 0..n-1):
+    calibration for timing only (ranges move, the kernels timed do not)."""
+    from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
+
+    return [model_inputs(batch, seq, vocab_size or DEFAULT_VOCAB, seed=i) for i in range(requests)]
+
+
 def quantization_record(examples: int, source: str) -> dict[str, Any]:
     """What an int8 artifact records of its quantisation (export reports, table fingerprints)."""
     return {"tool": "nncf", "nncf_version": nncf_version(), "algorithm": "nncf.quantize (post-training)",

@@ -29,6 +29,7 @@ from kdnas_deploy.runtime.openvino import (
     ov_runner,
     quantization_record,
     quantize_ir,
+    random_calibration,
     require_openvino,
     require_precision,
 )
@@ -86,8 +87,7 @@ class CpuOpenVinoBackend(DeployedBackend):
             return ir
         int8 = Path(workdir) / "int8" / IR_FILE
         if not int8.is_file():  # quantize_ir writes the .xml last
-            feeds = [model_inputs(1, CALIBRATION_SEQ, seed=i) for i in range(CALIBRATION_REQUESTS)]
-            quantize_ir(ir, feeds, int8.parent)
+            quantize_ir(ir, random_calibration(CALIBRATION_REQUESTS, 1, CALIBRATION_SEQ), int8.parent)
         return int8
 
     def open(self, artifact: Path, batch: int, seq: int) -> Runner:
