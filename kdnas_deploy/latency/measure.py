@@ -3,7 +3,9 @@
 Shared by ``build``, ``validate`` and ``--recalibrate`` so that table entries and the measurements they are
 judged against are taken the same way:
 
-* every reading is a fresh session (one at a time), warmed up, timed ``reps`` times; its median is kept;
+* every reading is warmed up and timed ``reps`` times; its median is kept. Within a pass the readings of one
+  model at all its (batch, seq) shapes are taken back to back on one loaded model (``Backend.open_shapes``:
+  one ONNX Runtime session, as a server keeps one for every request length); each pass loads it afresh;
 * each model gets ``rounds`` readings in separate passes over the whole set (spaced in time, the pass order
   alternates);
 * a small fixed *probe* model is timed between every ``probe_every`` readings. The machine flips between a
@@ -91,6 +93,15 @@ class Job:
     seq: int
 
 
+def by_artifact(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with each model's shapes next to each other (models in order of first appearance, the shapes
+    of one model in their given order), so that a pass reads a model at all its shapes on one load."""
+    first: dict[Path, int] = {}
+    for j in jobs:
+        first.setdefault(j.artifact, len(first))
+    return sorted(jobs, key=lambda j: first[j.artifact])
+
+
 @dataclass
 class Measured:
     """The kept value of one model and how it was obtained."""
@@ -145,6 +156,7 @@ class Measurer:
         self.state: str | None = None
         self.state_changes = 0
         self.waited_s = 0.0
+        self._loaded: tuple[Path, Callable[[int, int], Any]] | None = None  # (artifact, its open_shapes)
 
     # ------------------------------------------------------------------ probe / state
     @property
@@ -217,7 +229,10 @@ class Measurer:
             self.readings.setdefault(r.key, []).append(r)
 
     def _read(self, job: Job, round_no: int) -> Reading:
-        runner = self.backend.open(job.artifact, job.batch, job.seq)
+        if self._loaded is None or self._loaded[0] != job.artifact:
+            self._loaded = None  # the previous model is released first: one model loaded at a time
+            self._loaded = (job.artifact, self.backend.open_shapes(job.artifact))
+        runner = self._loaded[1](job.batch, job.seq)
         try:
             tm = runner.time(self.policy.timing)
         finally:
@@ -225,6 +240,12 @@ class Measurer:
         return Reading(job.key, tm.median_ms, tm.p10_ms, tm.p90_ms, tm.reps, round_no, time.time())
 
     def _pass(self, jobs: Sequence[Job], round_no: int) -> None:
+        try:
+            self._pass_grouped(by_artifact(jobs), round_no)
+        finally:
+            self._loaded = None
+
+    def _pass_grouped(self, jobs: Sequence[Job], round_no: int) -> None:
         if not jobs:
             return
         self.measure_large_probe()

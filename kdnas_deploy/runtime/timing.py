@@ -64,7 +64,7 @@ def time_callable(
 
 @dataclass(frozen=True)
 class TimingPolicy:
-    """Warm-up and repetitions of one reading (one fresh session)."""
+    """Warm-up and repetitions of one reading."""
 
     warmup: int = 5
     reps: int = 20

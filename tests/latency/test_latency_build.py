@@ -115,3 +115,40 @@ def test_export_worker_process_gives_the_same_graph(tmp_path):
     (in_worker,) = prepare_all(backend, todo, seed=0, workers=1, progress=False)
     (here,) = prepare_all(backend, [(arch, tmp_path / "h")], seed=0, workers=0, progress=False)
     assert onnx.load(str(in_worker)).graph == onnx.load(str(here)).graph
+
+
+def test_by_artifact_puts_each_models_shapes_together_in_first_seen_order(tmp_path):
+    from kdnas_deploy.latency.measure import Job, by_artifact
+
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    jobs = [Job("a32", a, 1, 32), Job("b32", b, 1, 32), Job("a64", a, 1, 64), Job("b64", b, 1, 64)]
+    assert [j.key for j in by_artifact(jobs)] == ["a32", "a64", "b32", "b64"]
+    assert [j.key for j in by_artifact(jobs[::-1])] == ["b64", "b32", "a64", "a32"]  # the odd passes' order
+
+
+def test_multi_length_build_loads_each_model_once_per_pass(tmp_path, monkeypatch):
+    space = SearchSpace.from_dict(SMALL)
+    backend = get_backend("cpu", "fp32", threads=1)
+    policy = dataclasses.replace(MeasurePolicy.quick(), extra_rounds=0, max_spread_pct=1e9, state_tolerance=1e9)
+    loads, reads = [], []
+    real_open_shapes, real_read = type(backend).open_shapes, Measurer._read
+
+    def counting_open_shapes(self, artifact):
+        loads.append(artifact.parent.name)
+        return real_open_shapes(self, artifact)
+
+    def logged_read(self, job, round_no):
+        reads.append((round_no, job.artifact.parent.name, job.seq))
+        return real_read(self, job, round_no)
+
+    monkeypatch.setattr(type(backend), "open_shapes", counting_open_shapes)
+    monkeypatch.setattr(Measurer, "_read", logged_read)
+    out = tmp_path / "t.json"
+    table = build_table(space, backend, [1], [8, 16, 32], out, policy=policy, progress=False, log=lambda m: None)
+    models = {name for _, name, _ in reads}
+    assert len(models) == 2 and len(reads) == 2 * 3 * policy.rounds
+    assert sorted(n for n in loads if n in models) == sorted(list(models) * policy.rounds)  # not once per shape
+    for rnd in range(policy.rounds):  # within a pass, a model's three lengths are read back to back
+        names = [name for r, name, _ in reads if r == rnd]
+        assert names == sorted(names, key=names.index) and len(set(names[:3])) == 1
+    assert table.predict(list(space.members), seq=16).shape == (2,)

@@ -9,6 +9,8 @@ model through :func:`kdnas_deploy.runtime.deploy.deploy` itself, the function ``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,6 +75,15 @@ class Backend(ABC):
     @abstractmethod
     def open(self, artifact: Path, batch: int, seq: int) -> Runner:
         """The artifact loaded and bound to one (batch, seq) input."""
+
+    def open_shapes(self, artifact: Path) -> Callable[[int, int], Runner]:
+        """``artifact`` ready for several input shapes: the returned function binds it to one (batch, seq).
+
+        Backends whose loaded model serves every shape (an ONNX Runtime session, as a server keeps one for
+        all request lengths) load it once and share it between the runners; the default opens it afresh per
+        shape. A multi-length table build reads each model at its lengths back to back through this.
+        """
+        return partial(self.open, artifact)
 
     @property
     def optimization_level(self) -> str:

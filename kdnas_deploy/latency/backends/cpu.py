@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,8 @@ class CpuOrtBackend(DeployedBackend):
 
     def open(self, artifact: Path, batch: int, seq: int) -> Runner:
         return ort_runner(open_session(artifact, self.device, self.settings), model_inputs(batch, seq))
+
+    def open_shapes(self, artifact: Path) -> Callable[[int, int], Runner]:
+        """One session for every shape (an ORT session takes any batch and length of its dynamic axes)."""
+        session = open_session(artifact, self.device, self.settings)
+        return lambda batch, seq: ort_runner(session, model_inputs(batch, seq))
