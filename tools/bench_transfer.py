@@ -14,9 +14,9 @@ A *pair* is a reference table and a target backend on this machine. For each pai
                   :mod:`kdnas_deploy.latency.anchor`).
 
 Pairs: ``threads-2to1`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2`` (a 1-thread
-table of this CPU: the first pair's full build, built here when missing -> 2 threads) and ``real`` (the shipped
-table -> this CPU at its threads; only when this machine's fingerprint differs from the reference's). Finished
-pairs are kept.
+table of this CPU: the first pair's full build, built here when missing -> 2 threads) and ``real-<cpu>`` (the
+table ``kdnas-deploy run`` would transfer from -> this CPU at 2 threads; only when no shipped table matches this
+machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair). Finished pairs are kept.
 
     python -m tools.bench_transfer --full-build
     python -m tools.bench_transfer --quick          # K=3, 5 held-out models, a 2-variant space, ~2-3 minutes
@@ -88,7 +88,7 @@ def build(out: Path, threads: int, space: str, rounds: int | None = None) -> dic
 
 def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """The pairs of this run: reference path, target threads and how a missing reference is built."""
-    from kdnas_deploy.latency.fingerprint import compare, cpu_fingerprint
+    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
 
     t1 = work / "threads-2to1.full.json"  # the 1-thread full build of the first pair is the second's reference
     if quick:
@@ -97,10 +97,36 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
         "threads-2to1": {"reference": SHIPPED, "threads": 1},
         "threads-1to2": {"reference": t1, "threads": 2, "build_threads": 1},
     }
-    shipped = json.loads(SHIPPED.read_text())["fingerprint"]
-    if compare(shipped, cpu_fingerprint()):
-        pairs["real"] = {"reference": SHIPPED, "threads": int(shipped.get("threads") or 2)}
+    # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU met
+    # (the results keep every pair; "real", from the shipped EPYC table to a Xeon @ 2.60GHz, is such an older one)
+    ref = run_reference()
+    if ref is not None:
+        pairs[f"real-{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
     return pairs
+
+
+def cpu_slug(fp: dict[str, Any]) -> str:
+    """A name for this machine's CPU in pair names: its model string and ISA tier, lowercase, dash-separated."""
+    import re
+
+    model = re.sub(r"\((r|tm)\)", "", str(fp.get("cpu_model", "cpu")).lower())
+    flags = set(fp.get("isa_flags", []))
+    tier = next((f for f in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx2") if f in flags), "base")
+    return re.sub(r"[^a-z0-9]+", "-", f"{model} {tier}").strip("-")
+
+
+def run_reference() -> Path | None:
+    """The table ``kdnas-deploy run`` would transfer from here (default space, fp32, 2 threads, b1 s128), or None
+    when a shipped table matches this machine (no transfer then)."""
+    from kdnas_deploy.pipeline.tables import TableRequirement, list_candidate_tables, transfer_reference
+    from kdnas_deploy.space import SearchSpace
+
+    need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", "fp32", 2, 1, 128, "O2")
+    candidates = list_candidate_tables(need, [ROOT / "latency_tables"])
+    if any(c.matches for c in candidates):
+        return None
+    ref = transfer_reference(candidates)
+    return None if ref is None else ref.path
 
 
 def held_out_archs(ref: Any, transferred: Any, n: int, seed: int) -> list[Any]:
