@@ -98,7 +98,7 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
         "threads-1to2": {"reference": t1, "threads": 2, "build_threads": 1},
     }
     # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU met
-    # (the results keep every pair; "real", from the shipped EPYC table to a Xeon @ 2.60GHz, is such an older one)
+    # (the results keep every pair; "real", from the shipped EPYC table to an EPYC without AVX-VNNI, is an older one)
     ref = run_reference()
     if ref is not None:
         pairs[f"real-{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
@@ -201,6 +201,23 @@ def score(table: Any, held: dict[str, Any]) -> dict[str, Any]:
     return {"raw": metrics(raw, measured), "anchored": metrics(anchored, measured), "anchor": anchor}
 
 
+def rescore(entry: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A finished pair's scores recomputed from its saved tables and held-out record (e.g. after a change of the
+    re-anchoring rule); nothing is measured."""
+    from kdnas_deploy.latency.table import LatencyTable
+
+    name = entry["held_out"]["points"].removesuffix(".heldout.jsonl")
+    held = [r for r in read_jsonl(work / entry["held_out"]["points"]) if r.get("type") == "done"][-1]
+    ref = ROOT / entry["reference"]
+    tables = {"transferred": work / f"{name}.transferred.json", "reference": ref,
+              "full_build": work / f"{name}.full.json"}
+    missing = [str(p) for key, p in tables.items() if key in entry["scores"] and not p.is_file()]
+    if missing:
+        raise SystemExit(f"cannot rescore {name}: missing {', '.join(missing)}")
+    scores = {key: score(LatencyTable.load(p), held) for key, p in tables.items() if key in entry["scores"]}
+    return {**entry, "scores": scores}
+
+
 def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespace, done: dict[str, Any]) -> dict:
     from kdnas_deploy.latency.backends import get_backend
     from kdnas_deploy.latency.table import LatencyTable
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--full-build", action="store_true", help="Also build a full table of each target.")
     ap.add_argument("--redo", action="store_true", help="Forget finished pairs of this selection.")
+    ap.add_argument("--rescore", action="store_true",
+                    help="Score the finished pairs again from their saved tables and held-out points (no measuring).")
     ap.add_argument("--quick", action="store_true", help="K=3, 5 held-out models, a 2-variant space (a test run).")
     ap.add_argument("--results", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -304,11 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     results_path = args.results or (work / "latency_transfer_quick.json" if args.quick else RESULTS)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.setdefault("pairs", {})
-    pairs = pairs_for(work, args.quick)
-    chosen = args.pairs.split(",") if args.pairs else list(pairs)
-    unknown = [p for p in chosen if p not in pairs]
-    if unknown:
-        raise SystemExit(f"unknown pair(s) {unknown} (this machine has {list(pairs)})")
 
     def save(name: str, entry: dict[str, Any]) -> None:
         results["pairs"][name] = entry
@@ -317,6 +331,18 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(results_path, results)
 
     args.save = save
+    if args.rescore:  # every finished pair of the results (or the chosen ones), whichever machine measured it
+        for name in args.pairs.split(",") if args.pairs else list(results["pairs"]):
+            if results["pairs"].get(name, {}).get("done"):
+                save(name, rescore(results["pairs"][name], work))
+                print(f"[{name}] scored again from {name}.heldout.jsonl")
+        print(json.dumps(results.get("targets", {}), indent=2))
+        return 0
+    pairs = pairs_for(work, args.quick)
+    chosen = args.pairs.split(",") if args.pairs else list(pairs)
+    unknown = [p for p in chosen if p not in pairs]
+    if unknown:
+        raise SystemExit(f"unknown pair(s) {unknown} (this machine has {list(pairs)})")
     for name in chosen:
         prior = {} if args.redo else results["pairs"].get(name, {})
         if prior.get("done") and (not args.full_build or "full_build" in prior):

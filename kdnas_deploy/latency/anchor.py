@@ -5,6 +5,17 @@ probe's minimum in the table's window with its minimum in the present window (``
 probe's ``latency_ms`` is already a minimum). A factor whose distance from 1 is within the noise floor is not
 applied (factor 1.0, reason "not applied: within noise"). :func:`anchor_decision` is the one place that decides;
 validate reports it as ``anchor`` and ``--recalibrate`` stores it, so a run says one figure.
+
+The noise floor is the noise of the statistic the factor compares: how far the minimum of the first half of a
+window's probe readings lies from the minimum of the second half (:func:`probe_min_noise_pct`), the larger of
+the two windows'. A window that never reached the fast state in one half does not reproduce its minimum and
+blocks the factor. Only when a probe has too few readings for halves (older tables) is the caller's noise
+floor used (validate: one model in fresh sessions back to back). Measured on the four transfer pairs of
+``tools/results/latency_transfer.json`` (``python -m tools.bench_transfer --rescore``): the session figure,
+29.98% on a machine flipping between states, had blocked a 0.765 factor that the probes' minima agreed on (both
+halves within 1.9% and 4.0%), leaving a transferred table 30% too slow (MAPE 30.05% -> 6.00% with it); on
+another pair it had applied a 0.946 factor that the table's own halves did not reproduce (8.9%), costing 1.5
+points of MAPE. In no case did the new gate cost more than 0.44 points (a 0.998 factor applied).
 """
 
 from __future__ import annotations
@@ -31,14 +42,36 @@ def probe_spread_pct(probe: dict[str, Any], tolerance: float = 0.20) -> float:
     return float(100.0 * (np.median(fast) - lo) / lo)
 
 
+MIN_HALF_READINGS = 2  # readings per half below which a probe's minimum has no noise estimate
+
+
+def probe_min_noise_pct(probe: dict[str, Any]) -> float | None:
+    """The noise of a window's probe minimum: |min(first half) - min(second half)| / min of the small probe's
+    readings, in %; None when the window has too few readings for two halves."""
+    values = np.asarray(probe.get("readings_ms") or [], dtype=float)
+    half = values.size // 2
+    if half < MIN_HALF_READINGS:
+        return None
+    first, second = values[:half], values[half:]
+    return float(100.0 * abs(first.min() - second.min()) / values.min())
+
+
 def anchor_decision(table_probe: dict[str, Any], window_probe: dict[str, Any],
                     noise_floor_pct: float) -> dict[str, Any]:  # fmt: skip
-    """The re-anchoring factor(s) of a window against a table's probes, and whether they are applied."""
+    """The re-anchoring factor(s) of a window against a table's probes, and whether they are applied.
+
+    ``noise_floor_pct`` is the fallback floor for probes without enough readings (see the module doc)."""
     small = probe_min(window_probe) / probe_min(table_probe)
     large = None
     if "large" in table_probe and "large" in window_probe:
         large = float(window_probe["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"])
-    floor = max(MIN_NOISE_FLOOR_PCT, float(noise_floor_pct or 0.0))
+    halves = [probe_min_noise_pct(p) for p in (table_probe, window_probe)]
+    known = [h for h in halves if h is not None]
+    if len(known) == 2:
+        noise, source = max(known), "probe minima of both windows, first half vs second half"
+    else:
+        noise, source = float(noise_floor_pct or 0.0), "given noise floor (a probe window without readings)"
+    floor = max(MIN_NOISE_FLOOR_PCT, noise)
     moved = max(abs(small - 1.0), abs(large - 1.0) if large is not None else 0.0) * 100.0
     applied = bool(moved > floor)
     reason = (f"applied: probe moved {moved:.2f}% (> noise floor {floor:.2f}%)" if applied
@@ -50,6 +83,7 @@ def anchor_decision(table_probe: dict[str, Any], window_probe: dict[str, Any],
         "measured_factor_large": round(large, 5) if large is not None else None,
         "applied": applied,
         "noise_floor_pct": round(floor, 3),
+        "noise_floor_source": source,
         "statistic": "minimum of fast-state probe readings (as the models' min of readings)",
         "reason": reason,
     }

@@ -289,3 +289,25 @@ def test_real_transfer_of_the_tiny_table(tiny_table_path, tmp_path):
     assert report["anchor_scale"] == anchor["factor"] and (anchor["applied"] or anchor["factor"] == 1.0)
     assert 0.0 <= report["within_10pct_wilson_low"] <= report["within_10pct"]
     assert any(m.startswith("validating 1 models: about") for m in logs)
+
+
+def test_the_noise_floor_is_the_probe_minimums_own_noise_when_the_windows_have_readings():
+    from kdnas_deploy.latency.anchor import probe_min_noise_pct
+
+    # the table's window was slow throughout (every reading ~1.2 ms), the present window fast with slow spells:
+    # both reproduce their minimum in each half, so a session noise floor of 30% must not block the 0.76 factor
+    table = {"latency_ms": 1.21, "fast_reference_ms": 1.11, "readings_ms": [1.22, 1.32, 1.11, 1.19, 1.25, 1.12]}
+    window = {"latency_ms": 0.88, "fast_reference_ms": 0.85, "readings_ms": [0.86, 1.20, 0.85, 0.87, 1.10, 0.86]}
+    assert probe_min_noise_pct(table) == pytest.approx(100 * 0.01 / 1.11)
+    d = anchor_decision(table, window, noise_floor_pct=30.0)
+    assert d["applied"] and d["factor"] == pytest.approx(0.85 / 1.11, rel=1e-4)
+    assert d["noise_floor_source"].startswith("probe minima")
+    # one half of the present window never reached the fast state: its minimum is not reproduced, nothing applied
+    quiet_table = {"latency_ms": 0.91, "fast_reference_ms": 0.90, "readings_ms": [0.90, 0.92, 0.91, 0.90]}
+    unsettled = {"latency_ms": 0.95, "fast_reference_ms": 0.85, "readings_ms": [1.05, 1.10, 1.02, 0.85, 0.86, 0.90]}
+    d = anchor_decision(quiet_table, unsettled, noise_floor_pct=0.0)  # moved 5.6%, its halves 20% apart
+    assert not d["applied"] and d["noise_floor_pct"] == pytest.approx(100 * 0.17 / 0.85, rel=1e-3)
+    # too few readings for two halves: the caller's noise floor decides
+    assert probe_min_noise_pct({"readings_ms": [1.0, 1.1, 1.2]}) is None
+    short = {"latency_ms": 0.88, "fast_reference_ms": 0.85, "readings_ms": [0.86, 0.85]}
+    assert anchor_decision(table, short, noise_floor_pct=30.0)["applied"] is False
