@@ -118,14 +118,14 @@ def cpu_slug(fp: dict[str, Any]) -> str:
 def run_reference() -> Path | None:
     """The table ``kdnas-deploy run`` would transfer from here (default space, fp32, 2 threads, b1 s128), or None
     when a shipped table matches this machine (no transfer then)."""
-    from kdnas_deploy.pipeline.tables import TableRequirement, list_candidate_tables, transfer_reference
+    from kdnas_deploy.pipeline.tables import TableRequirement, find_table, list_candidate_tables, transfer_reference
     from kdnas_deploy.space import SearchSpace
 
     need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", "fp32", 2, 1, 128, "O2")
-    candidates = list_candidate_tables(need, [ROOT / "latency_tables"])
-    if any(c.matches for c in candidates):
+    shipped = [ROOT / "latency_tables"]
+    if find_table(need, shipped) is not None:
         return None
-    ref = transfer_reference(candidates)
+    ref = transfer_reference(list_candidate_tables(need, shipped))
     return None if ref is None else ref.path
 
 
@@ -201,6 +201,13 @@ def score(table: Any, held: dict[str, Any]) -> dict[str, Any]:
     return {"raw": metrics(raw, measured), "anchored": metrics(anchored, measured), "anchor": anchor}
 
 
+def scored_tables(name: str, ref_path: Path, work: Path) -> dict[str, Path]:
+    """The tables a pair is scored on: its transferred table, the reference and, when built, the full build."""
+    tables = {"transferred": work / f"{name}.transferred.json", "reference": ref_path}
+    full = work / f"{name}.full.json"
+    return {**tables, "full_build": full} if full.is_file() else tables
+
+
 def rescore(entry: dict[str, Any], work: Path) -> dict[str, Any]:
     """A finished pair's scores recomputed from its saved tables and held-out record (e.g. after a change of the
     re-anchoring rule); nothing is measured."""
@@ -208,13 +215,11 @@ def rescore(entry: dict[str, Any], work: Path) -> dict[str, Any]:
 
     name = entry["held_out"]["points"].removesuffix(".heldout.jsonl")
     held = [r for r in read_jsonl(work / entry["held_out"]["points"]) if r.get("type") == "done"][-1]
-    ref = ROOT / entry["reference"]
-    tables = {"transferred": work / f"{name}.transferred.json", "reference": ref,
-              "full_build": work / f"{name}.full.json"}
-    missing = [str(p) for key, p in tables.items() if key in entry["scores"] and not p.is_file()]
+    tables = scored_tables(name, ROOT / entry["reference"], work)
+    missing = [key for key in entry["scores"] if key not in tables or not tables[key].is_file()]
     if missing:
-        raise SystemExit(f"cannot rescore {name}: missing {', '.join(missing)}")
-    scores = {key: score(LatencyTable.load(p), held) for key, p in tables.items() if key in entry["scores"]}
+        raise SystemExit(f"cannot rescore {name}: its {', '.join(missing)} table is missing")
+    scores = {key: score(LatencyTable.load(tables[key]), held) for key in entry["scores"]}
     return {**entry, "scores": scores}
 
 
@@ -248,14 +253,12 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
             print(f"[{name}] full build on the target ...")
             entry["full_build"] = build(full, spec["threads"], args.space, args.rounds)
         args.save(name, entry)
-    ref, transferred = LatencyTable.load(ref_path), LatencyTable.load(out)
+    tables = {key: LatencyTable.load(p) for key, p in scored_tables(name, ref_path, work).items()}
+    ref, transferred = tables["reference"], tables["transferred"]
     archs = held_out_archs(ref, transferred, args.n, args.seed)
     backend = get_backend("cpu", ref.precision, threads=spec["threads"])
     print(f"[{name}] measuring {len(archs)} held-out models ...")
     held = measure_held_out(work / f"{name}.heldout.jsonl", backend, archs, policy_from_table(ref), args.seed)
-    tables = {"transferred": transferred, "reference": ref}
-    if full.is_file():
-        tables["full_build"] = LatencyTable.load(full)
     entry["held_out"] = {"n": len(archs), "at_anchor_depths": sum(a.num_layers in ref.anchors for a in archs),
                          "noise_floor_pct": held["noise"]["noise_floor_pct"], "unsettled": held["unsettled"],
                          "seconds": held["seconds"], "points": f"{name}.heldout.jsonl"}  # fmt: skip

@@ -66,9 +66,8 @@ def anchor_decision(table_probe: dict[str, Any], window_probe: dict[str, Any],
     if "large" in table_probe and "large" in window_probe:
         large = float(window_probe["large"]["latency_ms"]) / float(table_probe["large"]["latency_ms"])
     halves = [probe_min_noise_pct(p) for p in (table_probe, window_probe)]
-    known = [h for h in halves if h is not None]
-    if len(known) == 2:
-        noise, source = max(known), "probe minima of both windows, first half vs second half"
+    if None not in halves:
+        noise, source = max(halves), "probe minima of both windows, first half vs second half"  # type: ignore[type-var]
     else:
         noise, source = float(noise_floor_pct or 0.0), "given noise floor (a probe window without readings)"
     floor = max(MIN_NOISE_FLOOR_PCT, noise)

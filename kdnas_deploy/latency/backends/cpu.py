@@ -40,7 +40,7 @@ class CpuOrtBackend(DeployedBackend):
         return {"session_options": self.settings.to_dict()}
 
     def open(self, artifact: Path, batch: int, seq: int) -> Runner:
-        return ort_runner(open_session(artifact, self.device, self.settings), model_inputs(batch, seq))
+        return self.open_shapes(artifact)(batch, seq)
 
     def open_shapes(self, artifact: Path) -> Callable[[int, int], Runner]:
         """One session for every shape (an ORT session takes any batch and length of its dynamic axes)."""
