@@ -8,7 +8,8 @@ judged against are taken the same way:
   one ONNX Runtime session, as a server keeps one for every request length); each pass loads it afresh;
 * each model gets ``rounds`` readings in separate passes over the whole set (spaced in time, the pass order
   alternates);
-* a small fixed *probe* model is timed between every ``probe_every`` readings. The machine flips between a
+* a small fixed *probe* model is timed between every ``probe_every`` models (all of a model's shapes are read
+  between the same two probes, so a 3-length build probes as often as a 1-length one). The machine flips between a
   fast and a slow state; a probe reading more than ``state_tolerance`` above the fastest probe reading marks
   the slow state. A reading counts only when the probes on both sides of it are in the fast state and its own
   spread is below ``max_spread_pct``; models left with fewer than ``min_accepted`` such readings are
@@ -251,20 +252,23 @@ class Measurer:
         self.measure_large_probe()
         before = self.measure_probe()
         chunk: list[Reading] = []
+        models = 0  # distinct models read in this chunk
         for i, job in enumerate(jobs):
             if not chunk and not self.is_fast(before):
                 before = self._wait_while_slow(before)
+            models += not chunk or jobs[i - 1].artifact != job.artifact
             chunk.append(self._read(job, round_no))
             if self.progress is not None:
                 self.progress.update(1)
-            if len(chunk) >= self.policy.probe_every or i == len(jobs) - 1:
+            last_of_model = i == len(jobs) - 1 or jobs[i + 1].artifact != job.artifact
+            if (models >= self.policy.probe_every and last_of_model) or i == len(jobs) - 1:
                 after = self.measure_probe()
                 for r in chunk:
                     r.probe_before_ms, r.probe_after_ms = before, after
                     self.readings.setdefault(r.key, []).append(r)
                     if self.on_reading:
                         self.on_reading(r)
-                chunk, before = [], after
+                chunk, before, models = [], after, 0
 
     def _wait_while_slow(self, probe_ms: float) -> float:
         """Readings taken in the slow state are thrown away, so poll the probe (within the run's waiting

@@ -113,3 +113,14 @@ def test_served_tokenizer_gives_the_ids_of_the_hf_call(use_fast):
         ids, types = encode(text)
         assert ids == ref["input_ids"] and types == ref["token_type_ids"], text
     assert len(encode(texts[2])[0]) == 16  # truncated to the model's length
+
+
+def test_same_length_spread_leaves_out_other_lengths():
+    from kdnas_deploy.export.e2e import Request, same_length_spread
+
+    near = [Request(0.1, 0.01, 1.0, 1.0 + 0.01 * (i % 3), 24 + i % 5 - 2) for i in range(40)]
+    far = [Request(0.1, 0.01, 4.0, 5.0, 55) for _ in range(10)]  # long requests: the distribution's tail
+    got = same_length_spread(near + far, 24)
+    assert got["same_length_requests"] == 40 and got["same_length_band"] == [22, 26]
+    assert got["same_length_p99_over_p50"] < 1.05  # the 5 ms requests are outside the band
+    assert same_length_spread(near[:5], 24)["same_length_p99_over_p50"] is None  # too few to say

@@ -152,3 +152,41 @@ def test_multi_length_build_loads_each_model_once_per_pass(tmp_path, monkeypatch
         names = [name for r, name, _ in reads if r == rnd]
         assert names == sorted(names, key=names.index) and len(set(names[:3])) == 1
     assert table.predict(list(space.members), seq=16).shape == (2,)
+
+
+def test_probe_cadence_counts_models_not_readings(tmp_path):
+    """All of a model's shapes are read between the same two probes: a 3-length pass probes as often as a
+    1-length one (probe_every=2 models -> 3 probes for 3 models, not one per 2 readings)."""
+    from types import SimpleNamespace
+
+    from kdnas_deploy.latency.measure import Job
+
+    opened = []
+
+    class Runner:
+        def __init__(self, ms):
+            self.ms = ms
+
+        def time(self, policy):
+            return SimpleNamespace(median_ms=self.ms, p10_ms=self.ms, p90_ms=self.ms, reps=3)
+
+        def close(self):
+            pass
+
+    class FakeBackend:
+        def open(self, artifact, batch, seq):
+            opened.append(artifact.name)
+            return Runner(1.0)
+
+        def open_shapes(self, artifact):
+            return lambda batch, seq: Runner(seq / 10)
+
+    policy = dataclasses.replace(MeasurePolicy.quick(), probe_every=2)
+    m = Measurer(FakeBackend(), tmp_path / "probe.onnx", policy, log=lambda s: None)
+    jobs = [Job(f"{name}{seq}", tmp_path / f"{name}.onnx", 1, seq) for name in "abc" for seq in (32, 64, 128)]
+    m._pass(jobs, 0)
+    assert opened == ["probe.onnx"] * 3  # before the pass, after a+b, after c
+    assert sum(len(v) for v in m.readings.values()) == 9
+    for name in "abc":  # one probe pair per model
+        pairs = {(r.probe_before_ms, r.probe_after_ms) for k, v in m.readings.items() if k[0] == name for r in v}
+        assert len(pairs) == 1
