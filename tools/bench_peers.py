@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--block", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 short rounds at seq 32 (for tests)")
+    ap.add_argument("--deployable", default="fp32,bf16",
+                    help="student precisions the headline may deploy (add int8 only for a student whose int8 "
+                         "export passed its dev-metric check)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS / "peers.json")
     ap.add_argument("--work", type=Path, default=WORK / "peers", help="folder for the deployed models")
     args = ap.parse_args(argv)
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                     threads=args.threads, rounds=args.rounds,
                                                                     block=args.block)  # fmt: skip
     args.work.mkdir(parents=True, exist_ok=True)
-    doc = run_peers(args.teacher, args.student, cfg, workdir=args.work)
+    doc = run_peers(args.teacher, args.student, cfg, workdir=args.work, deployable=args.deployable.split(","))
     doc.update(teacher=shown(args.teacher), student=shown(args.student))
     atomic_write_json(args.out, doc)
     print(format_peers(doc))

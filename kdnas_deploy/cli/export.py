@@ -240,6 +240,11 @@ def _precision_flags(precision: str | None, quantize: str, fp16: bool) -> tuple[
     "over the teacher on the teacher's fastest runtime.",
 )
 @click.option("--quick", is_flag=True, help="With --peers: 2 short rounds at seq 32 (a smoke run, no timing).")
+@click.option(
+    "--deployable", default="fp32,bf16", show_default=True,
+    help="With --peers: student precisions the headline may deploy (of fp32, bf16, int8). Add int8 only for a "
+    "student whose int8 export passed its dev-metric check (export --metric-task, or run with quantize: int8).",
+)  # fmt: skip
 def bench(
     paths: tuple[Path, ...],
     batch: int,
@@ -259,6 +264,7 @@ def bench(
     backend: str | None,
     peers: bool,
     quick: bool,
+    deployable: str,
 ) -> None:
     """Time PATHS (Hugging Face folders in PyTorch eager, ONNX folders in ONNX Runtime) side by side,
     interleaved in one process. The first PATH is the baseline of the speedup column (e.g. the teacher).
@@ -266,13 +272,15 @@ def bench(
     from kdnas_deploy.io import atomic_write_json
 
     if peers:
-        doc = _bench_peers(paths, batch, seq, threads, device, rounds, block, quick)
+        doc = _bench_peers(paths, batch, seq, threads, device, rounds, block, quick, deployable)
         if json_out is not None:
             atomic_write_json(json_out, doc)
             click.echo(f"wrote {json_out}", err=True)
         return
     if quick:
         raise click.UsageError("--quick goes with --peers")
+    if deployable != "fp32,bf16":
+        raise click.UsageError("--deployable goes with --peers")
     if end_to_end:
         rows = _bench_e2e(paths, task_name, data_dir, concurrency, requests, threads, device, tokenizer)
     else:
@@ -288,7 +296,7 @@ def bench(
 
 
 def _bench_peers(paths: tuple[Path, ...], batch: int, seq: int, threads: int, device: str, rounds: int, block: int,
-                 quick: bool) -> dict[str, Any]:  # fmt: skip
+                 quick: bool, deployable: str) -> dict[str, Any]:  # fmt: skip
     from kdnas_deploy.export.bench import BenchConfig
     from kdnas_deploy.export.peers import format_peers, quick_config, run_peers
 
@@ -298,7 +306,7 @@ def _bench_peers(paths: tuple[Path, ...], batch: int, seq: int, threads: int, de
         raise click.UsageError("--peers compares the CPU runtimes (--device cpu)")
     cfg = quick_config(threads) if quick else BenchConfig(batch=batch, seq=seq, threads=threads, rounds=rounds,
                                                           block=block)  # fmt: skip
-    doc = run_peers(paths[0], paths[1], cfg)
+    doc = run_peers(paths[0], paths[1], cfg, deployable=[d.strip() for d in deployable.split(",") if d.strip()])
     click.echo(format_peers(doc))
     return doc
 

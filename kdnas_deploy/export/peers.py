@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,9 @@ TARGET_PATH_VS_ORT_FP32 = 2.0  # the student on the chosen path vs the same stud
 PLAIN_TOLERANCE = 0.03  # "never slower than plain": within 3% (the spread of an interleaved median here)
 NO_BF16 = "bf16 not supported on this CPU (no avx512_bf16 / amx_bf16 flag)"
 DEPLOYABLE = ("fp32", "bf16")  # the student's rows the "deployed" default picks from (int8 is judged by the
-# dev metric, which this bench does not measure)
+# dev metric, which this bench does not measure: pass deployable=(..., "int8") for a student whose int8 export
+# passed its dev-metric check, e.g. the one `run` exported with export.quantize: int8)
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,11 @@ def _ov_peer(role: str, path: Path, cfg: BenchConfig, precision: str, inputs: di
             return ov_runner(open_openvino(path, cfg.threads, precision), inputs)
         ov = require_openvino()  # plain: read the ONNX file, only threads and the precision set
         core = ov.Core()
-        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": cfg.threads,
-                                                          "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]})
+        compiled = core.compile_model(
+            str(path),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": cfg.threads, "INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision]},
+        )
         request = compiled.create_infer_request()
         feed = {p.get_any_name(): inputs[p.get_any_name()] for p in compiled.inputs}
         return Runner(lambda: request.infer(feed), keep=[compiled, request, feed])
@@ -214,12 +219,20 @@ def _fingerprint() -> dict[str, Any]:
 
 
 def run_peers(teacher_dir: str | Path, student_dir: str | Path, cfg: BenchConfig, workdir: str | Path | None = None,
-              progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Deploy both models every way, time every peer that can run here interleaved, and judge the targets."""
+              progress: bool = True, deployable: Sequence[str] = DEPLOYABLE) -> dict[str, Any]:  # fmt: skip
+    """Deploy both models every way, time every peer that can run here interleaved, and judge the targets.
+
+    ``deployable``: the student precisions the headline's "deployed student" is chosen from (the fastest of
+    them among our paths)."""
+    bad = [d for d in deployable if d not in PRECISIONS]
+    if bad or not deployable:
+        raise ExportError(f"--deployable: {', '.join(bad) or 'nothing'} given, choose from {', '.join(PRECISIONS)}")
     with tempfile.TemporaryDirectory(prefix="kdnas-peers-", dir=workdir) as tmp:
         peers = prepare_peers("teacher", Path(teacher_dir), Path(tmp), cfg, plain=False)
         peers += prepare_peers("student", Path(student_dir), Path(tmp), cfg, plain=True)
         live = [p for p in peers if p.build is not None]
+        if not any(p.role == "student" and p.kind == "kdnas" and p.precision in deployable for p in live):
+            raise ExportError(f"--deployable {','.join(deployable)}: no such student path can run here")
         log.info("timing %d peers interleaved (%d skipped)", len(live), len(peers) - len(live))
         runners = [p.build() for p in live]  # type: ignore[misc]
         samples = dict(zip((p.label for p in live), interleave(runners, cfg, progress), strict=True))
@@ -230,18 +243,18 @@ def run_peers(teacher_dir: str | Path, student_dir: str | Path, cfg: BenchConfig
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "teacher": str(teacher_dir), "student": str(student_dir),
             "config": asdict(replace(cfg)), "machine": _fingerprint(), "rows": rows,
-            **judge(rows)}  # fmt: skip
+            "deployable": list(deployable), **judge(rows, deployable)}  # fmt: skip
 
 
 def _timed(rows: list[dict[str, Any]], **match: str) -> list[dict[str, Any]]:
     return [r for r in rows if "median_ms" in r and all(r.get(k) == v for k, v in match.items())]
 
 
-def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def judge(rows: list[dict[str, Any]], deployable: Sequence[str] = DEPLOYABLE) -> dict[str, Any]:
     """The headline ratios and the issue's bench targets (``value``, ``target``, ``met``; ``met`` None with a
     ``note`` where the target does not apply here)."""
     teacher = min(_timed(rows, role="teacher"), key=lambda r: r["median_ms"])
-    ours = [r for r in _timed(rows, role="student", kind="kdnas") if r["precision"] in DEPLOYABLE]
+    ours = [r for r in _timed(rows, role="student", kind="kdnas") if r["precision"] in deployable]
     deployed = min(ours, key=lambda r: r["median_ms"])
     ort_fp32 = _timed(rows, role="student", kind="kdnas", runtime="onnxruntime", precision="fp32")[0]
     same = _timed(rows, role="teacher", kind="kdnas", runtime=deployed["runtime"], precision=deployed["precision"])

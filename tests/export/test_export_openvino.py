@@ -106,8 +106,9 @@ def test_openvino_int8_row_is_skipped_with_the_reason_without_nncf(tiny_hf, tmp_
     from kdnas_deploy.export import peers
 
     monkeypatch.setattr(rov, "nncf_reason", lambda: "openvino int8 needs nncf (pip install ...): no module")
-    row = peers._ov_int8_peer("student", tmp_path / "model.xml", tmp_path, peers.quick_config(1),
-                              {"input_ids": None}, 100)
+    row = peers._ov_int8_peer(
+        "student", tmp_path / "model.xml", tmp_path, peers.quick_config(1), {"input_ids": None}, 100
+    )
     assert row.build is None and row.skipped.startswith("openvino int8 needs nncf")
     assert row.label == "student/openvino-int8"
 
@@ -183,3 +184,36 @@ def test_an_fp32_ir_is_not_opened_as_int8(ov_folder):
     out, _ = ov_folder
     with pytest.raises(ModelError, match="not an OpenVINO int8 model"):
         rov.open_openvino(out, 1, "int8")
+
+
+def _row(role, runtime, precision, ms, kind="kdnas"):
+    label = f"{role}/{runtime}-{precision}" + ("-plain" if kind == "plain" else "")
+    return {"role": role, "runtime": runtime, "precision": precision, "kind": kind, "label": label, "median_ms": ms}
+
+
+def test_the_deployed_student_comes_from_the_deployable_precisions_only():
+    from kdnas_deploy.export.peers import judge
+
+    rows = [_row("teacher", "onnxruntime", "fp32", 12.0), _row("teacher", "openvino", "int8", 6.0),
+            _row("student", "onnxruntime", "fp32", 4.0), _row("student", "onnxruntime", "int8", 1.5)]  # fmt: skip
+    default = judge(rows)
+    assert default["headline"]["deployed_student"] == "student/onnxruntime-fp32"  # int8 needs a metric check
+    assert default["targets"]["student_vs_teacher_fastest"]["value"] == 1.5
+    checked = judge(rows, deployable=("fp32", "int8"))
+    assert checked["headline"]["deployed_student"] == "student/onnxruntime-int8"
+    assert checked["targets"]["student_vs_teacher_fastest"] == {"value": 4.0, "target": 3.0, "met": True}
+    assert checked["headline"]["speedup_vs_teacher_same_runtime"] is None  # no ORT int8 teacher row here
+
+
+def test_peers_refuses_an_unknown_deployable_precision_before_any_work(tiny_hf, tmp_path, cli):
+    from kdnas_deploy.errors import ExportError
+    from kdnas_deploy.export.peers import quick_config, run_peers
+
+    with pytest.raises(ExportError, match="--deployable"):
+        run_peers(tiny_hf, tiny_hf, quick_config(threads=1), workdir=tmp_path, deployable=("fp16",))
+    assert not list(tmp_path.iterdir())
+    r = cli("bench", str(tiny_hf), str(tiny_hf), "--peers", "--deployable", "int4", "--quick")
+    assert r.returncode == 2 and "--deployable" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("bench", str(tiny_hf), "--deployable", "int8")
+    assert r.returncode == 2 and "goes with --peers" in r.stderr
