@@ -20,6 +20,7 @@ ISA_FLAGS = (
 )  # fmt: skip
 MACHINE_KEYS = (
     "cpu_model",
+    "cpu_id",
     "physical_cores",
     "logical_cores",
     "isa_flags",
@@ -34,12 +35,15 @@ MACHINE_KEYS = (
 
 
 @lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+def _cpuinfo() -> tuple[str, tuple[str, ...], str | None]:
+    """Model string, ISA flags and ``cpu_id`` (vendor, family, model: the model string alone does not tell CPU
+    generations apart, e.g. "AMD EPYC" for family 25 and family 26) of the first CPU in /proc/cpuinfo."""
     model, flags = platform.processor() or platform.machine(), ()
     try:
         text = open("/proc/cpuinfo", encoding="utf-8").read()
     except OSError:
-        return model, flags
+        return model, flags, None
+    ids: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
@@ -47,14 +51,19 @@ def _cpuinfo() -> tuple[str, tuple[str, ...]]:
             model = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = tuple(value.split())
-    return model, flags
+        elif key in ("vendor_id", "cpu family", "model") and key not in ids:
+            ids[key] = value.strip()
+    parts = [ids.get("vendor_id"), *(f"{k} {ids[v]}" for k, v in (("family", "cpu family"), ("model", "model"))
+                                      if v in ids)]  # fmt: skip
+    cpu_id = " ".join(p for p in parts if p) or None  # e.g. "AuthenticAMD family 26 model 2"
+    return model, flags, cpu_id
 
 
 def cpu_fingerprint() -> dict[str, Any]:
     """CPU model, cores, ISA flags and library versions of this machine."""
     import onnxruntime as ort
 
-    model, flags = _cpuinfo()
+    model, flags, cpu_id = _cpuinfo()
     try:
         import psutil
 
@@ -63,6 +72,7 @@ def cpu_fingerprint() -> dict[str, Any]:
         physical = None
     return {
         "cpu_model": model,
+        **({"cpu_id": cpu_id} if cpu_id else {}),
         "physical_cores": int(physical or os.cpu_count() or 1),
         "logical_cores": int(os.cpu_count() or 1),
         "isa_flags": [f for f in ISA_FLAGS if f in set(flags)],
