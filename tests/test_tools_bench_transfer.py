@@ -29,3 +29,5 @@ def test_a_cpu_names_its_pair_by_model_and_isa_tier():
     assert cpu_slug(fp) == "intel-xeon-processor-2-60ghz-avx512-vnni"
     epyc = {"cpu_model": "AMD EPYC", "isa_flags": ["avx2", "avx512_bf16", "avx512_vnni"]}
     assert cpu_slug(epyc) == "amd-epyc-avx512-bf16"
+    # the model string alone names two EPYC generations; the fingerprint's cpu_id tells them apart
+    assert cpu_slug({**epyc, "cpu_id": "AuthenticAMD family 26 model 2"}) == "amd-epyc-f26m2-avx512-bf16"

@@ -14,9 +14,10 @@ A *pair* is a reference table and a target backend on this machine. For each pai
                   :mod:`kdnas_deploy.latency.anchor`).
 
 Pairs: ``threads-2to1`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2`` (a 1-thread
-table of this CPU: the first pair's full build, built here when missing -> 2 threads) and ``real-<cpu>`` (the
+table of this CPU: the first pair's full build, built here when missing -> 2 threads), ``real-<cpu>`` (the
 table ``kdnas-deploy run`` would transfer from -> this CPU at 2 threads; only when no shipped table matches this
-machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair). Finished pairs are kept.
+machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair) and ``real-openvino-<cpu>`` (the same for
+the ``cpu-openvino`` backend, when OpenVINO is installed). Finished pairs are kept.
 
     python -m tools.bench_transfer --full-build
     python -m tools.bench_transfer --quick          # K=3, 5 held-out models, a 2-variant space, ~2-3 minutes
@@ -43,6 +44,7 @@ SHIPPED = ROOT / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json"
 DEFAULT_SPACE = "configs/spaces/minilm-l6.yaml"
 QUICK_SPACE = {"name": "minilm-l6-quick", "choices": {"num_layers": [1, 2, 3, 4, 5, 6], "hidden_size": [128],
                                                       "num_heads": [4], "ffn_size": [384, 768]}}  # fmt: skip
+REAL_PAIR_BACKENDS = {"cpu-ort": "real-", "cpu-openvino": "real-openvino-"}  # backend -> prefix of its real pair
 TARGETS = {"within_10pct_min": 0.95, "mape_pct_max": 5.0, "transfer_seconds_max": 60.0, "peak_rss_gb_max": 1.5}
 
 
@@ -79,10 +81,10 @@ def run_tracked(cmd: list[str]) -> dict[str, Any]:
             "command": " ".join(cmd[2:]).replace(f"{ROOT}/", "")}  # fmt: skip
 
 
-def build(out: Path, threads: int, space: str, rounds: int | None = None) -> dict[str, Any]:
+def build(out: Path, threads: int, space: str, rounds: int | None = None, backend: str = "cpu-ort") -> dict[str, Any]:
     extra = ["--rounds", str(rounds)] if rounds else []
-    res = run_tracked(cli("latency", "build", "--space", space, "--threads", str(threads), "--batch", "1", "--seq",
-                          "128", "--out", str(out), "--quiet", *extra))  # fmt: skip
+    res = run_tracked(cli("latency", "build", "--space", space, "--backend", backend, "--threads", str(threads),
+                          "--batch", "1", "--seq", "128", "--out", str(out), "--quiet", *extra))  # fmt: skip
     return {**res, "table": out.name}
 
 
@@ -97,11 +99,13 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
         "threads-2to1": {"reference": SHIPPED, "threads": 1},
         "threads-1to2": {"reference": t1, "threads": 2, "build_threads": 1},
     }
-    # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU met
-    # (the results keep every pair; "real", from the shipped EPYC table to an EPYC without AVX-VNNI, is an older one)
-    ref = run_reference()
-    if ref is not None:
-        pairs[f"real-{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
+    # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU and
+    # backend met (the results keep every pair; "real", from the shipped EPYC table to an EPYC without AVX-VNNI, is
+    # an older one)
+    for backend, prefix in REAL_PAIR_BACKENDS.items():
+        ref = run_reference(backend)
+        if ref is not None:
+            pairs[f"{prefix}{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
     return pairs
 
 
@@ -110,18 +114,27 @@ def cpu_slug(fp: dict[str, Any]) -> str:
     import re
 
     model = re.sub(r"\((r|tm)\)", "", str(fp.get("cpu_model", "cpu")).lower())
+    ident = re.search(r"family (\d+) model (\d+)", str(fp.get("cpu_id", "")))  # one model string, several CPUs
+    if ident:
+        model += f" f{ident.group(1)}m{ident.group(2)}"
     flags = set(fp.get("isa_flags", []))
     tier = next((f for f in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx2") if f in flags), "base")
     return re.sub(r"[^a-z0-9]+", "-", f"{model} {tier}").strip("-")
 
 
-def run_reference() -> Path | None:
-    """The table ``kdnas-deploy run`` would transfer from here (default space, fp32, 2 threads, b1 s128), or None
-    when a shipped table matches this machine (no transfer then)."""
+def run_reference(backend: str = "cpu-ort") -> Path | None:
+    """The table ``kdnas-deploy run`` would transfer from here (default space, fp32, 2 threads, b1 s128, on
+    ``backend``), or None when a shipped table matches this machine (no transfer then) or the backend is not
+    installed."""
+    from kdnas_deploy.latency.backends import BACKENDS
     from kdnas_deploy.pipeline.tables import TableRequirement, find_table, list_candidate_tables, transfer_reference
     from kdnas_deploy.space import SearchSpace
 
-    need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", "fp32", 2, 1, 128, "O2")
+    try:
+        BACKENDS[backend](precision="fp32", threads=2).check_available()
+    except Exception:  # noqa: BLE001 - a backend that is not installed here has no pair
+        return None
+    need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", "fp32", 2, 1, 128, "O2", backend)
     shipped = [ROOT / "latency_tables"]
     if find_table(need, shipped) is not None:
         return None
@@ -233,8 +246,9 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
     if not ref_path.is_file():
         print(f"[{name}] building the reference ({spec['build_threads']} thread(s)) ...")
         entry["reference_build"] = build(ref_path, spec["build_threads"], args.space, args.rounds)
+    ref_backend = LatencyTable.load(ref_path).backend
     entry.update(reference=str(ref_path.relative_to(ROOT)) if ref_path.is_relative_to(ROOT) else str(ref_path),
-                 target_threads=spec["threads"], k=args.k)  # fmt: skip
+                 backend=ref_backend, target_threads=spec["threads"], k=args.k)  # fmt: skip
     out = work / f"{name}.transferred.json"
     if "transfer" not in entry or not out.is_file():
         print(f"[{name}] transfer, K={args.k} ...")
@@ -248,15 +262,16 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
     full = work / f"{name}.full.json"
     if args.full_build and ("full_build" not in entry or not full.is_file()):
         if full.is_file():  # built earlier as the reference of another pair: same machine, an earlier window
-            entry["full_build"] = {"table": full.name, "note": "built earlier as another pair's reference"}
+            entry["full_build"] = {"table": full.name, "seconds": json.loads(full.read_text())["measurement"].get(
+                "build_seconds"), "note": "built before this pair ran (another pair's reference or a table build)"}  # fmt: skip
         else:
             print(f"[{name}] full build on the target ...")
-            entry["full_build"] = build(full, spec["threads"], args.space, args.rounds)
+            entry["full_build"] = build(full, spec["threads"], args.space, args.rounds, backend=ref_backend)
         args.save(name, entry)
     tables = {key: LatencyTable.load(p) for key, p in scored_tables(name, ref_path, work).items()}
     ref, transferred = tables["reference"], tables["transferred"]
     archs = held_out_archs(ref, transferred, args.n, args.seed)
-    backend = get_backend("cpu", ref.precision, threads=spec["threads"])
+    backend = get_backend("cpu", ref.precision, threads=spec["threads"], backend=ref.backend)
     print(f"[{name}] measuring {len(archs)} held-out models ...")
     held = measure_held_out(work / f"{name}.heldout.jsonl", backend, archs, policy_from_table(ref), args.seed)
     entry["held_out"] = {"n": len(archs), "at_anchor_depths": sum(a.num_layers in ref.anchors for a in archs),
