@@ -1,8 +1,9 @@
 """Re-anchoring that never hurts: one probe factor, of the same statistic as the models, applied only above noise.
 
-Table entries and validated models are the *minimum* over fast-state readings, so the factor compares the
-probe's minimum in the table's window with its minimum in the present window (``fast_reference_ms``; the large
-probe's ``latency_ms`` is already a minimum). A factor whose distance from 1 is within the noise floor is not
+Table entries and validated models are the *minimum* over readings in the reference state (the fast one, or the
+one the machine was mostly in), so the factor compares the probe's minimum in that state of the table's window
+with its minimum in the present window's (``fast_reference_ms``; the large probe's ``latency_ms`` is already a
+minimum). A factor whose distance from 1 is within the noise floor is not
 applied (factor 1.0, reason "not applied: within noise"). :func:`anchor_decision` is the one place that decides;
 validate reports it as ``anchor`` and ``--recalibrate`` stores it, so a run says one figure.
 
@@ -32,9 +33,20 @@ def probe_min(probe: dict[str, Any]) -> float:
     return float(probe.get("fast_reference_ms") or probe["latency_ms"])
 
 
-def probe_spread_pct(probe: dict[str, Any], tolerance: float = 0.20) -> float:
-    """How far the window's fast-state small-probe readings sit above their minimum: median over min, in %."""
+def state_readings(probe: dict[str, Any]) -> np.ndarray:
+    """A window's small-probe readings at or above its reference state: all of them when the reference is the
+    fastest state; without the rare faster ones when the window was measured in the state it was mostly in
+    (``reference_state: dominant``, :mod:`kdnas_deploy.latency.measure`), whose minimum is then that state's."""
     values = np.asarray(probe.get("readings_ms") or [], dtype=float)
+    if probe.get("reference_state") == "dominant" and values.size:
+        floor = float(probe["fast_reference_ms"]) / (1.0 + float(probe.get("state_tolerance", 0.20)))
+        values = values[values >= floor]
+    return values
+
+
+def probe_spread_pct(probe: dict[str, Any], tolerance: float = 0.20) -> float:
+    """How far the window's reference-state small-probe readings sit above their minimum: median over min, in %."""
+    values = state_readings(probe)
     if values.size < 2:
         return 0.0
     lo = float(values.min())
@@ -47,8 +59,8 @@ MIN_HALF_READINGS = 2  # readings per half below which a probe's minimum has no 
 
 def probe_min_noise_pct(probe: dict[str, Any]) -> float | None:
     """The noise of a window's probe minimum: |min(first half) - min(second half)| / min of the small probe's
-    readings, in %; None when the window has too few readings for two halves."""
-    values = np.asarray(probe.get("readings_ms") or [], dtype=float)
+    readings in its reference state, in %; None when the window has too few readings for two halves."""
+    values = state_readings(probe)
     half = values.size // 2
     if half < MIN_HALF_READINGS:
         return None
@@ -83,13 +95,13 @@ def anchor_decision(table_probe: dict[str, Any], window_probe: dict[str, Any],
         "applied": applied,
         "noise_floor_pct": round(floor, 3),
         "noise_floor_source": source,
-        "statistic": "minimum of fast-state probe readings (as the models' min of readings)",
+        "statistic": "minimum of reference-state probe readings (as the models' min of readings)",
         "reason": reason,
     }
 
 
 def anchor_probes(table_probe: dict[str, Any], decision: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (table, now) probe pair for :func:`measure.anchor_scales` that reproduces ``decision``'s factors."""
+    """The (table, now) probe pair for :func:`anchor_scales` that reproduces ``decision``'s factors."""
     base: dict[str, Any] = {"latency_ms": float(table_probe["latency_ms"])}
     now: dict[str, Any] = {"latency_ms": base["latency_ms"] * float(decision["factor"])}
     if decision.get("factor_large") is not None and "large" in table_probe:
@@ -100,10 +112,27 @@ def anchor_probes(table_probe: dict[str, Any], decision: dict[str, Any]) -> tupl
 
 def anchor_factors(pred_ms: np.ndarray, table_probe: dict[str, Any], decision: dict[str, Any]) -> np.ndarray:
     """Per-prediction factors of ``decision`` (ones when not applied)."""
-    from kdnas_deploy.latency.measure import anchor_scales
-
     pred_ms = np.asarray(pred_ms, dtype=float)
     if not decision["applied"]:
         return np.ones(pred_ms.shape)
     base, now = anchor_probes(table_probe, decision)
     return anchor_scales(pred_ms, base, now)
+
+
+def anchor_scales(pred_ms: np.ndarray, table_probe: dict[str, Any], now_probe: dict[str, Any]) -> np.ndarray:
+    """Per-prediction re-anchoring factor from the probes measured at build time and now.
+
+    With one probe: ``now / table``. With the large probe in both: each probe gives a factor, and a model's
+    factor is interpolated linearly in log-latency between the two probes' latencies (clamped outside), since
+    a change of machine state moves small and large models by different amounts.
+    """
+    pred_ms = np.asarray(pred_ms, dtype=float)
+    small = float(now_probe["latency_ms"]) / float(table_probe["latency_ms"])
+    if "large" not in table_probe or "large" not in now_probe:
+        return np.full(pred_ms.shape, small)
+    t_small, t_large = float(table_probe["latency_ms"]), float(table_probe["large"]["latency_ms"])
+    large = float(now_probe["large"]["latency_ms"]) / t_large
+    if t_large <= t_small:
+        return np.full(pred_ms.shape, small)
+    w = np.clip((np.log(np.maximum(pred_ms, 1e-9)) - np.log(t_small)) / (np.log(t_large) - np.log(t_small)), 0, 1)
+    return small * (1.0 - w) + large * w

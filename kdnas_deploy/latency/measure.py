@@ -3,27 +3,42 @@
 Shared by ``build``, ``validate`` and ``--recalibrate`` so that table entries and the measurements they are
 judged against are taken the same way:
 
-* every reading is warmed up and timed ``reps`` times; its median is kept. Within a pass the readings of one
-  model at all its (batch, seq) shapes are taken back to back on one loaded model (``Backend.open_shapes``:
-  one ONNX Runtime session, as a server keeps one for every request length); each pass loads it afresh;
+* every reading is warmed up and timed ``reps`` times (and for at least ``min_seconds``); its median is kept.
+  With ``floor_by_tokens`` a shape's ``min_seconds`` is scaled by its tokens (batch x seq) over the largest
+  shape of the run: the floor stands for a number of calls, and a 32-token call costs 0.29 of a 128-token one
+  (median over the shipped 3-length table), so each length of a grid gets about as many calls as the longest
+  rather than as many seconds (a 3-length build spent 3x a single length's reading time: 2.02-2.46x its wall
+  time, ``tools/bench_seq.py``).
+* within a pass the readings of one model at all its (batch, seq) shapes are taken back to back on one loaded
+  model (``Backend.open_shapes``: one ONNX Runtime session, as a server keeps one for every request length);
+  each pass loads it afresh;
 * each model gets ``rounds`` readings in separate passes over the whole set (spaced in time, the pass order
   alternates);
 * a small fixed *probe* model is timed between every ``probe_every`` models (all of a model's shapes are read
   between the same two probes, so a 3-length build probes as often as a 1-length one). The machine flips between a
   fast and a slow state; a probe reading more than ``state_tolerance`` above the fastest probe reading marks
-  the slow state. A reading counts only when the probes on both sides of it are in the fast state and its own
-  spread is below ``max_spread_pct``; models left with fewer than ``min_accepted`` such readings are
+  the slow state. A reading counts only when the probes on both sides of it are in the *reference* state and its
+  own spread is below ``max_spread_pct``; models left with fewer than ``min_accepted`` such readings are
   re-measured in extra passes. The value kept is the minimum over accepted readings.
+* the reference state is the fast one, unless the machine spends less than ``min_fast_fraction`` of its probe
+  readings there (once it has ``MIN_STATE_PROBES``): then it is the state the machine is mostly in, whose floor is
+  the fastest of the other readings, and readings taken in the rare fast state are not accepted either. Why: on
+  the AMD EPYC family 26 of 2026-12-07 the probe read 0.41 ms in 1.3% of 531 readings and 0.58-0.59 ms in the
+  rest; a build against the fast state kept 88 of 96 entries "unsettled" (slow-state minima) and 8 fast ones,
+  ~30% apart, under a probe figure (0.41 ms) that described none of the 88, so re-anchoring against it would
+  have scaled them by 1.4x. Measuring in the state the machine is in keeps entries, probe figure and the held-out
+  models of ``validate`` consistent; re-anchoring (:mod:`kdnas_deploy.latency.anchor`) moves a table between
+  states.
 * a second, *large* probe is timed at the start of every pass and at the end. The slow state hurts small
   models more than large ones, so re-anchoring uses both probes: a scale per probe, interpolated in
-  log-latency between them (:func:`anchor_scales`).
+  log-latency between them (:func:`kdnas_deploy.latency.anchor.anchor_scales`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,104 +46,12 @@ import numpy as np
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.latency.backends import Backend
+from kdnas_deploy.latency.readings import Job, Measured, MeasurePolicy, Reading, by_artifact, reference_floor
 from kdnas_deploy.runtime.timing import TimingPolicy
 
 PROBE_ARCH = Architecture(2, 128, 4, 512)
 LARGE_PROBE_ARCH = Architecture(4, 384, 6, 1536)
 PROBE_BATCH, PROBE_SEQ = 1, 128
-
-
-@dataclass(frozen=True)
-class MeasurePolicy:
-    rounds: int = 3
-    min_accepted: int = 2
-    extra_rounds: int = 2
-    probe_every: int = 2
-    max_spread_pct: float = 50.0
-    state_tolerance: float = 0.20
-    max_wait_s: float = 90.0  # total time one run may spend waiting for the slow state to pass
-    timing: TimingPolicy = field(default_factory=TimingPolicy)
-    probe_timing: TimingPolicy = field(default_factory=lambda: TimingPolicy(warmup=5, reps=30, min_seconds=0.05))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
-
-    @classmethod
-    def quick(cls) -> MeasurePolicy:
-        """For tests: few short readings."""
-        return cls(rounds=2, min_accepted=1, extra_rounds=1, probe_every=4,
-                   timing=TimingPolicy(warmup=1, reps=3, min_seconds=0.0),
-                   probe_timing=TimingPolicy(warmup=1, reps=3, min_seconds=0.0))  # fmt: skip
-
-
-@dataclass
-class Reading:
-    key: str
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    reps: int
-    round: int
-    t: float
-    probe_before_ms: float = float("nan")
-    probe_after_ms: float = float("nan")
-
-    @property
-    def spread_pct(self) -> float:
-        return 100.0 * (self.p90_ms - self.p10_ms) / self.median_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Reading:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class Job:
-    key: str
-    artifact: Path
-    batch: int
-    seq: int
-
-
-def by_artifact(jobs: Sequence[Job]) -> list[Job]:
-    """``jobs`` with each model's shapes next to each other (models in order of first appearance, the shapes
-    of one model in their given order), so that a pass reads a model at all its shapes on one load."""
-    first: dict[Path, int] = {}
-    for j in jobs:
-        first.setdefault(j.artifact, len(first))
-    return sorted(jobs, key=lambda j: first[j.artifact])
-
-
-@dataclass
-class Measured:
-    """The kept value of one model and how it was obtained."""
-
-    latency_ms: float
-    spread_pct: float
-    p10_ms: float
-    p90_ms: float
-    reps: int
-    readings_ms: list[float]
-    accepted_readings: int
-    state: str  # "fast" (kept from fast-state readings) or "unsettled" (no reading passed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "latency_ms": round(self.latency_ms, 5),
-            "spread_pct": round(self.spread_pct, 3),
-            "p10_ms": round(self.p10_ms, 5),
-            "p90_ms": round(self.p90_ms, 5),
-            "reps": self.reps,
-            "readings_ms": [round(x, 5) for x in self.readings_ms],
-            "accepted_readings": self.accepted_readings,
-            "state": self.state,
-        }
-
-
 class Measurer:
     """Runs readings of a set of jobs interleaved with the probe (see module doc)."""
 
@@ -158,22 +81,47 @@ class Measurer:
         self.state_changes = 0
         self.waited_s = 0.0
         self._loaded: tuple[Path, Callable[[int, int], Any]] | None = None  # (artifact, its open_shapes)
+        self._max_tokens = 0  # batch x seq of the largest shape of the run (floor_by_tokens)
+        self._reference: tuple[int, float] = (-1, float("nan"))  # (probe readings it was computed on, floor)
 
     # ------------------------------------------------------------------ probe / state
     @property
     def fast_ms(self) -> float:
+        """The fastest probe reading so far."""
         return min(ms for _, ms in self.probes) if self.probes else float("nan")
 
+    @property
+    def reference_ms(self) -> float:
+        """The floor of the reference state (the module doc): the fastest probe reading unless that state is rare."""
+        if self._reference[0] != len(self.probes):
+            values = [ms for _, ms in self.probes]
+            p = self.policy
+            self._reference = (len(values), reference_floor(values, p.state_tolerance, p.min_fast_fraction))
+        return self._reference[1]
+
+    @property
+    def reference_state(self) -> str:
+        """``fast`` (the fastest probe state) or ``dominant`` (the state the machine is mostly in)."""
+        return "fast" if not self.probes or self.reference_ms == self.fast_ms else "dominant"
+
     def is_fast(self, probe_ms: float) -> bool:
-        return bool(probe_ms <= self.fast_ms * (1.0 + self.policy.state_tolerance))
+        """Whether a probe reading lies in the reference state ("fast" in readings' and entries' labels)."""
+        ref, tol = self.reference_ms, self.policy.state_tolerance
+        return bool(ref / (1.0 + tol) <= probe_ms <= ref * (1.0 + tol))
 
     def add_probe(self, ms: float, t: float | None = None, announce: bool = True) -> None:
+        before = self.reference_state
         self.probes.append((time.time() if t is None else t, ms))
+        if announce and self.reference_state != before:
+            share = float(np.mean([p <= self.fast_ms * (1.0 + self.policy.state_tolerance) for _, p in self.probes]))
+            self.log(f"reference state: {self.reference_state} (the fastest probe state, {self.fast_ms:.3f} ms, "
+                     f"holds {share:.0%} of {len(self.probes)} probe readings; reference {self.reference_ms:.3f} ms)")
         state = "fast" if self.is_fast(ms) else "slow"
         if announce and self.state is not None and state != self.state:
             self.state_changes += 1
-            self.log(f"machine state changed: {self.state} -> {state} "
-                     f"(probe {ms:.3f} ms, fast reference {self.fast_ms:.3f} ms)")  # fmt: skip
+            where = "back in" if state == "fast" else "out of"
+            self.log(f"machine state changed: {where} the reference state "
+                     f"(probe {ms:.3f} ms, reference {self.reference_ms:.3f} ms)")  # fmt: skip
         self.state = state
 
     def measure_probe(self) -> float:
@@ -235,10 +183,19 @@ class Measurer:
             self._loaded = (job.artifact, self.backend.open_shapes(job.artifact))
         runner = self._loaded[1](job.batch, job.seq)
         try:
-            tm = runner.time(self.policy.timing)
+            tm = runner.time(self.timing_for(job))
         finally:
             runner.close()
         return Reading(job.key, tm.median_ms, tm.p10_ms, tm.p90_ms, tm.reps, round_no, time.time())
+
+    def timing_for(self, job: Job) -> TimingPolicy:
+        """The timing of one reading: the policy's, its time floor scaled by the job's share of the largest
+        shape's tokens when ``floor_by_tokens`` (the same floor for a one-shape run)."""
+        timing = self.policy.timing
+        tokens = job.batch * job.seq
+        if not self.policy.floor_by_tokens or tokens >= self._max_tokens:
+            return timing
+        return replace(timing, min_seconds=timing.min_seconds * tokens / self._max_tokens)
 
     def _pass(self, jobs: Sequence[Job], round_no: int) -> None:
         try:
@@ -284,7 +241,7 @@ class Measurer:
     def accepted(self, key: str) -> list[Reading]:
         out = []
         for r in self.readings.get(key, []):
-            probes_ok = self.is_fast(max(r.probe_before_ms, r.probe_after_ms))
+            probes_ok = self.is_fast(r.probe_before_ms) and self.is_fast(r.probe_after_ms)
             if probes_ok and r.spread_pct <= self.policy.max_spread_pct:
                 out.append(r)
         return out
@@ -292,6 +249,7 @@ class Measurer:
     def run(self, jobs: Sequence[Job]) -> dict[str, Measured]:
         """Measure every job (``rounds`` readings, extra passes for the unsettled) and keep one value each."""
         p = self.policy
+        self._max_tokens = max((j.batch * j.seq for j in jobs), default=0)
         for rnd in range(p.rounds):
             todo = [j for j in jobs if len(self.readings.get(j.key, [])) <= rnd]
             self._pass(todo[::-1] if rnd % 2 else todo, rnd)
@@ -317,17 +275,24 @@ class Measurer:
                         [r.median_ms for r in all_r], len(acc), state)  # fmt: skip
 
     def probe_summary(self) -> dict[str, Any]:
-        """The probe over this window: median of its fast-state readings (what re-anchoring compares)."""
+        """The probe over this window: median of its reference-state readings, and that state's floor
+        (``fast_reference_ms``, what re-anchoring compares)."""
         values = np.array([ms for _, ms in self.probes], dtype=float)
-        fast = values[values <= self.fast_ms * (1.0 + self.policy.state_tolerance)]
+        tol = self.policy.state_tolerance
+        in_state = values[[self.is_fast(v) for v in values]]
+        fast = values[values <= self.fast_ms * (1.0 + tol)]
         return {
             "arch": PROBE_ARCH.to_dict(),
             "batch": PROBE_BATCH,
             "seq": PROBE_SEQ,
-            "latency_ms": round(float(np.median(fast)), 5),
-            "fast_reference_ms": round(float(self.fast_ms), 5),
+            "latency_ms": round(float(np.median(in_state)), 5),
+            "fast_reference_ms": round(float(self.reference_ms), 5),
+            "reference_state": self.reference_state,
+            "fastest_ms": round(float(self.fast_ms), 5),
+            "state_tolerance": tol,
             "readings": int(values.size),
             "fast_fraction": round(float(fast.size / values.size), 4),
+            "reference_fraction": round(float(in_state.size / values.size), 4),
             "state_changes": self.state_changes,
             "waited_for_fast_state_s": round(self.waited_s, 1),
             "readings_ms": [round(float(v), 5) for v in values],
@@ -346,22 +311,3 @@ class Measurer:
                 "readings_ms": [round(float(ms), 5) for _, ms, _ in self.large],
             }
         }
-
-
-def anchor_scales(pred_ms: np.ndarray, table_probe: dict[str, Any], now_probe: dict[str, Any]) -> np.ndarray:
-    """Per-prediction re-anchoring factor from the probes measured at build time and now.
-
-    With one probe: ``now / table``. With the large probe in both: each probe gives a factor, and a model's
-    factor is interpolated linearly in log-latency between the two probes' latencies (clamped outside), since
-    a change of machine state moves small and large models by different amounts.
-    """
-    pred_ms = np.asarray(pred_ms, dtype=float)
-    small = float(now_probe["latency_ms"]) / float(table_probe["latency_ms"])
-    if "large" not in table_probe or "large" not in now_probe:
-        return np.full(pred_ms.shape, small)
-    t_small, t_large = float(table_probe["latency_ms"]), float(table_probe["large"]["latency_ms"])
-    large = float(now_probe["large"]["latency_ms"]) / t_large
-    if t_large <= t_small:
-        return np.full(pred_ms.shape, small)
-    w = np.clip((np.log(np.maximum(pred_ms, 1e-9)) - np.log(t_small)) / (np.log(t_large) - np.log(t_small)), 0, 1)
-    return small * (1.0 - w) + large * w

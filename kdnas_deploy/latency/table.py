@@ -159,7 +159,7 @@ class LatencyTable:
 
     def calibration_factors(self, raw_ms: np.ndarray) -> np.ndarray:
         """Per-prediction re-anchoring factors of the stored calibration (ones when never calibrated)."""
-        from kdnas_deploy.latency.measure import anchor_scales
+        from kdnas_deploy.latency.anchor import anchor_scales
 
         cal = self.calibration
         if isinstance(cal.get("probe"), dict):

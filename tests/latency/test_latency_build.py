@@ -190,3 +190,74 @@ def test_probe_cadence_counts_models_not_readings(tmp_path):
     for name in "abc":  # one probe pair per model
         pairs = {(r.probe_before_ms, r.probe_after_ms) for k, v in m.readings.items() if k[0] == name for r in v}
         assert len(pairs) == 1
+
+
+def test_time_floor_scales_with_a_shapes_tokens_over_the_runs_largest(tmp_path):
+    """floor_by_tokens: a 32-token reading gets a quarter of the 128-token reading's min_seconds (about as many
+    calls, not as many seconds); a one-shape run, or the policy switched off, keeps the floor as it is."""
+    from types import SimpleNamespace
+
+    from kdnas_deploy.latency.measure import Job
+
+    floors: dict[tuple[int, int], float] = {}
+
+    class Runner:
+        def __init__(self, shape):
+            self.shape = shape
+
+        def time(self, policy):
+            floors[self.shape] = policy.min_seconds
+            return SimpleNamespace(median_ms=1.0, p10_ms=1.0, p90_ms=1.0, reps=3)
+
+        def close(self):
+            pass
+
+    class FakeBackend:
+        def open(self, artifact, batch, seq):
+            return Runner((0, 0))
+
+        def open_shapes(self, artifact):
+            return lambda batch, seq: Runner((batch, seq))
+
+    timing = dataclasses.replace(MeasurePolicy.quick().timing, min_seconds=0.2)
+    policy = dataclasses.replace(MeasurePolicy.quick(), rounds=1, extra_rounds=0, timing=timing)
+    shapes = [(1, 32), (1, 64), (1, 128), (2, 32)]
+    jobs = [Job(f"a{b}x{s}", tmp_path / "a.onnx", b, s) for b, s in shapes]
+    Measurer(FakeBackend(), tmp_path / "probe.onnx", policy, log=lambda s: None).run(jobs)
+    assert floors[(1, 32)] == pytest.approx(0.05) and floors[(1, 64)] == pytest.approx(0.1)
+    assert floors[(1, 128)] == pytest.approx(0.2) and floors[(2, 32)] == pytest.approx(0.1)
+    floors.clear()
+    Measurer(FakeBackend(), tmp_path / "probe.onnx", policy, log=lambda s: None).run(jobs[:1])
+    assert floors[(1, 32)] == pytest.approx(0.2)  # alone in its run: the largest shape
+    off = dataclasses.replace(policy, floor_by_tokens=False)
+    Measurer(FakeBackend(), tmp_path / "probe.onnx", off, log=lambda s: None).run(jobs)
+    assert {floors[s] for s in shapes} == {0.2}
+
+
+def test_a_machine_mostly_in_its_slow_state_is_measured_in_that_state(tmp_path):
+    """The fastest probe state is the reference only while it holds min_fast_fraction of the probe readings:
+    with 1 fast reading in 12 (the EPYC of 2026-12-07: 1.3% of 531), readings are accepted in the slow state
+    the machine is in, a reading next to the rare fast probe is not, and the probe summary describes that state."""
+    from kdnas_deploy.latency.anchor import probe_min_noise_pct, state_readings
+    from kdnas_deploy.latency.measure import Reading
+
+    backend = get_backend("cpu", "fp32", threads=1)
+    m = Measurer(backend, tmp_path / "unused.onnx", MeasurePolicy(), log=lambda s: None)
+    for ms in (0.59, 0.41, 0.585, 0.58, 0.59, 0.588, 0.583, 0.586, 0.59, 0.584, 0.587, 0.581):
+        m.add_probe(ms)
+    assert m.reference_state == "dominant" and m.reference_ms == pytest.approx(0.58)
+    m.readings["x"] = [
+        Reading("x", 7.0, 6.9, 7.1, 20, 0, 0.0, 0.41, 0.585),  # beside the rare fast probe: not accepted
+        Reading("x", 9.0, 8.9, 9.1, 20, 1, 1.0, 0.58, 0.59),  # the state the machine is in
+    ]
+    kept = m.summarise("x")
+    assert kept.state == "fast" and kept.accepted_readings == 1 and kept.latency_ms == 9.0
+    summary = m.probe_summary()
+    assert summary["fast_reference_ms"] == pytest.approx(0.58) and summary["fastest_ms"] == pytest.approx(0.41)
+    assert summary["reference_state"] == "dominant" and summary["fast_fraction"] == pytest.approx(1 / 12, abs=1e-3)
+    assert 0.58 <= summary["latency_ms"] <= 0.59
+    assert 0.41 not in state_readings(summary) and probe_min_noise_pct(summary) < 2.0  # the halves of that state
+    m.add_probe(0.41), m.add_probe(0.412), m.add_probe(0.409)  # 4 of 15 fast (27%): the fast state is back
+    assert m.reference_state == "fast" and m.reference_ms == pytest.approx(0.409)
+    again = m.summarise("x")  # neither reading has the fast state on both sides: the minimum of all, unsettled
+    assert again.state == "unsettled" and again.latency_ms == 7.0

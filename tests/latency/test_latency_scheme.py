@@ -35,7 +35,7 @@ def test_interp_seq():
 
 
 def test_two_probe_anchoring_interpolates_in_log_latency():
-    from kdnas_deploy.latency.measure import anchor_scales
+    from kdnas_deploy.latency.anchor import anchor_scales
 
     table = {"latency_ms": 1.0, "large": {"latency_ms": 4.0}}
     now = {"latency_ms": 1.5, "large": {"latency_ms": 4.4}}  # slow state: small models hurt more
