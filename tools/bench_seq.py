@@ -289,6 +289,14 @@ RUNNERS = {"build": step_build, "validate": step_validate, "e2e": step_e2e, "cur
            "feasible": step_feasible}  # fmt: skip
 
 
+def cpu_name() -> str:
+    """This machine's CPU as the fingerprint names it (model string and, where known, vendor/family/model)."""
+    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
+
+    fp = cpu_fingerprint()
+    return " ".join(str(fp[k]) for k in ("cpu_model", "cpu_id") if fp.get(k))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default=",".join(STEPS), help=f"Comma-separated steps of {', '.join(STEPS)}.")
@@ -314,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         result = RUNNERS[name](b)
         result["step_seconds"] = round(time.time() - t0, 1)
+        result["cpu"] = cpu_name()  # steps of one results file may come from different machines (their reruns)
         b.doc["steps"][name] = result
         b.save()
         print(f"[{name}] done in {result['step_seconds']} s", flush=True)

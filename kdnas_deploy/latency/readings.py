@@ -39,7 +39,7 @@ class MeasurePolicy:
     state_tolerance: float = 0.20
     max_wait_s: float = 90.0  # total time one run may spend waiting for the slow state to pass
     floor_by_tokens: bool = True  # timing.min_seconds x (a shape's tokens / the run's largest shape's tokens)
-    min_fast_fraction: float = 0.25  # below this share of probe readings the fast state is not the reference
+    min_fast_fraction: float = 0.5  # below this share of probe readings the fast state is not the reference
     timing: TimingPolicy = field(default_factory=TimingPolicy)
     probe_timing: TimingPolicy = field(default_factory=lambda: TimingPolicy(warmup=5, reps=30, min_seconds=0.05))
 
