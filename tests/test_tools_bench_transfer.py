@@ -31,3 +31,48 @@ def test_a_cpu_names_its_pair_by_model_and_isa_tier():
     assert cpu_slug(epyc) == "amd-epyc-avx512-bf16"
     # the model string alone names two EPYC generations; the fingerprint's cpu_id tells them apart
     assert cpu_slug({**epyc, "cpu_id": "AuthenticAMD family 26 model 2"}) == "amd-epyc-f26m2-avx512-bf16"
+
+
+OV_PAIR = "real-openvino-amd-epyc-f26m2-avx512-bf16"
+
+
+def test_one_standard_error_rule_prefers_the_smaller_correction_within_noise():
+    """The OpenVINO pair's 10 saved points: per_hidden (4 parameters) has the best LOO MAPE, 2.77%, but
+    scale_by_cost (2 parameters, 3.14%) lies within one standard error of it and is chosen."""
+    import numpy as np
+
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.latency.transfer import point_features
+    from kdnas_deploy.latency.transfer_fit import select_correction
+
+    entry = json.loads(RESULTS.read_text())["pairs"][OV_PAIR]
+    saved = json.loads((RESULTS.parent / "latency_transfer" / f"{OV_PAIR}.transferred.json").read_text())
+    points = saved["transfer"]["points"]
+    ref = LatencyTable.load(RESULTS.parents[2] / entry["reference"])
+    f = point_features(ref, [Architecture.from_dict(p["arch"]) for p in points], 1, 128)
+    sel = select_correction(f, np.array([p["measured_ms"] for p in points]))
+    best = min((v["loo_mape_pct"], k) for k, v in sel["loo"].items() if v.get("loo_mape_pct") is not None)
+    assert best[1] == "per_hidden" and sel["model"] == "scale_by_cost"
+    assert sel["loo"]["scale_by_cost"]["loo_mape_pct"] <= best[0] + sel["one_se_pct"]
+
+
+def test_refit_rewrites_entries_from_the_saved_points_only(tmp_path):
+    import shutil
+
+    from kdnas_deploy.errors import TableError
+    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.latency.transfer import refit_table
+
+    entry = json.loads(RESULTS.read_text())["pairs"][OV_PAIR]
+    ref = RESULTS.parents[2] / entry["reference"]
+    copy = tmp_path / "t.json"
+    shutil.copyfile(RESULTS.parent / "latency_transfer" / f"{OV_PAIR}.transferred.json", copy)
+    before = LatencyTable.load(copy).data
+    after = refit_table(ref, copy).data
+    assert after["transfer"]["model"] == "scale_by_cost" and after["probe"] == before["probe"]
+    assert [p["measured_ms"] for p in after["transfer"]["points"]] == [
+        p["measured_ms"] for p in before["transfer"]["points"]]
+    assert all(e["latency_ms"] > 0 for e in after["entries"]) and LatencyTable.load(copy).data == after
+    with pytest.raises(TableError, match="not a table transferred from"):
+        refit_table(RESULTS.parents[2] / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json", copy)

@@ -236,6 +236,16 @@ def rescore(entry: dict[str, Any], work: Path) -> dict[str, Any]:
     return {**entry, "scores": scores}
 
 
+def refit(name: str, entry: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A finished pair's transferred table fitted again from its saved K points (:func:`refit_table`)."""
+    from kdnas_deploy.latency.transfer import refit_table
+
+    tr = refit_table(ROOT / entry["reference"], work / f"{name}.transferred.json").data["transfer"]
+    loo = {k: v.get("loo_mape_pct") for k, v in tr["loo"].items()}
+    return {**entry, "transfer": {**entry["transfer"], "model": tr["model"], "params": tr["params"],
+                                  "loo_mape_pct": loo, "refitted_at": tr["refitted_at"]}}  # fmt: skip
+
+
 def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespace, done: dict[str, Any]) -> dict:
     from kdnas_deploy.latency.backends import get_backend
     from kdnas_deploy.latency.table import LatencyTable
@@ -262,8 +272,9 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
     full = work / f"{name}.full.json"
     if args.full_build and ("full_build" not in entry or not full.is_file()):
         if full.is_file():  # built earlier as the reference of another pair: same machine, an earlier window
-            entry["full_build"] = {"table": full.name, "seconds": json.loads(full.read_text())["measurement"].get(
-                "build_seconds"), "note": "built before this pair ran (another pair's reference or a table build)"}  # fmt: skip
+            built = json.loads(full.read_text())["measurement"].get("build_seconds")
+            entry["full_build"] = {"table": full.name, "seconds": built,
+                                   "note": "built before this pair ran (another pair's reference or a table build)"}
         else:
             print(f"[{name}] full build on the target ...")
             entry["full_build"] = build(full, spec["threads"], args.space, args.rounds, backend=ref_backend)
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redo", action="store_true", help="Forget finished pairs of this selection.")
     ap.add_argument("--rescore", action="store_true",
                     help="Score the finished pairs again from their saved tables and held-out points (no measuring).")
+    ap.add_argument("--refit", action="store_true", help="Fit each finished pair's correction again from its saved "
+                    "K points (after a change of the selection rule), then score it again (no measuring).")
     ap.add_argument("--quick", action="store_true", help="K=3, 5 held-out models, a 2-variant space (a test run).")
     ap.add_argument("--results", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -349,11 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(results_path, results)
 
     args.save = save
-    if args.rescore:  # every finished pair of the results (or the chosen ones), whichever machine measured it
+    if args.rescore or args.refit:  # every finished pair of the results (or the chosen ones), whichever machine
         for name in args.pairs.split(",") if args.pairs else list(results["pairs"]):
             if results["pairs"].get(name, {}).get("done"):
-                save(name, rescore(results["pairs"][name], work))
-                print(f"[{name}] scored again from {name}.heldout.jsonl")
+                entry = refit(name, results["pairs"][name], work) if args.refit else results["pairs"][name]
+                save(name, rescore(entry, work))
+                print(f"[{name}] {'fitted and ' if args.refit else ''}scored again from {name}.heldout.jsonl")
         print(json.dumps(results.get("targets", {}), indent=2))
         return 0
     pairs = pairs_for(work, args.quick)

@@ -216,13 +216,7 @@ def transfer_table(
     )
     measured = np.array([r.latency_ms for r in results], dtype=float)
     feats = point_features(ref, archs, batch, seq)
-    ent_feats = entry_features(ref, ref.data["entries"])
-
-    def valid(name: str, params: dict[str, Any]) -> bool:
-        return bool(np.all(apply_correction(name, params, ent_feats) > 0))
-
-    sel = select_correction(feats, measured, valid=valid)
-    corrected = apply_correction(sel["model"], sel["params"], ent_feats)
+    sel, corrected = _fit(ref, feats, measured)
     seconds = time.time() - t_start
     data = _transferred_data(ref, backend, corrected, probe, policy, seed, seconds, k, measurer)
     data["derived_from"] = {
@@ -234,6 +228,42 @@ def transfer_table(
     if out is not None:
         table.save(out)
     return table
+
+
+def _fit(ref: LatencyTable, feats: Features, measured: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """The chosen correction of ``ref`` for the measured points, and ``ref``'s entries corrected by it (a fit
+    that makes an entry non-positive is refused)."""
+    ent_feats = entry_features(ref, ref.data["entries"])
+
+    def valid(name: str, params: dict[str, Any]) -> bool:
+        return bool(np.all(apply_correction(name, params, ent_feats) > 0))
+
+    sel = select_correction(feats, measured, valid=valid)
+    return sel, apply_correction(sel["model"], sel["params"], ent_feats)
+
+
+def refit_table(ref_table: str | Path, table: str | Path) -> LatencyTable:
+    """A transferred table fitted again from its own K measured points (after a change of the correction's
+    selection rule) and rewritten in place: entries and ``transfer`` change; probes, fingerprint and the
+    measured points stay as they were measured. Nothing is measured."""
+    ref, path = LatencyTable.load(ref_table), Path(table)
+    data = LatencyTable.load(path).data
+    rec = data.get("transfer")
+    if not rec or data.get("derived_from", {}).get("sha256") != file_sha256(ref_table):
+        raise TableError(f"{path} is not a table transferred from {ref_table}")
+    archs = [Architecture.from_dict(p["arch"]) for p in rec["points"]]
+    measured = np.array([p["measured_ms"] for p in rec["points"]], dtype=float)
+    feats = point_features(ref, archs, rec["batch"], rec["seq"])
+    sel, corrected = _fit(ref, feats, measured)
+    for e, ms in zip(data["entries"], corrected, strict=True):
+        e["latency_ms"] = round(float(ms), 5)
+    kept = [SimpleNamespace(accepted_readings=p.get("accepted_readings"), state=p.get("state")) for p in rec["points"]]
+    data["transfer"] = {**_transfer_record(sel, archs, feats, measured, kept, rec["batch"], rec["seq"],
+                                           rec["seconds"]),
+                        "refitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+    out = LatencyTable.from_dict(data, source=str(path))
+    out.save(path)
+    return out
 
 
 def _transferred_data(
@@ -275,6 +305,7 @@ def _transfer_record(sel: dict[str, Any], archs: Sequence[Architecture], feats: 
         "n_params": sel["n_params"],
         "max_params": sel["max_params"],
         "tie_pct": sel["tie_pct"],
+        "one_se_pct": sel.get("one_se_pct"),
         "loo": sel["loo"],
         "k": len(archs),
         "batch": batch,
