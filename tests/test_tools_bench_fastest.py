@@ -9,9 +9,9 @@ from tools.bench_fastest import deployable, targets
 
 def _doc(loss_points: float, after: float, fastest: float = 3.2, path: float = 2.1) -> dict:
     devices = [{"name": "cpu-int8", "precision": "int8", "metric_loss_points": loss_points,
-                "metric_check": {"metric": "accuracy", "before": 0.90, "after": after, "passed": True}},
+                "metric_check": {"metric": "accuracy", "before": 0.90, "after": after, "ok": True}},
                {"name": "cpu-bf16", "precision": "bf16", "metric_loss_points": 0.1,
-                "metric_check": {"metric": "accuracy", "before": 0.90, "after": 0.899, "passed": False}}]  # fmt: skip
+                "metric_check": {"metric": "accuracy", "before": 0.90, "after": 0.899, "ok": False}}]  # fmt: skip
     peers = {"headline": {"deployed_student": "student/openvino-int8", "teacher_fastest": "teacher/openvino-int8"},
              "targets": {"student_path_vs_student_ort_fp32": {"value": path},
                          "student_vs_teacher_fastest": {"value": fastest}}}  # fmt: skip

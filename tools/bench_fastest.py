@@ -48,7 +48,8 @@ def device_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         row["picked"] = pick.get("chosen") or dev.get("backend")
         report = Path(dev["onnx"]) / "export_report.json" if dev.get("onnx") else None
         check = json.loads(report.read_text()).get("metric_check") or {} if report and report.is_file() else {}
-        row["metric_check"] = {k: check.get(k) for k in ("metric", "before", "after", "passed") if k in check}
+        keep = ("metric", "before", "after", "drop_points", "ok")
+        row["metric_check"] = {k: check.get(k) for k in keep if k in check}
         if check.get("before") is not None and check.get("after") is not None:
             row["metric_loss_points"] = round(100.0 * (float(check["before"]) - float(check["after"])), 3)
         row["onnx"] = shown(Path(dev["onnx"])) if dev.get("onnx") else None
@@ -58,7 +59,7 @@ def device_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def deployable(devices: list[dict[str, Any]]) -> list[str]:
     """fp32 always; a lossy precision only where its export in the run passed the dev-metric check."""
-    ok = {d["precision"] for d in devices if d.get("metric_check", {}).get("passed")}
+    ok = {d["precision"] for d in devices if d.get("metric_check", {}).get("ok")}
     return ["fp32", *sorted(p for p in ok if p in ("bf16", "int8"))]
 
 
