@@ -94,7 +94,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     """Median latency of every peer row, teacher and student, the deployed path and the teacher's fastest marked."""
     from matplotlib.figure import Figure
 
-    rows = [r for r in doc["peers"]["rows"] if r.get("median_ms") and r["kind"] == "kdnas"]
+    rows = [r for r in doc["peers"]["rows"] if r.get("median_ms") and r["kind"] != "plain"]
     fig = Figure(figsize=(7, 0.35 * len(rows) + 1.2))
     ax = fig.subplots()
     head = doc["peers"]["headline"]
