@@ -6,7 +6,8 @@ tasks), timed in three parts: tokenizer, input building (int64 arrays, segment i
 ``concurrency`` N, N client threads send requests to one shared session, whose intra-op threads are set to
 ``threads // N`` (at least 1) so the total fits the cores; the request rate is then measured over the wall.
 Rows report e2e p50/p90/p99, the tokenizer's and the model's medians at the same lengths, requests per second
-and the replayed length distribution.
+and the replayed length distribution; one request at a time, also the model-only median at the replayed median
+length measured interleaved with the replay on the same session (``model_only_p50_ms``, ``e2e_over_model_only``).
 """
 
 from __future__ import annotations
@@ -82,16 +83,20 @@ class Server:
         t0 = time.perf_counter()
         input_ids, type_ids = self.encode(text)
         t1 = time.perf_counter()
+        feed = self.feed(input_ids, type_ids)
+        t2 = time.perf_counter()
+        self.session.run(None, feed)
+        t3 = time.perf_counter()
+        return Request(1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0), len(input_ids))
+
+    def feed(self, input_ids: list[int], type_ids: list[int] | None) -> dict[str, np.ndarray]:
+        """The session's inputs for one tokenised request (int64 arrays of batch 1)."""
         ids = np.array(input_ids, dtype=np.int64).reshape(1, -1)
         feed = {"input_ids": ids, "attention_mask": np.ones(ids.shape, dtype=np.int64)}
         if "token_type_ids" in self.names:
             types = np.array(type_ids, dtype=np.int64).reshape(1, -1) if type_ids is not None else None
             feed["token_type_ids"] = types if types is not None else np.zeros(ids.shape, dtype=np.int64)
-        feed = {n: feed[n] for n in self.names}
-        t2 = time.perf_counter()
-        self.session.run(None, feed)
-        t3 = time.perf_counter()
-        return Request(1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0), int(ids.shape[1]))
+        return {n: feed[n] for n in self.names}
 
 
 Encoder = Callable[[tuple[str, ...]], tuple[list[int], list[int] | None]]
@@ -172,11 +177,44 @@ def replay(server: Server, texts: Sequence[tuple[str, ...]], concurrency: int) -
     return [r for r in results if r is not None], wall
 
 
+MODEL_ONLY_BLOCKS = 5  # replay chunks, each followed by as many model-only runs (concurrency 1)
+
+
+Replayed = tuple[list[Request], float, list[float], int]  # requests, wall (s), model-only times (ms), their length
+
+
+def replay_beside_model_only(server: Server, texts: Sequence[tuple[str, ...]],
+                             blocks: int = MODEL_ONLY_BLOCKS) -> Replayed:  # fmt: skip
+    """One request at a time, in ``blocks`` chunks each followed by as many bare ``session.run`` calls on the
+    same session at the replayed median length: the model-only figure of the same window. The machine drifts
+    between states over minutes (a model-only median taken after the replay read 0.35 ms where the replay's
+    own model calls read 0.50 ms, 2026-12-07, EPYC family 26), so the two are measured interleaved.
+    Returns the requests, the replay's wall (s), the model-only times (ms) and that length."""
+    encoded = [server.encode(t) for t in texts]
+    length = int(np.median([len(ids) for ids, _ in encoded]))
+    ids, types = min(encoded, key=lambda e: abs(len(e[0]) - length))  # a real request of that length
+    feed = server.feed(ids, types)
+    done: list[Request] = []
+    model_only: list[float] = []
+    wall = 0.0
+    for chunk in np.array_split(np.arange(len(texts)), max(1, min(blocks, len(texts)))):
+        part, w = replay(server, [texts[i] for i in chunk], 1)
+        done, wall = done + part, wall + w
+        for _ in chunk:
+            t0 = time.perf_counter()
+            server.session.run(None, feed)
+            model_only.append(1e3 * (time.perf_counter() - t0))
+    return done, wall, model_only, len(ids)
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(values, dtype=float), q)), 4)
 
 
-def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s: float) -> dict[str, Any]:
+def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s: float,
+            model_only: tuple[list[float], int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One row; ``model_only`` (times in ms, their length) adds the model-only median measured beside the replay
+    (:func:`replay_beside_model_only`) and the end-to-end p50 over it."""
     total = [r.total_ms for r in done]
     lengths = np.asarray([r.length for r in done])
     stats = length_stats(lengths)
@@ -210,7 +248,10 @@ def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s
         "length_mean": stats["mean"],
         "length_max": stats["max"],
         **same,
-    }
+        **({"model_only_length": model_only[1], "model_only_p50_ms": _pct(model_only[0], 50),
+            "e2e_over_model_only": round(_pct(total, 50) / max(_pct(model_only[0], 50), 1e-9), 3)}
+           if model_only else {}),
+    }  # fmt: skip
 
 
 def same_length_spread(done: Sequence[Request], length: int, band: int = 2) -> dict[str, Any]:
@@ -240,8 +281,12 @@ def run_e2e(paths: Sequence[str | Path], cfg: E2EConfig) -> list[dict[str, Any]]
         server = Server(folder, cfg)
         for t in texts[: cfg.warmup]:
             server.handle(t)
-        done, wall = replay(server, texts, cfg.concurrency)
-        rows.append(e2e_row(folder, cfg, done, wall))
+        if cfg.concurrency == 1:
+            done, wall, model_only, length = replay_beside_model_only(server, texts)
+            rows.append(e2e_row(folder, cfg, done, wall, (model_only, length)))
+        else:
+            done, wall = replay(server, texts, cfg.concurrency)
+            rows.append(e2e_row(folder, cfg, done, wall))
     return rows
 
 

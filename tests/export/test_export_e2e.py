@@ -38,6 +38,36 @@ def test_e2e_rows_builtin(tiny_onnx):
     assert "e2e p50" in format_e2e(rows)
 
 
+def test_model_only_is_timed_between_the_replays_chunks_on_the_same_session(tiny_onnx):
+    """One request at a time, the model-only median comes from bare session runs at the replayed median length,
+    interleaved with the replay (5 chunks), one per request; concurrency rows have no such figure."""
+    from kdnas_deploy.export.e2e import replay_beside_model_only
+
+    server = Server(inspect_folder(tiny_onnx), E2EConfig(task="builtin", threads=1))
+    calls = []
+    real_run = server.session.run
+
+    class Spy:
+        def run(self, outputs, feed):
+            calls.append(feed["input_ids"].shape[1])
+            return real_run(outputs, feed)
+
+        def __getattr__(self, name):
+            return getattr(server.session, name)
+
+    server.session = Spy()
+    texts = [("good",), ("a much longer sentence with many more words in it",), ("fine words",)] * 4
+    done, wall, model_only, length = replay_beside_model_only(server, texts, blocks=3)
+    assert len(done) == len(model_only) == 12 and wall > 0
+    assert length == int(sorted(d.length for d in done)[6])  # the replayed median length
+    # chunks of 4 requests, each followed by 4 model-only runs at that length
+    assert calls[4:8] == [length] * 4 and calls[12:16] == [length] * 4 and calls[20:24] == [length] * 4
+    (row,) = run_e2e([tiny_onnx], E2EConfig(task="builtin", requests=30, threads=1, warmup=2))
+    assert row["model_only_p50_ms"] > 0 and row["e2e_over_model_only"] > 0 and row["model_only_length"] > 0
+    (conc,) = run_e2e([tiny_onnx], E2EConfig(task="builtin", requests=20, threads=2, concurrency=2, warmup=2))
+    assert "e2e_over_model_only" not in conc
+
+
 def test_requests_are_unpadded(tiny_onnx):
     server = Server(inspect_folder(tiny_onnx), E2EConfig(task="builtin", threads=1))
     short, long = server.handle(("good",)), server.handle(("a much longer sentence with many more words in it",))
