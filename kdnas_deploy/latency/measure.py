@@ -7,8 +7,9 @@ judged against are taken the same way:
   With ``floor_by_tokens`` a shape's ``min_seconds`` is scaled by its tokens (batch x seq) over the largest
   shape of the run: the floor stands for a number of calls, and a 32-token call costs 0.29 of a 128-token one
   (median over the shipped 3-length table), so each length of a grid gets about as many calls as the longest
-  rather than as many seconds (a 3-length build spent 3x a single length's reading time: 2.02-2.46x its wall
-  time, ``tools/bench_seq.py``).
+  rather than as many seconds. A 3-length build spent 3x a single length's reading time (2.02-2.46x its wall
+  time on two Xeons); with the scaled floor it took 1.72x on the EPYC family 26, where the old floor's readings
+  would have made it about 1.98x (``tools/results/seq_bench.json``).
 * within a pass the readings of one model at all its (batch, seq) shapes are taken back to back on one loaded
   model (``Backend.open_shapes``: one ONNX Runtime session, as a server keeps one for every request length);
   each pass loads it afresh;
