@@ -292,10 +292,12 @@ def run_e2e(paths: Sequence[str | Path], cfg: E2EConfig) -> list[dict[str, Any]]
 
 def format_e2e(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of end-to-end rows."""
-    head = ["model", "prec", "conc", "e2e p50", "p90", "p99", "tok p50", "model p50", "req/s", "len p50/p95"]
+    head = ["model", "prec", "conc", "e2e p50", "p90", "p99", "tok p50", "model p50", "e2e/model-only", "req/s",
+            "len p50/p95"]
     lines = [[Path(r["path"]).name, r["precision"], str(r["concurrency"]), f"{r['e2e_p50_ms']:.2f}",
               f"{r['e2e_p90_ms']:.2f}", f"{r['e2e_p99_ms']:.2f}", f"{r['tokenize_p50_ms']:.3f}",
-              f"{r['model_p50_ms']:.2f}", f"{r['requests_per_s']:.1f}", f"{r['length_p50']}/{r['length_p95']}"]
+              f"{r['model_p50_ms']:.2f}", f"{r['e2e_over_model_only']:.3f}" if "e2e_over_model_only" in r else "-",
+              f"{r['requests_per_s']:.1f}", f"{r['length_p50']}/{r['length_p95']}"]
              for r in rows]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
