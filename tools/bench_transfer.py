@@ -13,8 +13,8 @@ A *pair* is a reference table and a target backend on this machine. For each pai
                   MAPE, within 5/10 % with Wilson 95 % lower bounds, spearman; raw and re-anchored (the rule of
                   :mod:`kdnas_deploy.latency.anchor`).
 
-Pairs: ``threads-2to1`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2`` (a 1-thread
-table of this CPU: the first pair's full build, built here when missing -> 2 threads), ``real-<cpu>`` (the
+Pairs: ``threads-2to1-<cpu>`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2-<cpu>`` (a
+1-thread table of this CPU: the first pair's full build, built here when missing -> 2 threads), ``real-<cpu>`` (the
 table ``kdnas-deploy run`` would transfer from -> this CPU at 2 threads; only when no shipped table matches this
 machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair) and ``real-openvino-<cpu>`` (the same for
 the ``cpu-openvino`` backend, when OpenVINO is installed). Finished pairs are kept.
@@ -92,12 +92,14 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """The pairs of this run: reference path, target threads and how a missing reference is built."""
     from kdnas_deploy.latency.fingerprint import cpu_fingerprint
 
-    t1 = work / "threads-2to1.full.json"  # the 1-thread full build of the first pair is the second's reference
     if quick:
         return {"threads-2to1": {"reference": work / "reference-t2.json", "threads": 1, "build_threads": 2}}
+    # the thread pairs are per CPU too (the unsuffixed ones are the first EPYC's, kept in the results)
+    cpu = cpu_slug(cpu_fingerprint())
+    t1 = work / f"threads-2to1-{cpu}.full.json"  # the 1-thread full build of the first pair is the second's reference
     pairs = {
-        "threads-2to1": {"reference": SHIPPED, "threads": 1},
-        "threads-1to2": {"reference": t1, "threads": 2, "build_threads": 1},
+        f"threads-2to1-{cpu}": {"reference": SHIPPED, "threads": 1},
+        f"threads-1to2-{cpu}": {"reference": t1, "threads": 2, "build_threads": 1},
     }
     # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU and
     # backend met (the results keep every pair; "real", from the shipped EPYC table to an EPYC without AVX-VNNI, is
