@@ -27,6 +27,14 @@ def kdnas_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "kdnas_deploy", *args]
 
 
+def cpu_name() -> str:
+    """This machine's CPU as the fingerprint names it (model string and, where known, vendor/family/model)."""
+    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
+
+    fp = cpu_fingerprint()
+    return " ".join(str(fp[k]) for k in ("cpu_model", "cpu_id") if fp.get(k))
+
+
 def shown(path: Path) -> str:
     """``path`` relative to the repository root when it is inside it (what the result files record), also when
     it is reached through a link inside the root (``work_artifacts`` linked into a worktree)."""

@@ -35,7 +35,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
-from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, shown
+from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, shown
 
 STEPS = ("build", "validate", "e2e", "curve", "feasible")
 GRID, HELD_OUT = (32, 64, 128), (48, 96)
@@ -285,14 +285,6 @@ def step_feasible(b: Bench) -> dict[str, Any]:
 
 RUNNERS = {"build": step_build, "validate": step_validate, "e2e": step_e2e, "curve": step_curve,
            "feasible": step_feasible}  # fmt: skip
-
-
-def cpu_name() -> str:
-    """This machine's CPU as the fingerprint names it (model string and, where known, vendor/family/model)."""
-    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
-
-    fp = cpu_fingerprint()
-    return " ".join(str(fp[k]) for k in ("cpu_model", "cpu_id") if fp.get(k))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_jsonl
+from tools._common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,7 +261,7 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
         entry["reference_build"] = build(ref_path, spec["build_threads"], args.space, args.rounds)
     ref_backend = LatencyTable.load(ref_path).backend
     entry.update(reference=str(ref_path.relative_to(ROOT)) if ref_path.is_relative_to(ROOT) else str(ref_path),
-                 backend=ref_backend, target_threads=spec["threads"], k=args.k)  # fmt: skip
+                 backend=ref_backend, target_threads=spec["threads"], k=args.k, cpu=cpu_name())  # fmt: skip
     out = work / f"{name}.transferred.json"
     if "transfer" not in entry or not out.is_file():
         print(f"[{name}] transfer, K={args.k} ...")
@@ -360,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     def save(name: str, entry: dict[str, Any]) -> None:
         results["pairs"][name] = entry
         results["targets"] = targets(results["pairs"], default_space=not args.quick)
+        by_cpu: dict[str, dict[str, Any]] = {}
+        for key, pair in results["pairs"].items():
+            by_cpu.setdefault(pair.get("cpu", "not recorded (pairs measured before 2026-12-07)"), {})[key] = pair
+        results["targets_by_cpu"] = {cpu: targets(group, default_space=not args.quick) for cpu, group in by_cpu.items()}
         results.update(schema_version=1, space=args.space, quick=args.quick, k=args.k, n_held_out=args.n)
         atomic_write_json(results_path, results)
 
