@@ -84,3 +84,20 @@ def test_a_row_without_the_int8_run_says_so_and_leaves_int8_targets_unmet():
     t = targets(rows, avg)
     assert t["int8_retained_avg"]["met"] is False and t["int8_speedup_min"]["value"] is None
     assert "kdnas_int8 | | |" in markdown(rows, avg)
+
+
+def test_a_refused_int8_run_is_said_in_the_row_and_counted_in_its_cost():
+    """The int8 run stopped with exit 2 (its export lost more of the dev metric than allowed): no int8 student in
+    the row or the averages, the reason beside it, its wall time and memory in the task's cost."""
+    run, _, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    del bench["rows"]["kdnas_int8"]
+    refused = {"stopped": "Error: the exported model loses 1.28 points of matthews_correlation", "wall_s": 40.0,
+               "peak_rss_gb": 3.0, "teacher": {}}  # fmt: skip
+    row = table_row("builtin", None, run, refused, hand, bench)
+    assert "kdnas_int8" not in row["models"] and row["not_run"] == ["kdnas_int8"]
+    assert row["int8_stopped"].startswith("Error: the exported model loses")
+    assert (row["wall_s"], row["peak_rss_gb"]) == (155.0, 3.0)
+    rows = {"a": row}
+    avg = averages(rows)
+    assert avg["kdnas_int8"]["retained"] is None
+    assert "| a | accuracy | 0.5000 | kdnas_int8 | stopped | Error: the exported model loses" in markdown(rows, avg)

@@ -112,8 +112,9 @@ class Bench:
             return row
         teacher = str(ROOT / fp32["summary"]["teacher"]["path"])
         int8 = None if "int8" in self.skip else self.step(task, "int8", lambda: self.run(task, "int8", teacher))
+        benched8 = int8 if int8 is not None and "summary" in int8 else None  # a refused int8 run has no student
         hand = self.step(task, "hand", lambda: self.handcrafted(task, fp32))
-        bench = self.step(task, "bench", lambda: self.bench(task, fp32, int8, hand))
+        bench = self.step(task, "bench", lambda: self.bench(task, fp32, benched8, hand))
         row = table_row(task, self.data_dir, fp32, int8, hand, bench)
         self.doc["tasks"][task]["row"] = row
         self.save()
@@ -243,7 +244,8 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
     models = {"teacher": (s32["teacher"]["dev_metrics"], s32["teacher"]["params"], "teacher_onnx"),
               "hand": (hand["dev_metrics"], hand["params"], "hand"),
               "kdnas_fp32": (s32["student"]["dev_metrics"], s32["student"]["params"], "kdnas_fp32")}  # fmt: skip
-    if int8 is not None:  # the int8 student: its int8 graph's dev metric
+    stopped8 = int8 is not None and "stopped" in int8  # refused (e.g. its export lost more than the metric allows)
+    if int8 is not None and not stopped8:  # the int8 student: its int8 graph's dev metric
         s8 = int8["summary"]["student"]
         models["kdnas_int8"] = ({**s8["dev_metrics"], **s8.get("onnx_dev_metrics", {})}, s8["params"], "kdnas_int8")
     row: dict[str, Any] = {"metric": main, "baseline": base, "baselines": dict(s32["baseline"]), "models": {}}
@@ -258,8 +260,10 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
     runs = [fp32] + ([int8] if int8 is not None else [])
     row["wall_s"] = round(sum(r["wall_s"] for r in runs) + hand["seconds"] + bench["seconds"], 1)
     row["peak_rss_gb"] = max(r["peak_rss_gb"] for r in runs)
-    if int8 is None:
+    if int8 is None or stopped8:
         row["not_run"] = ["kdnas_int8"]
+    if stopped8:
+        row["int8_stopped"] = int8["stopped"]
     row["teacher_margin"] = round(teacher - base, 4)
     return row
 
@@ -343,6 +347,9 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
                          f"{m['params'] / 1e6:.1f}M | {m['predicted_ms']} | {m['measured_ms']:.3f} | "
                          f"{m['speedup_vs_onnx_teacher']} | {m['speedup_vs_pytorch_teacher']} | {m['retained']} | "
                          f"{m['retained_gain']} |")  # fmt: skip
+        if "int8_stopped" in r:
+            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | kdnas_int8 | stopped | "
+                         f"{r['int8_stopped']} |" + " |" * 6)  # fmt: skip
     for name in ("hand", "kdnas_fp32", "kdnas_int8"):
         a = avg[name]
         lines.append(f"| GLUE average | | | {name} | | | | | {a['speedup_vs_onnx_teacher']} | "
