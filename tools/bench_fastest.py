@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     summary = step_run(args.config, args.work / "run", doc)
-    checked = [d["metric_check"]["metric"] for d in device_rows(summary) if d["metric_check"].get("metric")]
+    devices = device_rows(summary)
+    checked = [d["metric_check"]["metric"] for d in devices if d["metric_check"].get("metric")]
     metric = checked[0] if checked else next(iter(summary["teacher"]["dev_metrics"]))  # the task's main metric
-    doc.update(schema_version=1, config=shown(args.config), task=summary["task"], devices=device_rows(summary),
+    doc.update(schema_version=1, config=shown(args.config), task=summary["task"], devices=devices,
                teacher={"arch": summary["teacher"]["arch"], "metric": metric,
                         "dev_metric": summary["teacher"]["dev_metrics"][metric]},
                student={"arch": summary["student"]["arch"], "dev_metric": summary["student"]["dev_metrics"][metric]},
