@@ -101,3 +101,15 @@ def test_a_refused_int8_run_is_said_in_the_row_and_counted_in_its_cost():
     avg = averages(rows)
     assert avg["kdnas_int8"]["retained"] is None
     assert "| a | accuracy | 0.5000 | kdnas_int8 | stopped | Error: the exported model loses" in markdown(rows, avg)
+
+
+def test_a_row_names_the_runtime_each_model_was_timed_on():
+    """The int8 student of a `backend: auto` run may be an OpenVINO export, timed on its IR: the row says so."""
+    run, int8, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    for name, r in bench["rows"].items():
+        r["runtime"] = "openvino" if name == "kdnas_int8" else "onnxruntime"
+    row = table_row("builtin", None, run, int8, hand, bench)
+    assert row["models"]["kdnas_int8"]["runtime"] == "openvino"
+    assert row["models"]["kdnas_fp32"]["runtime"] == "onnxruntime"
+    rows = {"a": row}
+    assert "| a | accuracy | 0.5000 | kdnas_int8 (openvino) | 0.8700 |" in markdown(rows, averages(rows))

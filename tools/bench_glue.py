@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from kdnas_deploy.io import atomic_write_json
-from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, kdnas_cli, run_tracked, shown
+from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, kdnas_cli, run_tracked, shown
 
 SCHEMA_VERSION = 1
 TASKS = ("sst2", "mrpc", "cola", "stsb")
@@ -56,7 +56,7 @@ class Bench:
         self.skip = set(args.skip.split(",")) if args.skip else set()
         self.data_dir = Path(args.data_dir).resolve()
         self.work = args.work or WORK / ("glue_table_quick" if self.quick else "glue_table")
-        self.out = RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")
+        self.out = args.results or RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")
         self.doc: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
         self.doc.update({"schema_version": SCHEMA_VERSION, "quick": self.quick,
                          "tool": "python -m tools.bench_glue" + (" --quick" if self.quick else "")})  # fmt: skip
@@ -71,7 +71,7 @@ class Bench:
         if name in steps and name not in self.redo:
             return steps[name]
         print(f"[{task}] {name} ...", flush=True)
-        steps[name] = fn()
+        steps[name] = {**fn(), "cpu": cpu_name()}  # timings are compared within one CPU only
         self.save()
         return steps[name]
 
@@ -116,6 +116,7 @@ class Bench:
         hand = self.step(task, "hand", lambda: self.handcrafted(task, fp32))
         bench = self.step(task, "bench", lambda: self.bench(task, fp32, benched8, hand))
         row = table_row(task, self.data_dir, fp32, int8, hand, bench)
+        row["cpu"] = bench.get("cpu")  # the CPU its latencies were measured on
         self.doc["tasks"][task]["row"] = row
         self.save()
         return row
@@ -175,8 +176,9 @@ class Bench:
         if rc != 0:
             raise SystemExit(f"{task}: kdnas-deploy bench exited {rc}")
         rows = json.loads(out.read_text())
-        return {"rows": {n: {"median_ms": r["median_ms"], "predicted_ms": r.get("predicted_ms")}
-                         for n, r in zip(names, rows, strict=True)}, "seconds": round(wall, 1)}  # fmt: skip
+        keep = ("median_ms", "predicted_ms", "runtime", "precision")  # an OpenVINO int8 export runs on its IR
+        return {"rows": {n: {k: r.get(k) for k in keep} for n, r in zip(names, rows, strict=True)},
+                "seconds": round(wall, 1)}  # fmt: skip
 
 
 def facts(run_dir: Path) -> dict[str, Any]:
@@ -254,7 +256,8 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
         measured = bench["rows"][key]["median_ms"]
         row["models"][name] = {
             "metrics": metrics, "params": params, "predicted_ms": bench["rows"][key]["predicted_ms"],
-            "measured_ms": measured, "speedup_vs_onnx_teacher": _ratio(t_onnx, measured),
+            "measured_ms": measured, "runtime": bench["rows"][key].get("runtime"),
+            "speedup_vs_onnx_teacher": _ratio(t_onnx, measured),
             "speedup_vs_pytorch_teacher": _ratio(t_pt, measured), "retained": _ratio(value, teacher),
             "retained_gain": _gain(value, teacher, base)}  # fmt: skip
     runs = [fp32] + ([int8] if int8 is not None else [])
@@ -343,7 +346,8 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
         for name, m in r["models"].items():
             value = m["metrics"].get(r["metric"])
             shown_value = "-" if value is None else f"{value:.4f}"
-            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | {name} | {shown_value} | "
+            runtime = f" ({m['runtime']})" if m.get("runtime") else ""
+            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | {name}{runtime} | {shown_value} | "
                          f"{m['params'] / 1e6:.1f}M | {m['predicted_ms']} | {m['measured_ms']:.3f} | "
                          f"{m['speedup_vs_onnx_teacher']} | {m['speedup_vs_pytorch_teacher']} | {m['retained']} | "
                          f"{m['retained_gain']} |")  # fmt: skip
@@ -387,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=str(GLUE_DIR), help="GLUE layout root (default: ../shared/data/glue)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="GLUE-layout tasks, comma-separated")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: work_artifacts/glue_table)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="results file (default: tools/results/glue_table.json); .md and .png are written beside it")
     ap.add_argument("--quick", action="store_true", help="smoke run on tiny budgets into glue_table_quick.*")
     ap.add_argument("--redo", default="", help=f"steps to run again, comma-separated ({', '.join(STEPS)})")
     ap.add_argument("--skip", default="", choices=["", "int8"],

@@ -230,7 +230,8 @@ def _precision_flags(precision: str | None, quantize: str, fp16: bool) -> tuple[
     "--backend",
     type=click.Choice(["cpu-ort", "cpu-openvino"]),
     default=None,
-    help="Runtime of ONNX folders: cpu-ort (default) or cpu-openvino (the folder's IR, at its export's precision).",
+    help="Runtime of every ONNX folder: cpu-ort or cpu-openvino (the folder's IR, at its export's precision). "
+    "Default: each folder's own export backend (export_report.json), so an OpenVINO export runs on its IR.",
 )
 @click.option(
     "--peers",

@@ -39,7 +39,9 @@ class BenchConfig:
     rounds: int = 10
     block: int = 5
     warmup: int = 5
-    backend: str | None = None  # ONNX folders: cpu-ort (None) or cpu-openvino (the folder's IR, else model.onnx)
+    # ONNX folders: cpu-ort or cpu-openvino (the folder's IR, else model.onnx); None: the backend each folder was
+    # exported for (its export_report.json; cpu-ort without one), so an OpenVINO export is timed as it serves
+    backend: str | None = None
     pause_ms: float = 20.0  # idle gap before each block: the previous model's spinning threads go to sleep
     block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
@@ -60,6 +62,7 @@ class BenchModel:
     folder: ModelFolder
     precision: str
     runner: Runner
+    runtime: str = ""  # what ran it (onnxruntime, openvino, pytorch); empty: the folder's runtime
     samples_ms: list[float] = field(default_factory=list)
 
 
@@ -67,10 +70,11 @@ def _inputs(folder: ModelFolder, cfg: BenchConfig) -> dict[str, np.ndarray]:
     return model_inputs(cfg.batch, cfg.seq, vocab_size=int(folder.config.get("vocab_size", DEFAULT_VOCAB)))
 
 
-def onnx_precision(folder: ModelFolder) -> str:
-    """The export report's precision, else inferred from the graph's operators and initializers."""
+def onnx_precision(folder: ModelFolder, from_report: bool = True) -> str:
+    """The export report's precision, else (or with ``from_report`` False) inferred from the graph's operators
+    and initializers."""
     report = folder.path / "export_report.json"
-    if report.is_file():
+    if from_report and report.is_file():
         try:
             return str(json.loads(report.read_text(encoding="utf-8"))["precision"])
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -86,13 +90,29 @@ def onnx_precision(folder: ModelFolder) -> str:
     return "fp32"
 
 
+def export_backend(folder: ModelFolder) -> str | None:
+    """The backend an ONNX folder was exported for (``export_report.json``'s ``backend``), None if unrecorded."""
+    try:
+        report = json.loads((folder.path / "export_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    backend = report.get("backend") if isinstance(report, dict) else None
+    return backend if isinstance(backend, str) else None
+
+
+def ort_precision(folder: ModelFolder) -> str:
+    """The precision ONNX Runtime runs a folder's ``model.onnx`` at: the export's, except for an OpenVINO export,
+    whose precision (bf16, NNCF int8) is its IR's, not the ONNX graph's."""
+    return onnx_precision(folder, from_report=export_backend(folder) != "cpu-openvino")
+
+
 def _ort_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
-    if cfg.backend == "cpu-openvino":
+    if (cfg.backend or export_backend(folder)) == "cpu-openvino":
         return _openvino_model(folder, cfg)
     sess = make_session(folder.onnx_path, cfg.device, cfg.threads)
     runner = ort_runner(sess, _inputs(folder, cfg), cfg.device, where=f"{folder.path}: the ONNX graph")
-    precision = onnx_precision(folder)
-    return BenchModel(folder, "fp32" if precision == "bf16" else precision, runner)  # bf16: OpenVINO's, not ORT's
+    precision = ort_precision(folder)
+    return BenchModel(folder, "fp32" if precision == "bf16" else precision, runner, runtime="onnxruntime")
 
 
 def _openvino_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
@@ -103,7 +123,8 @@ def _openvino_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
     precision = onnx_precision(folder)
     ov_precision = precision if precision in ("fp32", "bf16") or _nncf_int8(folder) else "fp32"
     session = open_openvino(folder.path, cfg.threads, ov_precision)
-    return BenchModel(folder, precision, ov_runner(session, _inputs(folder, cfg), f"{folder.path}: OpenVINO"))
+    runner = ov_runner(session, _inputs(folder, cfg), f"{folder.path}: OpenVINO")
+    return BenchModel(folder, precision, runner, runtime="openvino")
 
 
 def _nncf_int8(folder: ModelFolder) -> bool:
@@ -211,8 +232,7 @@ def _row(m: BenchModel, cfg: BenchConfig, lat_table: Any, keep_samples: bool) ->
     row: dict[str, Any] = {
         "schema_version": BENCH_SCHEMA_VERSION,
         "path": str(m.folder.path),
-        "runtime": "openvino" if cfg.backend == "cpu-openvino" and m.folder.runtime == "onnxruntime"
-        else m.folder.runtime,
+        "runtime": m.runtime or m.folder.runtime,
         "precision": m.precision,
         "device": cfg.device,
         "batch": cfg.batch,

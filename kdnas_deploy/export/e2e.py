@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kdnas_deploy.errors import DataError, ExportError
-from kdnas_deploy.export.bench import BENCH_SCHEMA_VERSION, onnx_precision
+from kdnas_deploy.export.bench import BENCH_SCHEMA_VERSION, ort_precision
 from kdnas_deploy.export.folders import ModelFolder, inspect_folder, load_tokenizer
 from kdnas_deploy.limits import check_int
 from kdnas_deploy.runtime.devices import require_device
@@ -223,7 +223,7 @@ def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s
         "schema_version": BENCH_SCHEMA_VERSION,
         "path": str(folder.path),
         "runtime": folder.runtime,
-        "precision": onnx_precision(folder),
+        "precision": ort_precision(folder),
         "device": cfg.device,
         "mode": "end-to-end",
         "task": cfg.task,

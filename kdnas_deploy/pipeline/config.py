@@ -85,6 +85,10 @@ class DeviceSection:
     table: str | None = None
     budget_ms: float | None = None
     budget_fraction: float | None = 0.33  # of the teacher's predicted latency, when budget_ms is not given
+    # "BACKEND/PRECISION" (e.g. cpu-ort/fp32): budget_fraction of the teacher on that path of this device (its
+    # table, found or built like the device's own) instead of on the device's path. An int8 student's budget then
+    # stays "1/6 of the fp32 teacher" whichever int8 backend `auto` picks.
+    budget_of: str | None = None
     # Share of the budget kept free for prediction error and machine drift: the search must fit
     # budget x (1 - headroom), the report checks the measured student against the budget itself.
     headroom: float = 0.0
@@ -93,6 +97,8 @@ class DeviceSection:
         from kdnas_deploy.latency.backends import BACKEND_DEVICE, BACKENDS, resolve_backend_name
 
         check_int(f"device {self.name!r}: threads", self.threads, "threads")
+        if self.budget_of is not None:
+            self.budget_reference()  # a ConfigError for a path this device has no backend for
         if self.backend == "auto":  # the fastest backend installed here, timed by run (kdnas_deploy.latency.pick)
             if not [n for n, c in BACKENDS.items() if BACKEND_DEVICE[n] == self.device
                     and self.precision in c.precisions]:  # fmt: skip
@@ -106,6 +112,25 @@ class DeviceSection:
             choices = ", ".join(BACKENDS[backend].precisions)
             raise ConfigError(f"device {self.name!r}: precision {self.precision!r} is not one of {choices} "
                               f"(backend {backend})")  # fmt: skip
+
+    def budget_reference(self) -> DeviceSection | None:
+        """The device whose teacher prediction ``budget_fraction`` applies to: this one on ``budget_of``'s backend
+        and precision (no table, no budget of its own), or None without ``budget_of``."""
+        from kdnas_deploy.latency.backends import BACKEND_DEVICE, BACKENDS
+
+        if self.budget_of is None:
+            return None
+        backend, sep, precision = str(self.budget_of).partition("/")
+        where = f"device {self.name!r}: budget_of {self.budget_of!r}"
+        if not sep or backend not in BACKENDS or BACKEND_DEVICE[backend] != self.device:
+            ours = ", ".join(n for n in BACKENDS if BACKEND_DEVICE[n] == self.device)
+            raise ConfigError(f"{where} must be BACKEND/PRECISION with a backend of {self.device} ({ours})")
+        if precision not in BACKENDS[backend].precisions:
+            raise ConfigError(f"{where}: {backend} prices {', '.join(BACKENDS[backend].precisions)}")
+        if self.budget_ms is not None:
+            raise ConfigError(f"{where} goes with budget_fraction, not budget_ms")
+        return dataclasses.replace(self, name=f"{self.name}-budget-ref", backend=backend, precision=precision,
+                                   table=None, budget_of=None)  # fmt: skip
 
     @property
     def backend_name(self) -> str:

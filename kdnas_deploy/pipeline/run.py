@@ -223,9 +223,13 @@ class Pipeline(DeployStages):
                 budget = dev.budget_ms
             else:
                 assert dev.budget_fraction is not None
-                teacher_ms = float(table.predict_one(teacher, batch=self.config.latency.batch, seq=self.seq))
+                ref = dev.budget_reference()  # budget_of: the teacher priced on another path of the device
+                on = table if ref is None else LatencyTable.load(self.latency_stage(ref)["table"])
+                teacher_ms = float(on.predict_one(teacher, batch=self.config.latency.batch, seq=self.seq))
                 budget = round(dev.budget_fraction * teacher_ms, 4)
-                self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms = {budget:.3f} ms")
+                path = "" if ref is None else f" on {dev.budget_of}"
+                self.echo(f"budget {dev.name}: {dev.budget_fraction} x teacher {teacher_ms:.3f} ms{path} = "
+                          f"{budget:.3f} ms")  # fmt: skip
             pairs.append((tables[dev.name], budget))
         return pairs
 

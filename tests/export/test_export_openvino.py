@@ -43,7 +43,11 @@ def test_bench_serves_the_ir(ov_folder):
     cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-openvino", pause_ms=0.0)
     row = run_bench([out], cfg, progress=False)[0]
     assert row["runtime"] == "openvino" and row["precision"] == "fp32" and row["median_ms"] > 0
+    # no backend given: each folder runs on the backend it was exported for (an OpenVINO export on its IR)
     row = run_bench([out], BenchConfig(seq=16, threads=1, rounds=1, block=1, pause_ms=0.0), progress=False)[0]
+    assert row["runtime"] == "openvino"
+    cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-ort", pause_ms=0.0)
+    row = run_bench([out], cfg, progress=False)[0]
     assert row["runtime"] == "onnxruntime"
 
 
@@ -171,6 +175,10 @@ def test_bench_labels_an_openvino_int8_folder_int8(ov_int8_folder):
     cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-openvino", pause_ms=0.0)
     row = run_bench([out], cfg, progress=False)[0]
     assert row["runtime"] == "openvino" and row["precision"] == "int8" and row["median_ms"] > 0
+    # ONNX Runtime on the same folder runs its fp32 model.onnx: labelled by the graph, not by the IR's precision
+    cfg = BenchConfig(seq=16, threads=1, rounds=1, block=1, backend="cpu-ort", pause_ms=0.0)
+    row = run_bench([out], cfg, progress=False)[0]
+    assert row["runtime"] == "onnxruntime" and row["precision"] == "fp32"
 
 
 def test_openvino_int8_needs_the_task_even_with_force(tiny_hf, tmp_path):
