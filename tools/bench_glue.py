@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import yaml
 
 from kdnas_deploy.io import atomic_write_json
 from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, kdnas_cli, run_tracked, shown
+from tools._glue_report import markdown, plot
 
 SCHEMA_VERSION = 1
 TASKS = ("sst2", "mrpc", "cola", "stsb")
@@ -333,57 +333,6 @@ def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, A
         **({"mrpc_fp32_over_baseline_min": t(_mrpc_margin(every["mrpc"]), TARGETS["mrpc_over_baseline_min"])}
            if "mrpc" in every else {}),  # F1 and accuracy over always-"paraphrase"
     }  # fmt: skip
-
-
-def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
-    lines = ["| task | metric | baseline | model | value | params | pred ms | meas ms | x ONNX teacher | "
-             "x PyTorch teacher | retained | retained gain |", "|" + "---|" * 12]
-    for task, r in rows.items():
-        if "stopped" in r:
-            base = "-" if r["baseline"] is None else f"{r['baseline']:.4f}"
-            lines.append(f"| {task} | {r['metric']} | {base} | stopped | {r['stopped']} |" + " |" * 7)
-            continue
-        for name, m in r["models"].items():
-            value = m["metrics"].get(r["metric"])
-            shown_value = "-" if value is None else f"{value:.4f}"
-            runtime = f" ({m['runtime']})" if m.get("runtime") else ""
-            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | {name}{runtime} | {shown_value} | "
-                         f"{m['params'] / 1e6:.1f}M | {m['predicted_ms']} | {m['measured_ms']:.3f} | "
-                         f"{m['speedup_vs_onnx_teacher']} | {m['speedup_vs_pytorch_teacher']} | {m['retained']} | "
-                         f"{m['retained_gain']} |")  # fmt: skip
-        if "int8_stopped" in r:
-            lines.append(f"| {task} | {r['metric']} | {r['baseline']:.4f} | kdnas_int8 | stopped | "
-                         f"{r['int8_stopped']} |" + " |" * 6)  # fmt: skip
-    for name in ("hand", "kdnas_fp32", "kdnas_int8"):
-        a = avg[name]
-        lines.append(f"| GLUE average | | | {name} | | | | | {a['speedup_vs_onnx_teacher']} | "
-                     f"{a['speedup_vs_pytorch_teacher']} | {a['retained']} | {a['retained_gain']} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
-    rows = _students(rows)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, marker in (("hand", "s"), ("kdnas_fp32", "o"), ("kdnas_int8", "^")):
-        have = {task: r["models"][name] for task, r in rows.items() if name in r["models"]}
-        xs = [m["speedup_vs_onnx_teacher"] or math.nan for m in have.values()]
-        ys = [m["retained"] or math.nan for m in have.values()]
-        if not have:
-            continue
-        ax.scatter(xs, ys, marker=marker, label=name)
-        for x, y, task in zip(xs, ys, have, strict=True):
-            ax.annotate(task, (x, y), fontsize=7)
-    ax.set_xlabel("measured speedup over the fp32 ONNX teacher")
-    ax.set_ylabel("retained ratio of the teacher's main metric")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
