@@ -35,7 +35,7 @@ RAY_OPTIONS = {"address": "ray_address", "cpus_per_candidate": "cpus_per_candida
                "gpus_per_candidate": "gpus_per_candidate"}  # fmt: skip
 SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "heldout_size", "proxy_epochs",
             "final_epochs", "final_top", "batch", "seq", "seed", "proxy_min_rows", "proxy_min_steps",
-            "on_degenerate", "max_seq_len")  # fmt: skip
+            "final_min_steps", "on_degenerate", "max_seq_len")  # fmt: skip
 
 
 @click.command(name="search")
@@ -91,6 +91,10 @@ SETTINGS = ("strategy", "episodes", "candidates", "top_k", "proxy_fraction", "he
 @click.option("--max-seq-len", type=click.IntRange(8, 512), default=None,
               help="Token length of the proxy and final distillations (default: the presets').")
 @click.option("--final-epochs", type=Epochs, default=None, help="Override the final distillation epochs.")
+@click.option(
+    "--final-min-steps", type=click.IntRange(0), default=None,
+    help="Optimizer steps of the final distillation, at least (its epochs raised on a small train split).",
+)  # fmt: skip
 @click.option(
     "--metric",
     type=click.Choice(list(REWARD_METRICS)),

@@ -109,6 +109,7 @@ def run_search(
         final_epochs=config.final_epochs,
         proxy_min_rows=config.proxy_min_rows,
         proxy_min_steps=config.proxy_min_steps,
+        final_min_steps=config.final_min_steps,
         max_seq_len=config.max_seq_len,
         cache_dir=str(cache_dir) if cache_dir else str(out / "teacher_cache"),
         final_progress=progress,

@@ -10,6 +10,7 @@ Teacher outputs are cached in ``cache_dir`` (inside the run folder by default) s
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,9 +23,11 @@ from kdnas_deploy.distill import DistillConfig, distill, prepare_teacher_cache
 from kdnas_deploy.distill.evaluate import evaluate_model
 from kdnas_deploy.errors import DataError, ModelError, SearchError
 from kdnas_deploy.search.executor import EvalRequest, EvalResult
-from kdnas_deploy.search.proxy_plan import ProxyPlan, plan_proxy
+from kdnas_deploy.search.proxy_plan import ProxyPlan, final_epochs, plan_proxy
 from kdnas_deploy.tasks import get_task
 from kdnas_deploy.tasks.baselines import retained_gains
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class DistillEvaluator:
     final_epochs: float | None = None
     proxy_min_rows: int = 0
     proxy_min_steps: int = 0
+    final_min_steps: int = 0  # optimizer steps of the final distillation, at least (epochs raised; 0: off)
     max_seq_len: int | None = None  # of proxy and final distillations and their scoring; None: the presets'
     progress: bool = False  # progress bars of the proxy distillations
     final_progress: bool = True  # progress bar of the full distillation of a winner (minutes long)
@@ -220,6 +224,11 @@ class DistillEvaluator:
             cfg = replace(cfg, max_seq_len=self.max_seq_len)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
+        epochs = final_epochs(len(st["full"]), cfg.epochs, cfg.batch_size, self.final_min_steps)
+        if epochs != cfg.epochs:
+            log.info("final: %g epoch(s) instead of %g: %d train rows need them for final_min_steps %d", epochs,
+                     cfg.epochs, len(st["full"]), self.final_min_steps)  # fmt: skip
+            cfg = replace(cfg, epochs=epochs)
         res = distill(
             self.teacher,
             arch,
@@ -241,6 +250,7 @@ class DistillEvaluator:
             "model_dir": model_dir,
             "train_seconds": float(res.train_seconds),
             "data_sizes": st["sizes"],
+            "final_epochs": cfg.epochs,
         }
 
     def _dev_facts(self, model_dir: str | Path, task: Any) -> dict[str, Any]:

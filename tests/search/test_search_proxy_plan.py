@@ -47,3 +47,24 @@ def test_a_larger_proxy_set_is_a_superset_disjoint_from_the_heldout_slice():
     a, b = split_train(3668, 0.1, 1000, 0, 2000), split_train(3668, 0.1, 1000, 0, 2935)
     assert set(a.proxy) <= set(b.proxy) and not set(b.proxy) & set(b.heldout)
     assert np.array_equal(a.heldout, b.heldout)
+
+
+def test_final_epochs_are_raised_to_final_min_steps_on_a_small_split_only():
+    from kdnas_deploy.search.proxy_plan import MAX_FINAL_EPOCHS, final_epochs
+
+    # STS-B's 5,749 rows at batch 32: 180 steps an epoch, 2 epochs = 360 steps; 1500 asked -> 8.33 epochs
+    assert final_epochs(5749, 2.0, 32, 1500) == pytest.approx(1500 / 180, abs=0.01)
+    assert final_epochs(67349, 2.0, 32, 1500) == 2.0  # SST-2 makes 4,210 steps in 2 epochs: unchanged
+    assert final_epochs(5749, 2.0, 32, 0) == 2.0  # off
+    assert final_epochs(635, 2.0, 32, 1500) == MAX_FINAL_EPOCHS  # WNLI: capped, not 75 epochs
+    assert final_epochs(635, 30.0, 32, 1500) == 30.0  # never below the epochs asked
+
+
+def test_final_min_steps_is_a_checked_setting_of_the_glue_preset():
+    from kdnas_deploy.errors import ConfigError
+    from kdnas_deploy.search.config import PRESETS, SearchSettings
+
+    assert SearchSettings.from_dict(PRESETS.merged("glue")).final_min_steps == 1500
+    assert SearchSettings().final_min_steps == 0
+    with pytest.raises(ConfigError, match="final_min_steps"):
+        SearchSettings(final_min_steps=-1)

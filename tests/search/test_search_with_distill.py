@@ -5,6 +5,7 @@ Latency comes from the analytic FLOPs predictor of ``search_doubles``.
 """
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,18 @@ def test_published_final_model_is_reused_not_retrained(tmp_path):
     assert got["score"] == 0.81 and got["final_loss"] == 0.3 and got["reused"]
     (tmp_path / "distill_record.json").write_text("{broken")
     assert _finished_model(tmp_path, task) is None
+
+
+def test_the_final_distillation_makes_final_min_steps(tmp_path, teacher_dir):
+    """A final distillation asked for 0.02 epochs of the built-in task's train rows (2-3 steps) makes
+    final_min_steps (8) instead, and records the epochs it ran."""
+    from kdnas_deploy.search.evaluator import DistillEvaluator
+
+    ev = DistillEvaluator(teacher=str(teacher_dir), task="builtin", data_dir=None, proxy_fraction=0.04,
+                          heldout_size=100, split_seed=0, cache_dir=str(tmp_path / "cache"), final_epochs=0.02,
+                          final_min_steps=8, max_seq_len=32, final_progress=False)  # fmt: skip
+    rows = len(ev._load()["full"])
+    got = ev.final(Architecture(1, 32, 2, 64), seed=0, out_dir=tmp_path / "final")
+    assert got["final_epochs"] == pytest.approx(8 / -(-rows // 32), abs=0.01) and got["final_epochs"] > 0.02
+    record = json.loads((tmp_path / "final" / "distill_record.json").read_text())
+    assert record["config"]["epochs"] == got["final_epochs"]
