@@ -113,3 +113,16 @@ def test_a_row_names_the_runtime_each_model_was_timed_on():
     assert row["models"]["kdnas_fp32"]["runtime"] == "onnxruntime"
     rows = {"a": row}
     assert "| a | accuracy | 0.5000 | kdnas_int8 (openvino) | 0.8700 |" in markdown(rows, averages(rows))
+
+
+def test_the_hand_crafted_student_gets_the_final_distillations_epochs(tmp_path):
+    import json
+
+    from tools.bench_glue import final_epochs_of
+
+    (tmp_path / "t.yaml").write_text("search: {final_epochs: 2.0}\n")
+    run = tmp_path / "run"
+    assert final_epochs_of(tmp_path, "t", run) == 2.0  # no search summary: the config's
+    (run / "search").mkdir(parents=True)
+    (run / "search" / "summary.json").write_text(json.dumps({"final": {"winner": {"final_epochs": 8.33}}}))
+    assert final_epochs_of(tmp_path, "t", run) == 8.33  # raised by final_min_steps on a small task

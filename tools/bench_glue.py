@@ -134,8 +134,7 @@ class Bench:
         cuts = [dataclasses.replace(teacher, num_layers=k) for k in range(1, teacher.num_layers + 1)]
         fits = [a for a in cuts if table.predict_one(a, batch=1, seq=128) <= limit * 1.0001]
         arch = fits[-1] if fits else cuts[0]  # the teacher's first layers at (at most) the student's latency
-        cfg = yaml.safe_load((self.work / task / f"{task}.yaml").read_text())
-        epochs = str(cfg["search"].get("final_epochs") or 3.0)
+        epochs = str(final_epochs_of(self.work / task, task, ROOT / s["run_dir"]))
         length = str(s.get("max_seq_len") or 128)
         model, onnx = self.work / task / "hand", self.work / task / "onnx-hand"
         common = ["--task", task, "--data-dir", str(self.data_dir)]
@@ -179,6 +178,19 @@ class Bench:
         keep = ("median_ms", "predicted_ms", "runtime", "precision")  # an OpenVINO int8 export runs on its IR
         return {"rows": {n: {k: r.get(k) for k in keep} for n, r in zip(names, rows, strict=True)},
                 "seconds": round(wall, 1)}  # fmt: skip
+
+
+def final_epochs_of(work: Path, task: str, run_dir: Path) -> float:
+    """The epochs the KD-NAS student's final distillation ran (its search summary's winner, raised by
+    ``search.final_min_steps`` on a small task), else the config's ``final_epochs``: the hand-crafted student
+    gets the same recipe."""
+    summary = run_dir / "search" / "summary.json"
+    if summary.is_file():
+        winner = (json.loads(summary.read_text()).get("final") or {}).get("winner") or {}
+        if winner.get("final_epochs"):
+            return float(winner["final_epochs"])
+    cfg = yaml.safe_load((work / f"{task}.yaml").read_text())
+    return float(cfg["search"].get("final_epochs") or 3.0)
 
 
 def facts(run_dir: Path) -> dict[str, Any]:
