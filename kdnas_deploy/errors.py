@@ -40,6 +40,10 @@ class ExportError(KdnasError):
     """An export that failed or did not validate."""
 
 
+class MetricDropError(ExportError):
+    """An export whose dev metric fell more than ``max_metric_drop`` allows."""
+
+
 class ParityError(ExportError):
     """ONNX outputs differ from PyTorch outputs beyond tolerance."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kdnas_deploy.errors import DataError, ExportError, ParityError
+from kdnas_deploy.errors import DataError, ExportError, MetricDropError, ParityError
 from kdnas_deploy.export.agreement import prediction_agreement
 from kdnas_deploy.tasks.baselines import trivial_baseline
 
@@ -243,7 +243,7 @@ def check_metric(
     check = MetricCheck(task.name, task.main_metric, before, after, drop, max_drop_points, len(labels), ok, force,
                         base, agreement)  # fmt: skip
     if not ok and not force:
-        raise ExportError(
+        raise MetricDropError(
             f"the exported model loses {drop:.2f} points of {task.main_metric} on {task.name} dev "
             f"({100 * before:.2f} -> {100 * after:.2f}; limit {max_drop_points:g}); use --force to accept"
         )

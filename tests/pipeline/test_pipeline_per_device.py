@@ -1,6 +1,7 @@
 """One artifact per device: each device of a run config is exported at its precision, benched on its device and
 checked against its own budget by measurement; a device this machine cannot run is said to be unmeasured."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from kdnas_deploy.arch import Architecture
 from kdnas_deploy.errors import ConfigError
 from kdnas_deploy.pipeline.config import PipelineConfig
 from kdnas_deploy.pipeline.per_device import (
+    DeployStages,
     device_exports,
     device_result,
     raw_predictions,
@@ -112,3 +114,52 @@ def test_summary_and_report_give_every_devices_budget(tmp_path):
     assert "**Device cpu-int8 (int8)**: 2.200 ms measured, predicted 1.9: MISSES its budget 2.000 ms" in report
     assert any(line.startswith("Device cpu-int8 (int8): 2.200 ms measured") for line in lines)
     assert json.loads((tmp_path / "summary.json").read_text())["devices"][1]["measured_ms"] == 2.2
+
+
+class _FallbackStages(DeployStages):
+    """export_stage and latency_stage doubles: OpenVINO's int8 export fails the dev-metric check."""
+
+    def __init__(self, config, pick, fail=("cpu-openvino",)):
+        self.config, self.backend_picks, self.fail = config, {"cpu-int8": pick}, fail
+        self.lines, self.tables = [], []
+        self.echo = self.lines.append
+
+    def export_stage(self, name, model_dir, table, upstream, target=None):
+        from kdnas_deploy.errors import MetricDropError
+
+        if target.backend in self.fail:
+            raise MetricDropError(f"the exported model loses 2.70 points of pearson ({target.backend})")
+        return {"onnx": f"onnx/{name}", "table": table}
+
+    def latency_stage(self, dev):
+        self.tables.append((dev.name, dev.backend, dev.precision))
+        return {"table": f"{dev.backend}-{dev.precision}.json"}
+
+
+def _int8_auto_config():
+    return PipelineConfig.from_dict({"task": {"name": "builtin"}, "teacher": {"path": "t"},
+                                     "devices": [{"name": "cpu-int8", "backend": "auto", "precision": "int8"}]})
+
+
+def test_backend_auto_exports_on_the_next_fastest_backend_when_the_metric_check_fails():
+    pick = {"chosen": "cpu-openvino", "medians_ms": {"cpu-openvino": 0.45, "cpu-ort": 0.58}}
+    stages = _FallbackStages(_int8_auto_config(), pick)
+    target = dataclasses.replace(device_exports(stages.config)[0], backend="cpu-openvino")
+    export, used, table, fallbacks = stages.export_student(target, "student", "ov-int8.json", "k")
+    assert used.backend == "cpu-ort" and table == "cpu-ort-int8.json" and export["table"] == table
+    assert stages.tables == [("cpu-int8-cpu-ort", "cpu-ort", "int8")]  # that backend's table, its own stage
+    assert len(fallbacks) == 1 and fallbacks[0].startswith("cpu-openvino: the exported model loses")
+    assert "exporting on cpu-ort" in stages.lines[0]
+
+
+def test_the_last_backend_failing_the_metric_check_is_the_runs_error_and_a_plain_device_has_no_fallback():
+    from kdnas_deploy.errors import MetricDropError
+    pick = {"chosen": "cpu-openvino", "medians_ms": {"cpu-openvino": 0.45, "cpu-ort": 0.58}}
+    stages = _FallbackStages(_int8_auto_config(), pick, fail=("cpu-openvino", "cpu-ort"))
+    target = dataclasses.replace(device_exports(stages.config)[0], backend="cpu-openvino")
+    with pytest.raises(MetricDropError, match=r"\(cpu-ort\)"):
+        stages.export_student(target, "student", "ov-int8.json", "k")
+    stages = _FallbackStages(_int8_auto_config(), {})  # not an auto pick: no other backend is tried
+    with pytest.raises(MetricDropError, match=r"\(cpu-openvino\)"):
+        stages.export_student(target, "student", "ov-int8.json", "k")
+    assert stages.tables == []
