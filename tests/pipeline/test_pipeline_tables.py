@@ -53,3 +53,20 @@ def test_shipped_tables_are_listed_with_reasons():
     need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "fp32", 2, 1, 128, "O2")
     cands = list_candidate_tables(need)
     assert cands and all(isinstance(c.why, tuple) for c in cands)
+
+
+def test_an_int8_table_of_another_int8_scheme_does_not_serve(repo_root, tmp_path):
+    """A table of the legacy dynamic-int8 scheme prices another graph than `export` makes: not a match (the
+    bench's re-anchoring refused it after the search had used it); one of the export's scheme matches."""
+    from kdnas_deploy.latency.table import LatencyTable
+    from kdnas_deploy.pipeline.tables import table_mismatches
+
+    legacy = LatencyTable.load(repo_root / "latency_tables" / "cpu-minilm-l6-int8-b1-s128.json")
+    assert "int8_scheme" not in legacy.fingerprint["deploy_config"]
+    need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "int8", 2, 1, 128, "O2")
+    assert "int8 scheme per_tensor_all_ops != per_channel_matmul (the export's)" in table_mismatches(legacy, need)
+    doc = json.loads((repo_root / "latency_tables" / "cpu-minilm-l6-int8-b1-s128.json").read_text())
+    doc["fingerprint"]["deploy_config"]["int8_scheme"] = "per_channel_matmul"
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    current = LatencyTable.load(tmp_path / "t.json")
+    assert not [w for w in table_mismatches(current, need) if "int8 scheme" in w]
