@@ -126,3 +126,16 @@ def test_the_hand_crafted_student_gets_the_final_distillations_epochs(tmp_path):
     (run / "search").mkdir(parents=True)
     (run / "search" / "summary.json").write_text(json.dumps({"final": {"winner": {"final_epochs": 8.33}}}))
     assert final_epochs_of(tmp_path, "t", run) == 8.33  # raised by final_min_steps on a small task
+
+
+def test_a_resumed_run_counts_the_seconds_of_its_reused_stages(tmp_path):
+    import json
+
+    from tools.bench_glue import stage_seconds
+
+    assert stage_seconds(tmp_path) == 0.0
+    (tmp_path / "stages").mkdir()
+    for name, s in (("search", 698.0), ("export-student", 30.5)):
+        (tmp_path / "stages" / f"{name}.json").write_text(json.dumps({"stage": name, "seconds": s}))
+    (tmp_path / "stages" / "broken.json").write_text("{")
+    assert stage_seconds(tmp_path) == 728.5
