@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _students(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def students(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rows that have students (a stopped task has none)."""
     return {task: r for task, r in rows.items() if "stopped" not in r}
 
 
@@ -38,7 +39,7 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
-    rows = _students(rows)
+    rows = students(rows)
     import matplotlib
 
     matplotlib.use("Agg")

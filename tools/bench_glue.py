@@ -33,7 +33,7 @@ import yaml
 
 from kdnas_deploy.io import atomic_write_json
 from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, kdnas_cli, run_tracked, shown
-from tools._glue_report import markdown, plot
+from tools._glue_report import markdown, plot, students
 
 SCHEMA_VERSION = 1
 TASKS = ("sst2", "mrpc", "cola", "stsb")
@@ -295,10 +295,6 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
     return row
 
 
-def _students(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {task: r for task, r in rows.items() if "stopped" not in r}
-
-
 def _mrpc_margin(row: dict[str, Any]) -> float | None:
     """The fp32 student's smaller margin over the trivial baseline across MRPC's metrics (None: no student)."""
     if "stopped" in row:
@@ -311,7 +307,7 @@ def _mrpc_margin(row: dict[str, Any]) -> float | None:
 def averages(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Averages over the tasks that have students (a stopped task has none: it is listed in ``stopped``)."""
     stopped = sorted(task for task, r in rows.items() if "stopped" in r)
-    rows = _students(rows)
+    rows = students(rows)
 
     def avg(model: str, key: str) -> float | None:
         vals = [r["models"][model][key] for r in rows.values()
@@ -333,7 +329,7 @@ def targets(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> dict[str, A
         return {"value": value, "target": target, "met": met}
 
     every = rows  # teacher margins, wall time and memory of every task, stopped or not
-    rows = _students(rows)
+    rows = students(rows)
     fp32 = [r["models"]["kdnas_fp32"] for r in rows.values()]
     int8 = [r["models"]["kdnas_int8"] for r in rows.values() if "kdnas_int8" in r["models"]]
     each = min((m["retained"] for m in fp32 if m["retained"] is not None), default=None)

@@ -70,15 +70,21 @@ def _inputs(folder: ModelFolder, cfg: BenchConfig) -> dict[str, np.ndarray]:
     return model_inputs(cfg.batch, cfg.seq, vocab_size=int(folder.config.get("vocab_size", DEFAULT_VOCAB)))
 
 
+def _export_report(folder: ModelFolder) -> dict[str, Any]:
+    """The folder's ``export_report.json`` ({} when it has none or it is not a JSON object)."""
+    try:
+        report = json.loads((folder.path / "export_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
 def onnx_precision(folder: ModelFolder, from_report: bool = True) -> str:
     """The export report's precision, else (or with ``from_report`` False) inferred from the graph's operators
     and initializers."""
-    report = folder.path / "export_report.json"
-    if from_report and report.is_file():
-        try:
-            return str(json.loads(report.read_text(encoding="utf-8"))["precision"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
+    recorded = _export_report(folder).get("precision") if from_report else None
+    if recorded is not None:
+        return str(recorded)
     import onnx
 
     graph = onnx.load(str(folder.onnx_path), load_external_data=False).graph
@@ -92,11 +98,7 @@ def onnx_precision(folder: ModelFolder, from_report: bool = True) -> str:
 
 def export_backend(folder: ModelFolder) -> str | None:
     """The backend an ONNX folder was exported for (``export_report.json``'s ``backend``), None if unrecorded."""
-    try:
-        report = json.loads((folder.path / "export_report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    backend = report.get("backend") if isinstance(report, dict) else None
+    backend = _export_report(folder).get("backend")
     return backend if isinstance(backend, str) else None
 
 
@@ -129,11 +131,7 @@ def _openvino_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:
 
 def _nncf_int8(folder: ModelFolder) -> bool:
     """Whether the folder's export quantised its OpenVINO IR (``export --backend cpu-openvino --quantize int8``)."""
-    try:
-        report = json.loads((folder.path / "export_report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and bool((report.get("openvino") or {}).get("quantization"))
+    return bool((_export_report(folder).get("openvino") or {}).get("quantization"))
 
 
 def _torch_model(folder: ModelFolder, cfg: BenchConfig) -> BenchModel:

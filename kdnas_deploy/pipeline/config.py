@@ -129,7 +129,12 @@ class DeviceSection:
             raise ConfigError(f"{where}: {backend} prices {', '.join(BACKENDS[backend].precisions)}")
         if self.budget_ms is not None:
             raise ConfigError(f"{where} goes with budget_fraction, not budget_ms")
-        return dataclasses.replace(self, name=f"{self.name}-budget-ref", backend=backend, precision=precision,
+        return self.on_path(backend, precision, "budget-ref")
+
+    def on_path(self, backend: str, precision: str, tag: str) -> DeviceSection:
+        """This device served by ``backend`` at ``precision``, named ``NAME-TAG`` (its own latency stage), with
+        no given table and no budget of its own: what a budget reference or a backend fallback is priced on."""
+        return dataclasses.replace(self, name=f"{self.name}-{tag}", backend=backend, precision=precision,
                                    table=None, budget_of=None)  # fmt: skip
 
     @property

@@ -158,8 +158,7 @@ class DeployStages:
                 self.echo(f"[{target.student_stage}] {target.backend}: {exc}; exporting on {rest[0]}, the next "
                           "fastest backend of the pick")  # fmt: skip
                 dev = next(d for d in self.config.devices if d.name == target.name)
-                table = self.latency_stage(dataclasses.replace(dev, name=f"{dev.name}-{rest[0]}",
-                                                               backend=rest[0]))["table"]  # fmt: skip
+                table = self.latency_stage(dev.on_path(rest[0], dev.precision, rest[0]))["table"]
                 target = dataclasses.replace(target, backend=rest[0])
 
     def export_stage(self, name: str, model_dir: str, table: str | None, upstream: str,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
-from kdnas_deploy.runtime.deploy import DEFAULT_INT8_SCHEME, LEGACY_INT8_SCHEME
+from kdnas_deploy.runtime.deploy import DEFAULT_INT8_SCHEME, int8_scheme_of
 from kdnas_deploy.space import SearchSpace
 
 TABLE_DIRS_ENV = "KDNAS_TABLE_DIRS"
@@ -105,19 +105,11 @@ def table_mismatches(table: Any, need: TableRequirement) -> list[str]:
     deploy = table.fingerprint.get("deploy_config", {})
     if deploy.get("optimize", need.optimize) != need.optimize:
         why.append(f"optimization level {deploy.get('optimize')} != {need.optimize}")
-    scheme = _int8_scheme(deploy)
+    scheme = int8_scheme_of(deploy)  # an ONNX Runtime int8 table's (OpenVINO's int8 is NNCF's, recorded elsewhere)
     if scheme is not None and scheme != DEFAULT_INT8_SCHEME:  # it prices another int8 graph than export makes
         why.append(f"int8 scheme {scheme} != {DEFAULT_INT8_SCHEME} (the export's)")
     why += table.check_machine()
     return why
-
-
-def _int8_scheme(deploy: dict[str, Any]) -> str | None:
-    """The dynamic-int8 scheme of an ONNX Runtime int8 table's graph (a table from before schemes were recorded:
-    the legacy one); None for other tables (OpenVINO's int8 is NNCF's, recorded elsewhere)."""
-    if deploy.get("precision") != "int8":
-        return None
-    return str(deploy.get("int8_scheme", LEGACY_INT8_SCHEME))
 
 
 def list_candidate_tables(need: TableRequirement, dirs: Iterable[Path] | None = None) -> list[Candidate]:

@@ -105,9 +105,18 @@ class DeployConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeployConfig:
         kwargs = {k: data[k] for k in ("optimize", "precision", "device", "opset", "int8_scheme") if k in data}
-        if kwargs.get("precision") == "int8" and "int8_scheme" not in kwargs:
-            kwargs["int8_scheme"] = LEGACY_INT8_SCHEME
+        scheme = int8_scheme_of(data)
+        if scheme is not None:
+            kwargs["int8_scheme"] = scheme
         return cls(**kwargs)
+
+
+def int8_scheme_of(data: dict[str, Any]) -> str | None:
+    """The dynamic-int8 scheme of a recorded deploy config (one recorded before schemes were: the legacy one);
+    None when it is not an int8 graph."""
+    if data.get("precision") != "int8":
+        return None
+    return str(data.get("int8_scheme", LEGACY_INT8_SCHEME))
 
 
 @dataclass(frozen=True)
