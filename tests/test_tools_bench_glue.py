@@ -139,3 +139,11 @@ def test_a_resumed_run_counts_the_seconds_of_its_reused_stages(tmp_path):
         (tmp_path / "stages" / f"{name}.json").write_text(json.dumps({"stage": name, "seconds": s}))
     (tmp_path / "stages" / "broken.json").write_text("{")
     assert stage_seconds(tmp_path) == 728.5
+
+
+def test_the_speedup_is_the_benchs_paired_ratio_when_it_has_one():
+    run, int8, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    bench["rows"]["kdnas_fp32"].update(speedup_paired=3.2, speedup_paired_p10=3.1, speedup_paired_p90=3.3)
+    s = table_row("builtin", None, run, int8, hand, bench)["models"]["kdnas_fp32"]
+    assert (s["speedup_vs_onnx_teacher"], s["speedup_vs_onnx_teacher_p10_p90"], s["speedup_of_medians"]) == (
+        3.2, [3.1, 3.3], 3.6)

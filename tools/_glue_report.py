@@ -35,6 +35,9 @@ def markdown(rows: dict[str, dict[str, Any]], avg: dict[str, Any]) -> str:
         a = avg[name]
         lines.append(f"| GLUE average | | | {name} | | | | | {a['speedup_vs_onnx_teacher']} | "
                      f"{a['speedup_vs_pytorch_teacher']} | {a['retained']} | {a['retained_gain']} |")
+    lines += ["", "x ONNX teacher: the median over the bench's interleaved rounds of (teacher ms / model ms) in the "
+              "same round (`speedup_vs_onnx_teacher_p10_p90` in the JSON gives the spread; rows benched before "
+              "2026-12-07 08:00 UTC: teacher median / model median)."]
     return "\n".join(lines) + "\n"
 
 

@@ -17,9 +17,14 @@ Pairs: ``threads-2to1-<cpu>`` (the shipped 2-thread table -> this CPU at 1 threa
 1-thread table of this CPU: the first pair's full build, built here when missing -> 2 threads), ``real-<cpu>`` (the
 table ``kdnas-deploy run`` would transfer from -> this CPU at 2 threads; only when no shipped table matches this
 machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair) and ``real-openvino-<cpu>`` (the same for
-the ``cpu-openvino`` backend, when OpenVINO is installed). Finished pairs are kept.
+the ``cpu-openvino`` backend, when OpenVINO is installed). ``--reference TABLE`` (repeatable) adds
+``cross-<TABLE's suffix>-to-<cpu>``: a shipped table of another CPU -> this CPU at 2 threads, whatever ``run`` would
+pick, so every CPU met can be scored against every other; its full build is this CPU's 2-thread build of the
+``threads-1to2-<cpu>`` pair when there is one (same space, same machine). Finished pairs are kept.
 
     python -m tools.bench_transfer --full-build
+    python -m tools.bench_transfer --full-build \
+        --reference latency_tables/cpu-minilm-l6-fp32-b1-s128.xeon-m207-avx512-vnni.json
     python -m tools.bench_transfer --quick          # K=3, 5 held-out models, a 2-variant space, ~2-3 minutes
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +43,7 @@ from typing import Any
 
 from kdnas_deploy.io import append_jsonl, atomic_write_json, atomic_write_yaml, read_jsonl
 from tools._common import cpu_name
+from tools._transfer_targets import targets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +53,6 @@ DEFAULT_SPACE = "configs/spaces/minilm-l6.yaml"
 QUICK_SPACE = {"name": "minilm-l6-quick", "choices": {"num_layers": [1, 2, 3, 4, 5, 6], "hidden_size": [128],
                                                       "num_heads": [4], "ffn_size": [384, 768]}}  # fmt: skip
 REAL_PAIR_BACKENDS = {"cpu-ort": "real-", "cpu-openvino": "real-openvino-"}  # backend -> prefix of its real pair
-TARGETS = {"within_10pct_min": 0.95, "mape_pct_max": 5.0, "transfer_seconds_max": 60.0, "peak_rss_gb_max": 1.5}
 
 
 def cli(*args: str) -> list[str]:
@@ -89,8 +95,9 @@ def build(out: Path, threads: int, space: str, rounds: int | None = None, backen
     return {**res, "table": out.name}
 
 
-def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
-    """The pairs of this run: reference path, target threads and how a missing reference is built."""
+def pairs_for(work: Path, quick: bool, references: list[Path] = ()) -> dict[str, dict[str, Any]]:
+    """The pairs of this run: reference path, target threads and how a missing reference is built; each of
+    ``references`` (tables of other machines) adds a ``cross-<reference>-to-<cpu>`` pair at 2 threads."""
     from kdnas_deploy.latency.fingerprint import cpu_fingerprint
 
     if quick:
@@ -109,6 +116,10 @@ def pairs_for(work: Path, quick: bool) -> dict[str, dict[str, Any]]:
         ref = run_reference(backend)
         if ref is not None:
             pairs[f"{prefix}{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
+    for ref in references:  # a real pair even where a shipped table matches this machine (--reference)
+        origin = ref.stem.split(".")[-1] if "." in ref.stem else ref.stem
+        pairs[f"cross-{origin}-to-{cpu}"] = {"reference": ref.resolve(), "threads": 2,
+                                             "full_from": work / f"threads-1to2-{cpu}.full.json"}  # fmt: skip
     return pairs
 
 
@@ -274,6 +285,8 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
         args.save(name, entry)
     full = work / f"{name}.full.json"
     if args.full_build and ("full_build" not in entry or not full.is_file()):
+        if not full.is_file() and spec.get("full_from") and Path(spec["full_from"]).is_file():
+            shutil.copyfile(spec["full_from"], full)  # this machine's 2-thread full build, made for another pair
         if full.is_file():  # built earlier as the reference of another pair: same machine, an earlier window
             built = json.loads(full.read_text())["measurement"].get("build_seconds")
             entry["full_build"] = {"table": full.name, "seconds": built,
@@ -297,39 +310,6 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
     return entry
 
 
-def targets(pairs: dict[str, Any], default_space: bool) -> dict[str, Any]:
-    """Worst value over the finished pairs for each target (the reference itself is only a baseline)."""
-    done = [p for p in pairs.values() if p.get("done")]
-    if not done:
-        return {}
-    tr = [p["scores"]["transferred"]["anchored"] for p in done]
-    out = {
-        "within_10pct": {"value": min(s["within_10pct"] for s in tr), "target": f">= {TARGETS['within_10pct_min']}"},
-        "mape_pct": {"value": max(s["mape_pct"] for s in tr), "target": f"<= {TARGETS['mape_pct_max']}"},
-        "within_5pct_moonshot": {"value": min(s["within_5pct"] for s in tr), "target": ">= 0.9"},
-        "transfer_peak_rss_gb": {"value": max(p["transfer"]["peak_rss_gb"] for p in done),
-                                 "target": f"< {TARGETS['peak_rss_gb_max']}"},  # fmt: skip
-    }
-    out["within_10pct"]["met"] = out["within_10pct"]["value"] >= TARGETS["within_10pct_min"]
-    out["mape_pct"]["met"] = out["mape_pct"]["value"] <= TARGETS["mape_pct_max"]
-    out["within_5pct_moonshot"]["met"] = out["within_5pct_moonshot"]["value"] >= 0.9
-    out["transfer_peak_rss_gb"]["met"] = out["transfer_peak_rss_gb"]["value"] < TARGETS["peak_rss_gb_max"]
-    if default_space:
-        wall = max(p["transfer"]["seconds"] for p in done)
-        out["transfer_seconds"] = {"value": wall, "target": f"<= {TARGETS['transfer_seconds_max']}",
-                                   "met": wall <= TARGETS["transfer_seconds_max"]}  # fmt: skip
-    slack = []
-    for p in done:
-        floor = max(0.5, p["held_out"]["noise_floor_pct"])
-        for key in ("transferred", "full_build"):
-            if key in p["scores"]:
-                s = p["scores"][key]
-                slack.append(s["raw"]["mape_pct"] + floor - s["anchored"]["mape_pct"])
-    out["reanchored_mape_within_raw_plus_noise"] = {"value": round(min(slack), 3), "target": ">= 0 (raw MAPE + "
-                                                    "max(0.5, noise floor) - re-anchored MAPE)", "met": min(slack) >= 0}
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", default=None, help="Comma-separated pair names (default: every pair).")
@@ -344,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                     "K points (after a change of the selection rule), then score it again (no measuring).")
     ap.add_argument("--quick", action="store_true", help="K=3, 5 held-out models, a 2-variant space (a test run).")
     ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--reference", type=Path, action="append", default=[],
+                    help="A table of another machine (repeatable): adds the pair cross-<its name>-to-<this CPU>.")
     args = ap.parse_args(argv)
     work = ROOT / "tools" / "results" / "latency_transfer"
     args.space, args.rounds = DEFAULT_SPACE, None
@@ -377,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{name}] {'fitted and ' if args.refit else ''}scored again from {name}.heldout.jsonl")
         print(json.dumps(results.get("targets", {}), indent=2))
         return 0
-    pairs = pairs_for(work, args.quick)
+    pairs = pairs_for(work, args.quick, args.reference)
     chosen = args.pairs.split(",") if args.pairs else list(pairs)
     unknown = [p for p in chosen if p not in pairs]
     if unknown:

@@ -202,9 +202,28 @@ def run_bench(paths: list[str | Path], cfg: BenchConfig, table: str | Path | Any
         m.samples_ms.extend(samples)
     rows = [_row(m, cfg, lat_table, keep_samples) for m in models]
     base = rows[0]["median_ms"]
-    for row in rows:
+    for row, m in zip(rows, models, strict=True):
         row["speedup_vs_first"] = round(base / row["median_ms"], 3)
+        row.update(paired_speedup(models[0].samples_ms, m.samples_ms, cfg.block))
     return rows
+
+
+def paired_speedup(first: list[float], other: list[float], block: int) -> dict[str, float]:
+    """The speedup over the first model round by round: the median, p10 and p90 of (first's block median /
+    this model's block median) over the rounds. Each round times both within ~0.1 s, so a machine state change
+    between rounds (measured here: 0.39 vs 0.57 ms probe readings, minutes apart) moves both sides of a ratio
+    alike, where the ratio of the two overall medians moves with the share of rounds each state held."""
+    import numpy as np
+
+    rounds = min(len(first), len(other)) // block
+    if rounds == 0:
+        return {}
+    a = np.median(np.asarray(first[: rounds * block]).reshape(rounds, block), axis=1)
+    b = np.median(np.asarray(other[: rounds * block]).reshape(rounds, block), axis=1)
+    ratio = a / b
+    return {"speedup_paired": round(float(np.median(ratio)), 3),
+            "speedup_paired_p10": round(float(np.percentile(ratio, 10)), 3),
+            "speedup_paired_p90": round(float(np.percentile(ratio, 90)), 3)}  # fmt: skip
 
 
 def interleave(runners: list[Runner], cfg: BenchConfig, progress: bool = True) -> list[list[float]]:

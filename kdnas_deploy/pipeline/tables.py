@@ -117,18 +117,30 @@ def list_candidate_tables(need: TableRequirement, dirs: Iterable[Path] | None = 
     from kdnas_deploy.errors import KdnasError
     from kdnas_deploy.latency.table import LatencyTable
 
+    here_id = _cpu_id() if need.device == "cpu" else None
     out = []
     for d in table_search_dirs() if dirs is None else dirs:
+        ranked: list[tuple[int, Candidate]] = []
         for path in sorted(Path(d).glob("*.json")):
             if path.name.endswith(".validation.json"):
                 continue
             try:
                 table = LatencyTable.load(path)
             except KdnasError as exc:
-                out.append(Candidate(path, (f"not a latency table ({str(exc).splitlines()[0]})",)))
+                ranked.append((1, Candidate(path, (f"not a latency table ({str(exc).splitlines()[0]})",))))
                 continue
-            out.append(Candidate(path, tuple(table_mismatches(table, need))))
+            exact = here_id is not None and table.fingerprint.get("cpu_id") == here_id
+            ranked.append((0 if exact else 1, Candidate(path, tuple(table_mismatches(table, need)))))
+        # a table that names this CPU's family and model comes before one that only shares its model string and
+        # flags (tables built before ``cpu_id`` was recorded): "AMD EPYC" with the same flags is several CPUs
+        out += [c for _, c in sorted(ranked, key=lambda rc: rc[0])]
     return out
+
+
+def _cpu_id() -> str | None:
+    from kdnas_deploy.latency.fingerprint import cpu_fingerprint
+
+    return cpu_fingerprint().get("cpu_id")
 
 
 def find_table(need: TableRequirement, dirs: Iterable[Path] | None = None) -> Path | None:

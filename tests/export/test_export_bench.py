@@ -81,3 +81,18 @@ def test_format_rows_lists_teacher_first():
     text = format_rows(rows).splitlines()
     assert text[0].split()[:2] == ["model", "runtime"] and "predicted" in text[0]
     assert text[2].startswith("teacher (baseline)") and text[3].rstrip().endswith("5.00x")
+
+
+def test_the_paired_speedup_follows_round_by_round_ratios_through_a_state_change():
+    """5 rounds; the machine turns 1.5x slower between the teacher's and the student's block of round 3. The
+    teacher's median is then a fast-state reading and the student's a slow one (ratio of medians 2.0); the
+    paired speedup is the rounds' median ratio, 3."""
+    from kdnas_deploy.export.bench import paired_speedup
+
+    teacher = [9.0, 9.0] * 3 + [13.5, 13.5] * 2
+    student = [3.0, 3.0] * 2 + [4.5, 4.5] * 3
+    assert np.median(teacher) / np.median(student) == pytest.approx(2.0)
+    out = paired_speedup(teacher, student, block=2)
+    assert out["speedup_paired"] == pytest.approx(3.0)
+    assert out["speedup_paired_p10"] == pytest.approx(2.4) and out["speedup_paired_p90"] == pytest.approx(3.0)
+    assert paired_speedup([1.0], [1.0], block=2) == {}

@@ -70,3 +70,23 @@ def test_an_int8_table_of_another_int8_scheme_does_not_serve(repo_root, tmp_path
     (tmp_path / "t.json").write_text(json.dumps(doc))
     current = LatencyTable.load(tmp_path / "t.json")
     assert not [w for w in table_mismatches(current, need) if "int8 scheme" in w]
+
+
+def test_a_table_naming_this_cpu_comes_before_one_that_only_shares_its_model_string(repo_root, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    """Both match (a legacy fingerprint has no ``cpu_id``, so it is not compared); the one that names this CPU's
+    family and model is listed, and so used, first, whatever the file names' order."""
+    doc = json.loads((repo_root / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json").read_text())
+    doc["fingerprint"].pop("cpu_id", None)
+    here = tables._cpu_id() or "GenuineTest family 1 model 2"
+    monkeypatch.setattr(tables, "_cpu_id", lambda: here)
+    (tmp_path / "a-legacy.json").write_text(json.dumps(doc))
+    doc["fingerprint"]["cpu_id"] = here
+    (tmp_path / "b-this-cpu.json").write_text(json.dumps(doc))
+    doc["fingerprint"]["cpu_id"] = "OtherVendor family 9 model 9"
+    (tmp_path / "0-other.json").write_text(json.dumps(doc))
+    monkeypatch.setattr("kdnas_deploy.latency.table.LatencyTable.check_machine", lambda self, strict=False: [])
+    need = TableRequirement(SearchSpace.load("minilm-l6"), "cpu", "fp32", 2, 1, 128, "O2")
+    names = [c.path.name for c in list_candidate_tables(need, [tmp_path])]
+    assert names == ["b-this-cpu.json", "0-other.json", "a-legacy.json"]
+    assert tables.find_table(need, [tmp_path]).name == "b-this-cpu.json"
