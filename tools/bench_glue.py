@@ -254,11 +254,6 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
-def _paired(row: dict[str, Any]) -> float | None:
-    """The median over the bench's rounds of (teacher ms / model ms), timed back to back (None: an older bench)."""
-    return row.get("speedup_paired")
-
-
 def _spread(row: dict[str, Any]) -> list[float] | None:
     lo, hi = row.get("speedup_paired_p10"), row.get("speedup_paired_p90")
     return None if lo is None or hi is None else [lo, hi]
@@ -292,7 +287,7 @@ def table_row(task: str, data_dir: Path, fp32: dict[str, Any], int8: dict[str, A
         row["models"][name] = {
             "metrics": metrics, "params": params, "predicted_ms": bench["rows"][key]["predicted_ms"],
             "measured_ms": measured, "runtime": bench["rows"][key].get("runtime"),
-            "speedup_vs_onnx_teacher": _paired(bench["rows"][key]) or _ratio(t_onnx, measured),
+            "speedup_vs_onnx_teacher": bench["rows"][key].get("speedup_paired") or _ratio(t_onnx, measured),
             "speedup_vs_onnx_teacher_p10_p90": _spread(bench["rows"][key]),
             "speedup_of_medians": _ratio(t_onnx, measured),
             "speedup_vs_pytorch_teacher": _ratio(t_pt, measured), "retained": _ratio(value, teacher),

@@ -115,7 +115,7 @@ def pairs_for(work: Path, quick: bool, references: list[Path] = ()) -> dict[str,
     for backend, prefix in REAL_PAIR_BACKENDS.items():
         ref = run_reference(backend)
         if ref is not None:
-            pairs[f"{prefix}{cpu_slug(cpu_fingerprint())}"] = {"reference": ref, "threads": 2}
+            pairs[f"{prefix}{cpu}"] = {"reference": ref, "threads": 2}
     for ref in references:  # a real pair even where a shipped table matches this machine (--reference)
         origin = ref.stem.split(".")[-1] if "." in ref.stem else ref.stem
         pairs[f"cross-{origin}-to-{cpu}"] = {"reference": ref.resolve(), "threads": 2,
@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", type=Path, action="append", default=[],
                     help="A table of another machine (repeatable): adds the pair cross-<its name>-to-<this CPU>.")
     args = ap.parse_args(argv)
+    for ref in args.reference:
+        if not ref.is_file():
+            ap.error(f"--reference {ref}: no such table file")
     work = ROOT / "tools" / "results" / "latency_transfer"
     args.space, args.rounds = DEFAULT_SPACE, None
     if args.quick:
