@@ -3,6 +3,8 @@ the GLUE average, targets."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tools.bench_glue import averages, markdown, table_row, targets
@@ -147,3 +149,58 @@ def test_the_speedup_is_the_benchs_paired_ratio_when_it_has_one():
     s = table_row("builtin", None, run, int8, hand, bench)["models"]["kdnas_fp32"]
     assert (s["speedup_vs_onnx_teacher"], s["speedup_vs_onnx_teacher_p10_p90"], s["speedup_of_medians"]) == (
         3.2, [3.1, 3.3], 3.6)
+
+
+def test_a_redone_step_redoes_the_steps_that_use_it_and_nothing_else():
+    from tools.bench_glue import redo_steps
+
+    assert redo_steps("fp32") == {"fp32", "int8", "hand", "bench"}  # a new teacher and student: all stale
+    assert redo_steps("int8") == {"int8", "bench"}  # the hand-crafted student does not use the int8 run
+    assert redo_steps("bench") == {"bench"} and redo_steps("") == set()
+    with pytest.raises(SystemExit, match="unknown step"):
+        redo_steps("fp32,tune")
+
+
+def _bench(tmp_path, redo=""):
+    import argparse
+
+    from tools.bench_glue import Bench
+
+    args = argparse.Namespace(quick=False, redo=redo, skip="", data_dir=str(tmp_path), work=tmp_path / "work",
+                              results=tmp_path / "glue.json")  # fmt: skip
+    return Bench(args)
+
+
+def test_a_redone_step_keeps_the_earlier_result_on_record(tmp_path):
+    _bench(tmp_path).step("t", "hand", lambda: {"arch": "L=1"})
+    b = _bench(tmp_path, redo="hand")
+    assert b.step("t", "hand", lambda: {"arch": "L=2"})["arch"] == "L=2"
+    assert b.step("t", "fp32", lambda: {"run": "r"})["run"] == "r"
+    saved = __import__("json").loads((tmp_path / "glue.json").read_text())["tasks"]["t"]
+    assert saved["steps"]["hand"]["arch"] == "L=2" and [h["arch"] for h in saved["history"]["hand"]] == ["L=1"]
+    assert "fp32" not in saved["history"]  # a first run has nothing earlier to keep
+
+
+def test_a_disturbed_bench_window_is_timed_again_and_the_quietest_is_kept(tmp_path, monkeypatch):
+    """First window: the fp32 student stalls (p90 2.6x its p10); the second is quiet and ends the retries."""
+    import json
+
+    import tools.bench_glue as bg
+
+    spreads = iter([[1.05, 1.1, 1.06, 2.6], [1.05, 1.08, 1.06, 1.07], [9.0] * 4])
+
+    def fake_run(cmd, log=None):
+        out = cmd[cmd.index("--json") + 1]
+        rows = [{"median_ms": 2.0, "p10_ms": 1.0, "p90_ms": s, "p90_over_p10": s, "disturbed": s > 1.5}
+                for s in next(spreads)]  # fmt: skip
+        Path(out).write_text(json.dumps(rows))
+        return 0, 0.1, 1.5
+
+    monkeypatch.setattr(bg, "run_tracked", fake_run)
+    b = _bench(tmp_path)
+    s32 = {"summary": {"teacher_onnx": "t-onnx", "teacher": {"path": "t"}, "student": {"onnx": "s"},
+                       "tables": {"cpu": "table.json"}}}  # fmt: skip
+    (b.work / "t").mkdir(parents=True)
+    out = b.bench("t", s32, None, {"onnx": "h"})
+    assert [a["disturbed"] for a in out["attempts"]] == [True, False] and out["seconds"] == 3.0
+    assert out["rows"]["kdnas_fp32"]["p90_over_p10"] == 1.07

@@ -96,3 +96,15 @@ def test_the_paired_speedup_follows_round_by_round_ratios_through_a_state_change
     assert out["speedup_paired"] == pytest.approx(3.0)
     assert out["speedup_paired_p10"] == pytest.approx(2.4) and out["speedup_paired_p90"] == pytest.approx(3.0)
     assert paired_speedup([1.0], [1.0], block=2) == {}
+
+
+def test_a_row_whose_p90_is_far_above_its_p10_is_flagged_as_a_disturbed_window(caplog):
+    """The 2.56-6.68 ms of an ORT student beside a teacher at 9.60-10.59 ms in the same rounds (a real bench)."""
+    from kdnas_deploy.export.bench import flag_disturbed
+
+    rows = [{"path": "/m/teacher", "p10_ms": 9.6013, "p90_ms": 10.5925},
+            {"path": "/m/student", "p10_ms": 2.5644, "p90_ms": 6.6776}]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert flag_disturbed(rows) == ["student"]
+    assert [r["disturbed"] for r in rows] == [False, True] and rows[1]["p90_over_p10"] == pytest.approx(2.604)
+    assert "machine was busy" in caplog.text and "/m/student" in caplog.text
