@@ -204,3 +204,11 @@ def test_a_disturbed_bench_window_is_timed_again_and_the_quietest_is_kept(tmp_pa
     out = b.bench("t", s32, None, {"onnx": "h"})
     assert [a["disturbed"] for a in out["attempts"]] == [True, False] and out["seconds"] == 3.0
     assert out["rows"]["kdnas_fp32"]["p90_over_p10"] == 1.07
+
+
+def test_the_markdown_lists_published_6_layer_figures_and_says_where_none_were_found():
+    rows = {"sst2": table_row("builtin", None, *_steps(0.9, 0.88, 0.87, 0.85)), "stsb": {
+        "stopped": "Error: x", "metric": "pearson", "baseline": 0.0, "teacher_margin": None}}
+    text = markdown(rows, averages(rows))
+    assert "| sst2 | MiniLM 6x384 | 0.913 | https://huggingface.co/microsoft/xtremedistil" in text
+    assert "| stsb | none found | - | - |" in text

@@ -33,7 +33,7 @@ import yaml
 
 from kdnas_deploy.io import atomic_write_json
 from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, kdnas_cli, run_tracked, shown
-from tools._glue_report import markdown, plot
+from tools._glue_report import PUBLISHED, markdown, plot
 from tools._glue_table import averages, stopped_row, table_row, targets
 
 SCHEMA_VERSION = 1
@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     # the table, its averages and targets cover every task with a row, this run's and earlier runs'
     rows = {task: t["row"] for task, t in b.doc["tasks"].items() if "row" in t}
     avg = averages(rows)
-    b.doc.update({"glue_average": avg, "targets": targets(rows, avg)})
+    b.doc.update({"glue_average": avg, "targets": targets(rows, avg),
+                  "published_reference": {t: PUBLISHED[t] for t in rows if t in PUBLISHED}})
     b.save()
     b.out.with_suffix(".md").write_text(markdown(rows, avg), encoding="utf-8")
     plot(rows, b.out.with_suffix(".png"))
