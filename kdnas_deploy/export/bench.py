@@ -30,8 +30,8 @@ from kdnas_deploy.runtime.timing import Timing, time_callable
 
 BENCH_SCHEMA_VERSION = 1
 # p90 / p10 of one model's samples above which its timing window was disturbed. Measured on the 2-core EPYC and
-# Xeon machines: a quiet window keeps every model within 5-11% (p90/p10 <= 1.11); a stall from another job put
-# one ORT student at 2.56-6.68 ms (2.6x) beside a teacher at 1.10x in the same rounds.
+# Xeon machines: a quiet window keeps every model within 5-11% (p90/p10 <= 1.11); with a 20-ms pause_ms, the
+# spinning threads of the ORT model timed before put an ORT student at 2.56-6.68 ms (2.6x) in the same rounds.
 DISTURBED_RATIO = 1.5
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ class BenchConfig:
     # ONNX folders: cpu-ort or cpu-openvino (the folder's IR, else model.onnx); None: the backend each folder was
     # exported for (its export_report.json; cpu-ort without one), so an OpenVINO export is timed as it serves
     backend: str | None = None
-    pause_ms: float = 20.0  # idle gap before each block: the previous model's spinning threads go to sleep
+    # idle gap before each block, so the previous model's spinning ONNX Runtime threads go to sleep. Measured on the
+    # 2-core EPYC (SST-2 teacher 9.5 ms, then its 2.5-ms student, 2 threads each, no warm-up calls): after a 20-ms
+    # gap the student's first four calls ran 4.1-6.6 ms (the teacher's threads still spinning on one of the two
+    # cores); after 50, 100 or 150 ms, 2.9-3.0 ms for the first call and 2.53-2.58 from the third on. 100 ms
+    # doubles the gap that sufficed.
+    pause_ms: float = 100.0
     block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
     def __post_init__(self) -> None:
@@ -227,8 +232,9 @@ def flag_disturbed(rows: list[dict[str, Any]]) -> list[str]:
         row["disturbed"] = ratio > DISTURBED_RATIO
         if row["disturbed"]:
             bad.append(Path(row["path"]).name)
-            log.warning("bench: %s ran %.2f-%.2f ms (p10-p90, %.1fx): the machine was busy in this window; "
-                        "time again on a quiet machine", row["path"], row["p10_ms"], row["p90_ms"], ratio)
+            log.warning("bench: %s ran %.2f-%.2f ms (p10-p90, %.1fx): its timing window was disturbed (another "
+                        "job, or threads of the model timed before it still spinning); time it again",
+                        row["path"], row["p10_ms"], row["p90_ms"], ratio)
     return bad
 
 
