@@ -212,3 +212,21 @@ def test_the_markdown_lists_published_6_layer_figures_and_says_where_none_were_f
     text = markdown(rows, averages(rows))
     assert "| sst2 | MiniLM 6x384 | 0.913 | https://huggingface.co/microsoft/xtremedistil" in text
     assert "| stsb | none found | - | - |" in text
+
+
+def test_headroom_overrides_every_device_of_the_generated_configs(tmp_path):
+    import argparse
+
+    import yaml
+
+    from tools.bench_glue import headroom_arg
+
+    assert headroom_arg("auto") == "auto" and headroom_arg("0.05") == 0.05
+    for bad in ("1", "-0.1", "nan", "fast"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected auto or a number"):
+            headroom_arg(bad)
+    b = _bench(tmp_path)
+    b.headroom = "auto"
+    cfg = yaml.safe_load(b.config("sst2", "int8", "teacher-dir").read_text())
+    assert [d["headroom"] for d in cfg["devices"]] == ["auto"] and cfg["teacher"]["path"] == "teacher-dir"
+    assert cfg["task"]["data_dir"] == str(tmp_path)

@@ -63,10 +63,24 @@ def redo_steps(redo: str) -> set[str]:
     return todo
 
 
+def headroom_arg(text: str) -> float | str:
+    """``--headroom``: ``auto`` or a share in [0, 1)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text!r}")
+    return value
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick, self.redo, self.threads = args.quick, redo_steps(args.redo), 2
         self.skip = set(args.skip.split(",")) if args.skip else set()
+        self.headroom = getattr(args, "headroom", None)  # every device's headroom instead of the configs' own
         self.data_dir = Path(args.data_dir).resolve()
         self.work = args.work or WORK / ("glue_table_quick" if self.quick else "glue_table")
         self.out = args.results or RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")
@@ -97,6 +111,9 @@ class Bench:
         cfg["task"]["data_dir"] = str(self.data_dir)
         if teacher:
             cfg["teacher"] = {"path": teacher, "allow_weak": bool(self.quick)}
+        if self.headroom is not None:
+            for dev in cfg["devices"]:
+                dev["headroom"] = self.headroom
         if self.quick:
             for section, values in QUICK.items():
                 if section != "teacher" or not teacher:
@@ -292,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", default="", choices=["", "int8", "bench"],
                     help="int8: no int8 run (the rows say kdnas_int8 was not run; its targets are unmet); bench: "
                          "train and export only, time later with --redo bench (no other job may run then)")
+    ap.add_argument("--headroom", type=headroom_arg, default=None,
+                    help="every device's headroom (a share in [0, 1) or auto) instead of the configs' own; use "
+                         "another --work and --results, so the table of record keeps one setting")
     args = ap.parse_args(argv)
     b = Bench(args)
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:

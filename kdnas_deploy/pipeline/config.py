@@ -90,8 +90,9 @@ class DeviceSection:
     # stays "1/6 of the fp32 teacher" whichever int8 backend `auto` picks.
     budget_of: str | None = None
     # Share of the budget kept free for prediction error and machine drift: the search must fit
-    # budget x (1 - headroom), the report checks the measured student against the budget itself.
-    headroom: float = 0.0
+    # budget x (1 - headroom), the report checks the measured student against the budget itself. "auto": from the
+    # table's validated error (kdnas_deploy/latency/headroom.py: its p95 under-prediction, within 3-15%).
+    headroom: float | Literal["auto"] = 0.0
 
     def __post_init__(self) -> None:
         from kdnas_deploy.latency.backends import BACKEND_DEVICE, BACKENDS, resolve_backend_name
@@ -253,7 +254,7 @@ class PipelineConfig:
                 value = getattr(dev, key)
                 if value is not None and not 0 < value < math.inf:
                     raise ConfigError(f"devices[{i}].{key}: must be > 0 and finite, got {value}")
-            if not 0 <= dev.headroom < 1:
+            if dev.headroom != "auto" and not 0 <= dev.headroom < 1:
                 raise ConfigError(f"devices[{i}].headroom: must be in [0, 1), got {dev.headroom}")
         for key in ("batch", "seq"):
             value = getattr(config.search, key)

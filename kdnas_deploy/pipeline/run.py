@@ -74,6 +74,7 @@ class Pipeline(DeployStages):
         self.space = SearchSpace.load(self.config.space)
         self.profile: dict[str, Any] | None = None  # the task's length distribution (latency.seq: auto)
         self.backend_picks: dict[str, dict[str, Any]] = {}  # devices[].backend: auto -> what was picked and why
+        self.headroom: dict[str, float] = {}  # each device's headroom as applied (auto resolved)
         self.lookup_seq = self.seq = 0 if seqs.is_auto(self.config) else int(self.config.latency.seq)
 
     # ------------------------------------------------------------------ the length priced at
@@ -234,9 +235,19 @@ class Pipeline(DeployStages):
         return pairs
 
     def search_budgets(self, budgets: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """The budgets the search must fit: each device's budget less its headroom."""
+        """The budgets the search must fit: each device's budget less its headroom (``auto``: from its table's
+        validated error, :mod:`kdnas_deploy.latency.headroom`)."""
+        from kdnas_deploy.latency.headroom import auto_headroom
+
         devices = self.config.devices
-        return apply_headroom(budgets, [d.headroom for d in devices], [d.name for d in devices], self.echo)
+        for dev, (table, _) in zip(devices, budgets, strict=True):
+            share = dev.headroom
+            if share == "auto":
+                share, why = auto_headroom(table)
+                self.echo(f"headroom {dev.name}: auto = {why}")
+            self.headroom[dev.name] = float(share)
+        shares = [self.headroom[d.name] for d in devices]
+        return apply_headroom(budgets, shares, [d.name for d in devices], self.echo)
 
     def search_stage(self, teacher: dict[str, Any], budgets: list[tuple[str, float]], keys: list[str]) -> dict:
         cfg = self.config
@@ -346,7 +357,7 @@ class Pipeline(DeployStages):
         _, bench, devices = self.deploy_stages(search, teacher, tables, budgets)
         facts = RunFacts(
             run_dir=self.run_dir, task=self.config.task.name, devices=[d.name for d in self.config.devices],
-            headroom={d.name: d.headroom for d in self.config.devices},
+            headroom=dict(self.headroom),  # as applied (auto resolved to its share)
             stages={n: {"seconds": round(r.seconds, 2), "cached": r.cached} for n, r in self.stages.results.items()},
             seq=seqs.seq_facts(self.config, self.profile, self.seq), bench_check=self.config.bench.check,
         )  # fmt: skip

@@ -50,14 +50,9 @@ def plot_latency_check(path: Path, rows: list[dict[str, Any]], validation: dict[
 
 
 def _validation_for(table_path: str) -> dict[str, Any] | None:
-    p = Path(table_path)
-    report = p.with_name(p.stem + ".validation.json")
-    if report.is_file():
-        try:
-            return json.loads(report.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return None
-    return None
+    from kdnas_deploy.latency.headroom import validation_report
+
+    return validation_report(table_path)
 
 
 def machine_anchor(bench: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def test_partial_config_fills_defaults():
         ({"search": {"proxy_fraction": 2}}, "proxy_fraction"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "unique"),
         ({"devices": [{"name": "a", "headroom": 1.0}]}, r"devices\[0\].headroom: must be in \[0, 1\)"),
+        ({"devices": [{"name": "a", "headroom": "fast"}]}, r"devices\[0\].headroom: expected a number"),
         ({"devices": [{"name": "a", "budget_fraction": float("nan")}]}, "expected a finite number"),
         ({"devices": [{"name": "a", "budget_fraction": float("inf")}]}, "expected a finite number"),
         ({"devices": [{"name": "a", "precision": "fp64"}]}, "precision 'fp64' is not one of fp32, int8"),
@@ -180,3 +181,23 @@ def test_a_train_split_too_small_for_a_search_refuses_before_anything_is_written
     with pytest.raises(DataError, match="1 row"):
         run_pipeline(cfg, tmp_path / "out", echo=lambda s: None, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_headroom_auto_is_resolved_from_the_devices_table_before_the_search(tmp_path):
+    """``auto`` becomes the table's p95 under-prediction (here 5%), echoed, applied and kept as applied."""
+    import json
+
+    from kdnas_deploy.pipeline.run import Pipeline
+
+    table = tmp_path / "t.json"
+    table.write_text("{}")
+    points = [{"raw_predicted_ms": 2.0, "measured_ms": 2.1}] * 30
+    (tmp_path / "t.validation.json").write_text(json.dumps({"points": points}))
+    cfg = PipelineConfig.from_dict({"devices": [{"name": "a", "budget_ms": 4.0, "headroom": "auto"},
+                                                {"name": "b", "budget_ms": 4.0, "headroom": 0.1}]})  # fmt: skip
+    lines: list[str] = []
+    pipe = Pipeline(cfg, tmp_path / "run", echo=lines.append)
+    targets = pipe.search_budgets([(str(table), 4.0), (str(table), 4.0)])
+    assert [ms for _, ms in targets] == [pytest.approx(3.8), pytest.approx(3.6)]
+    assert pipe.headroom == {"a": pytest.approx(0.05), "b": 0.1}
+    assert any(line.startswith("headroom a: auto = 5.0% (p95") for line in lines)
