@@ -167,7 +167,7 @@ def _bench(tmp_path, redo=""):
     from tools.bench_glue import Bench
 
     args = argparse.Namespace(quick=False, redo=redo, skip="", data_dir=str(tmp_path), work=tmp_path / "work",
-                              results=tmp_path / "glue.json")  # fmt: skip
+                              results=tmp_path / "glue.json", headroom=None)  # fmt: skip
     return Bench(args)
 
 

@@ -80,7 +80,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick, self.redo, self.threads = args.quick, redo_steps(args.redo), 2
         self.skip = set(args.skip.split(",")) if args.skip else set()
-        self.headroom = getattr(args, "headroom", None)  # every device's headroom instead of the configs' own
+        self.headroom = args.headroom  # every device's headroom instead of the configs' own
         self.data_dir = Path(args.data_dir).resolve()
         self.work = args.work or WORK / ("glue_table_quick" if self.quick else "glue_table")
         self.out = args.results or RESULTS / ("glue_table_quick.json" if self.quick else "glue_table.json")

@@ -10,6 +10,7 @@ from typing import Any
 
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.io import atomic_write_json
+from kdnas_deploy.latency.headroom import validation_report
 from kdnas_deploy.pipeline.report import ModelRow, Report, write_report
 from kdnas_deploy.tasks.baselines import retained_gains
 
@@ -47,12 +48,6 @@ def plot_latency_check(path: Path, rows: list[dict[str, Any]], validation: dict[
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
-
-
-def _validation_for(table_path: str) -> dict[str, Any] | None:
-    from kdnas_deploy.latency.headroom import validation_report
-
-    return validation_report(table_path)
 
 
 def machine_anchor(bench: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +212,7 @@ def write_outputs(facts: RunFacts, tables: dict[str, str], budgets: list[tuple[s
         "stages": facts.stages,
     }
     figure = plot_latency_check(run_dir / "latency_check.png", [teacher_row, student_row],
-                                _validation_for(tables[devices[0]]), budget_ms)
+                                validation_report(tables[devices[0]]), budget_ms)
     rows = _model_rows(summary, metric, teacher_arch, student_arch, teacher["dev_metrics"], speedup)
     verdict = budget_verdict(summary, anchor["statement"], check["checked_ms"] / drift)
     report = Report(
