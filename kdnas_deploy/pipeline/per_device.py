@@ -142,7 +142,8 @@ class DeployStages:
         whose export fails the dev-metric check is exported on the next fastest backend of its pick, priced by
         that backend's table (the pick is by speed, the metric decides what ships): on the AMD EPYC family 26 the
         NNCF int8 IR of an STS-B student lost 2.70 pearson points where ONNX Runtime's int8 of the same student
-        passes. ``fallbacks`` says why each faster backend was passed over; the last failure is raised."""
+        passed (before NNCF left the task head in fp32: :data:`~kdnas_deploy.runtime.openvino.FP32_SCOPE`).
+        ``fallbacks`` says why each faster backend was passed over; the last failure is raised."""
         pick = self.backend_picks.get(target.name) or {}
         order = sorted(pick.get("medians_ms", {}), key=pick.get("medians_ms", {}).get)
         fallbacks: list[str] = []
