@@ -33,6 +33,15 @@ def test_a_row_carries_ratio_gain_and_both_speedups():
     assert (row["teacher_margin"], row["wall_s"], row["peak_rss_gb"]) == (0.4, 165.0, 2.5)
 
 
+def test_an_int8_row_the_bench_cannot_price_takes_its_own_runs_int8_table_prediction():
+    fp32, int8, hand, bench = _steps(0.9, 0.88, 0.87, 0.85)
+    bench["rows"]["kdnas_int8"]["predicted_ms"] = None  # the bench prices with the fp32 table only
+    int8["summary"]["student"]["predicted_raw_ms"] = 1.23
+    row = table_row("builtin", None, fp32, int8, hand, bench)
+    assert row["models"]["kdnas_int8"]["predicted_ms"] == 1.23
+    assert row["models"]["kdnas_fp32"]["predicted_ms"] == 2.5  # priced by the bench, as before
+
+
 def test_average_and_targets_say_value_target_met():
     rows = {"a": table_row("builtin", None, *_steps(0.9, 0.88, 0.87, 0.85)),
             "b": table_row("builtin", None, *_steps(0.8, 0.70, 0.60, 0.70))}  # fmt: skip
