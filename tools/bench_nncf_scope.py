@@ -15,7 +15,6 @@ fp32 (argmax share; Pearson correlation for regression). Settings: ``default`` (
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -42,27 +41,13 @@ def dev_requests(tokenizer: Any, task: Any) -> tuple[list[dict[str, np.ndarray]]
 def score(model: Any, task: Any, reqs: list[dict[str, np.ndarray]], labels: np.ndarray) -> tuple[dict, np.ndarray]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
+    from kdnas_deploy.runtime.openvino import OpenVinoSettings
+
+    compiled = ov.Core().compile_model(model, "CPU", OpenVinoSettings(threads=2, precision="fp32").to_config())
     names = [p.get_any_name() for p in compiled.inputs]
     out = np.concatenate([compiled({n: r[n] for n in names})[0] for r in reqs])
     pred = out[:, 0] if task.is_regression else out.argmax(-1)
     return {k: round(float(v), 4) for k, v in task.compute_metrics(pred, labels).items()}, out
-
-
-def quantise(xml: Path, feeds: list[dict[str, np.ndarray]], head_fp32: bool) -> Any:
-    import nncf
-    import openvino as ov
-
-    from kdnas_deploy.runtime.openvino import FP32_SCOPE, head_matmuls
-
-    nncf.set_log_level(logging.ERROR)
-    model = ov.Core().read_model(str(xml))
-    names = [p.get_any_name() for p in model.inputs]
-    scope = nncf.IgnoredScope(names=head_matmuls(model), patterns=list(FP32_SCOPE), validate=False) if head_fp32 \
-        else nncf.IgnoredScope()  # fmt: skip
-    data = nncf.Dataset([{n: f[n] for n in names} for f in feeds])
-    return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-                         ignored_scope=scope)  # fmt: skip
 
 
 def one_student(task_name: str, folder: Path, data_dir: Path, work: Path) -> dict[str, Any]:
@@ -71,6 +56,7 @@ def one_student(task_name: str, folder: Path, data_dir: Path, work: Path) -> dic
 
     from kdnas_deploy.export.exporter import ExportOptions, export_model
     from kdnas_deploy.export.serving import calibration_feeds
+    from kdnas_deploy.runtime.openvino import nncf_int8
     from kdnas_deploy.tasks import get_task
 
     task = get_task(task_name, str(data_dir))
@@ -86,17 +72,23 @@ def one_student(task_name: str, folder: Path, data_dir: Path, work: Path) -> dic
         rows = 1000 if "rows1000" in setting else 300
         feeds = calibration_feeds(tokenizer, task_name, str(data_dir), max_length=128, examples=rows)
         t0 = time.perf_counter()
-        model = quantise(out / "openvino_model.xml", feeds, head_fp32=setting.startswith("head"))
+        model = nncf_int8(ov.Core().read_model(str(out / "openvino_model.xml")), feeds, setting.startswith("head"))
         seconds = time.perf_counter() - t0
         metrics, int8_out = score(model, task, reqs, labels)
         agree = (float(np.corrcoef(int8_out[:, 0], fp32_out[:, 0])[0, 1]) if task.is_regression
                  else float((int8_out.argmax(-1) == fp32_out.argmax(-1)).mean()))  # fmt: skip
         main = task.main_metric
-        result["settings"][setting] = {"metrics": metrics, "calibration_rows": len(feeds),
-                                       "drop_points": round(100 * (fp32_metrics[main] - metrics[main]), 2),
-                                       "agreement_with_fp32": round(agree, 4), "quantize_s": round(seconds, 1)}
-        print(f"{task_name} {setting}: {main} {metrics[main]:.4f} (fp32 {fp32_metrics[main]:.4f}), "
-              f"agreement {agree:.4f}", flush=True)
+        result["settings"][setting] = {
+            "metrics": metrics,
+            "calibration_rows": len(feeds),
+            "drop_points": round(100 * (fp32_metrics[main] - metrics[main]), 2),
+            "agreement_with_fp32": round(agree, 4),
+            "quantize_s": round(seconds, 1),
+        }
+        print(
+            f"{task_name} {setting}: {main} {metrics[main]:.4f} (fp32 {fp32_metrics[main]:.4f}), agreement {agree:.4f}",
+            flush=True,
+        )
     return result
 
 
@@ -108,10 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     doc: dict[str, Any] = {"schema_version": 1, "tool": "python -m tools.bench_nncf_scope", "settings": SETTINGS,
                            "tasks": {}}  # fmt: skip
+    specs = [spec.partition("=")[::2] for spec in args.student]
+    for spec, (task_name, folder) in zip(args.student, specs, strict=True):
+        if not task_name or not folder or not (Path(folder) / "config.json").is_file():
+            ap.error(f"--student {spec!r}: expected TASK=HF_FOLDER, a model folder with a config.json")
+    from kdnas_deploy.errors import KdnasError
+
     with tempfile.TemporaryDirectory(prefix="kdnas-nncf-") as tmp:
-        for spec in args.student:
-            task_name, _, folder = spec.partition("=")
-            doc["tasks"][task_name] = one_student(task_name, Path(folder), args.data_dir, Path(tmp))
+        for task_name, folder in specs:
+            try:
+                doc["tasks"][task_name] = one_student(task_name, Path(folder), args.data_dir, Path(tmp))
+            except KdnasError as exc:  # a task without dev labels, a folder that does not export: one line
+                ap.exit(2, f"Error: {task_name}: {str(exc).splitlines()[0]}\n")
     atomic_write_json(args.out, doc)
     print(f"wrote {shown(args.out)}")
 

@@ -173,6 +173,20 @@ def head_matmuls(model: Any, max_hops: int = 6) -> list[str]:
     return sorted(set(found))
 
 
+def nncf_int8(model: Any, feeds: list[dict[str, np.ndarray]], head_fp32: bool = True, where: Any = "the model") -> Any:
+    """NNCF's post-training int8 of an in-memory OpenVINO ``model`` (transformer preset) calibrated on ``feeds``;
+    with ``head_fp32`` the task head stays in fp32 (:data:`FP32_SCOPE`, :func:`head_matmuls`)."""
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    names = [p.get_any_name() for p in model.inputs]
+    data = nncf.Dataset([feed_for(names, f, where) for f in feeds])
+    scope = (nncf.IgnoredScope(names=head_matmuls(model), patterns=list(FP32_SCOPE), validate=False) if head_fp32
+             else nncf.IgnoredScope())  # fmt: skip
+    return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
+                         ignored_scope=scope)  # fmt: skip
+
+
 def quantize_ir(model_path: str | Path, feeds: list[dict[str, np.ndarray]], out_dir: str | Path) -> Path:
     """OpenVINO int8 of an IR or ONNX file by NNCF's post-training quantization (``nncf.quantize`` with
     ``ModelType.TRANSFORMER``: SmoothQuant and fast bias correction, NNCF's recipe for BERT-like models) on the
@@ -186,19 +200,11 @@ def quantize_ir(model_path: str | Path, feeds: list[dict[str, np.ndarray]], out_
     reason = nncf_reason()
     if reason:
         raise DeviceError(reason)
-    import nncf
-
     if not feeds:
         raise ModelError("OpenVINO int8 needs at least one calibration input")
     out = Path(out_dir) / IR_FILE
-    nncf.set_log_level(logging.ERROR)
     try:
-        model = ov.Core().read_model(str(model_path))
-        names = [p.get_any_name() for p in model.inputs]
-        data = nncf.Dataset([feed_for(names, f, model_path) for f in feeds])
-        quantized = nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-                                  ignored_scope=nncf.IgnoredScope(names=head_matmuls(model), patterns=list(FP32_SCOPE),
-                                                                validate=False))  # fmt: skip
+        quantized = nncf_int8(ov.Core().read_model(str(model_path)), feeds, where=model_path)
         tmp = out.parent / f".{IR_FILE}.tmp"  # the .xml last: present means complete
         tmp.mkdir(parents=True, exist_ok=True)
         ov.save_model(quantized, str(tmp / IR_FILE), compress_to_fp16=False)
