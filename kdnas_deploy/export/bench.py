@@ -1,16 +1,16 @@
 """``bench``: Hugging Face folders (PyTorch eager) and ONNX folders (ONNX Runtime) timed side by side.
 
-All models are loaded in one process and timed interleaved: in each round every model, after a short idle gap
-(so the previous model's spinning threads go to sleep), runs ``block_warmup`` untimed calls (waking its threads
-and bringing its weights back into cache) and then a block of timed calls, so slow drifts of the machine hit all
-models alike. Samples are summarised with :class:`kdnas_deploy.runtime.timing.Timing` (median, p10, p90).
+All models are loaded in one process and timed interleaved (:func:`kdnas_deploy.runtime.timing.interleave`): in
+each round every model, after a short idle gap (so the previous model's spinning threads go to sleep), runs
+``block_warmup`` untimed calls (waking its threads and bringing its weights back into cache) and then a block of
+timed calls, so slow drifts of the machine hit all models alike. Samples are summarised with
+:class:`kdnas_deploy.runtime.timing.Timing` (median, p10, p90).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,8 @@ from kdnas_deploy.runtime.devices import require_device
 from kdnas_deploy.runtime.inputs import DEFAULT_VOCAB, model_inputs
 from kdnas_deploy.runtime.runners import Runner, ort_runner, torch_runner
 from kdnas_deploy.runtime.session import make_session
-from kdnas_deploy.runtime.timing import Timing, time_callable
+from kdnas_deploy.runtime.timing import PAUSE_MS, Timing
+from kdnas_deploy.runtime.timing import interleave as interleave_fns
 
 BENCH_SCHEMA_VERSION = 1
 # p90 / p10 of one model's samples above which its timing window was disturbed. Measured on the 2-core EPYC and
@@ -49,12 +50,7 @@ class BenchConfig:
     # ONNX folders: cpu-ort or cpu-openvino (the folder's IR, else model.onnx); None: the backend each folder was
     # exported for (its export_report.json; cpu-ort without one), so an OpenVINO export is timed as it serves
     backend: str | None = None
-    # idle gap before each block, so the previous model's spinning ONNX Runtime threads go to sleep. Measured on the
-    # 2-core EPYC (SST-2 teacher 9.5 ms, then its 2.5-ms student, 2 threads each, no warm-up calls): after a 20-ms
-    # gap the student's first four calls ran 4.1-6.6 ms (the teacher's threads still spinning on one of the two
-    # cores); after 50, 100 or 150 ms, 2.9-3.0 ms for the first call and 2.53-2.58 from the third on. 100 ms
-    # doubles the gap that sufficed.
-    pause_ms: float = 100.0
+    pause_ms: float = PAUSE_MS  # idle gap before each block (why: runtime.timing.PAUSE_MS)
     block_warmup: int = 2  # untimed calls opening each block (wake threads, bring weights back into cache)
 
     def __post_init__(self) -> None:
@@ -257,21 +253,10 @@ def paired_speedup(first: list[float], other: list[float], block: int) -> dict[s
 
 
 def interleave(runners: list[Runner], cfg: BenchConfig, progress: bool = True) -> list[list[float]]:
-    """Time ``runners`` interleaved (see the module doc): each warmed up once alone, then ``cfg.rounds`` rounds
-    of an idle gap, ``cfg.block_warmup`` untimed calls and ``cfg.block`` timed calls each. Samples in ms, in
-    time order, one list per runner."""
-    from tqdm.auto import tqdm
-
-    for r in runners:  # warm up each model once, alone
-        time_callable(r.fn, warmup=cfg.warmup, reps=1)
-    samples: list[list[float]] = [[] for _ in runners]
-    for _ in tqdm(range(cfg.rounds), desc="bench rounds", disable=not progress, unit="round"):
-        for r, out in zip(runners, samples, strict=True):
-            time.sleep(cfg.pause_ms / 1000.0)
-            for _ in range(cfg.block_warmup):
-                r.fn()  # untimed: wakes this model's threads, reloads its weights after the others ran
-            out.extend(time_callable(r.fn, warmup=0, reps=1).median_ms for _ in range(cfg.block))
-    return samples
+    """Time ``runners`` interleaved (:func:`kdnas_deploy.runtime.timing.interleave`, with ``cfg``'s rounds,
+    blocks, warm-up and gap). Samples in ms, in time order, one list per runner."""
+    return interleave_fns([r.fn for r in runners], cfg.rounds, cfg.block, cfg.warmup, cfg.pause_ms, cfg.block_warmup,
+                          progress)  # fmt: skip
 
 
 def _row(m: BenchModel, cfg: BenchConfig, lat_table: Any, keep_samples: bool) -> dict[str, Any]:

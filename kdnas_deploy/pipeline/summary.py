@@ -284,9 +284,10 @@ def device_report_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
         if pick:
             from kdnas_deploy.latency.pick import BackendPick
 
-            timed = BackendPick.from_dict(pick).timed()
+            picked = BackendPick.from_dict(pick)
+            timed = picked.timed()
             lines.append((f"Backend picked for {r['name']} (auto)",
-                          f"{pick['chosen']}" + (f" (probe model {pick['probe_arch']}: {timed})" if timed else "")))
+                          f"{pick['chosen']}" + (f" ({picked.basis()}: {timed})" if timed else "")))
     return lines
 
 

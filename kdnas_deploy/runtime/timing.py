@@ -5,7 +5,7 @@ compare and time one session at a time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,6 +60,43 @@ def time_callable(
         fn()
         samples.append((clock() - t0) * 1000.0)
     return Timing.from_samples(samples)
+
+
+# Idle gap before each block of :func:`interleave`, so the previous model's spinning ONNX Runtime threads go to
+# sleep. Measured on the 2-core EPYC (SST-2 teacher 9.5 ms, then its 2.5-ms student, 2 threads each, no warm-up
+# calls): after a 20-ms gap the student's first four calls ran 4.1-6.6 ms (the teacher's threads still spinning
+# on one of the two cores); after 50, 100 or 150 ms, 2.9-3.0 ms for the first call and 2.53-2.58 from the third
+# on. 100 ms doubles the gap that sufficed. Without any gap, ``backend: auto``'s pick timed one ONNX Runtime fp32
+# student at 2.3-6.3 ms in consecutive passes where OpenVINO's held 1.85-1.95 ms
+# (L=2,H=384,A=4,F=768 in tools/results/backend_pick_nogap.json).
+PAUSE_MS = 100.0
+
+
+def interleave(
+    fns: Sequence[Callable[[], object]],
+    rounds: int,
+    block: int,
+    warmup: int = 5,
+    pause_ms: float = PAUSE_MS,
+    block_warmup: int = 2,
+    progress: bool = False,
+) -> list[list[float]]:
+    """Time ``fns`` interleaved: each warmed up once alone, then ``rounds`` rounds of an idle gap of
+    ``pause_ms``, ``block_warmup`` untimed calls (waking its threads, bringing its weights back into cache after
+    the others ran) and ``block`` timed calls each, so slow drifts of the machine hit every model alike. Samples
+    in ms, in time order, one list per function."""
+    from tqdm.auto import tqdm
+
+    for fn in fns:
+        time_callable(fn, warmup=warmup, reps=1)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in tqdm(range(rounds), desc="bench rounds", disable=not progress, unit="round"):
+        for fn, out in zip(fns, samples, strict=True):
+            time.sleep(pause_ms / 1000.0)
+            for _ in range(block_warmup):
+                fn()
+            out.extend(time_callable(fn, warmup=0, reps=1).median_ms for _ in range(block))
+    return samples
 
 
 @dataclass(frozen=True)
