@@ -30,6 +30,10 @@ def test_a_rule_is_scored_against_the_reference_students_in_the_same_pass(monkey
     assert summary["pick_archs"] == {"agreement": 1.0, "worst_slowdown": 1.0, "picks": ["cpu-openvino"]}
 
 
-def test_bad_numbers_are_one_line():
-    with pytest.raises(SystemExit, match="--repeats and --rounds must be >= 1"):
-        bench.main(["--repeats", "0"])
+@pytest.mark.parametrize("args", [["--repeats", "0"], ["--pause-s", "nan"], ["--rounds", "-1"]])
+def test_bad_numbers_are_one_line_exit_2_nothing_written(args, tmp_path, capsys):
+    out = tmp_path / "pick.json"
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*args, "--json", str(out)])
+    assert exc.value.code == 2 and not out.exists()
+    assert capsys.readouterr().err.strip().count("\n") == 0

@@ -36,19 +36,6 @@ def rules() -> dict[str, tuple[str, ...]]:
     return {"small_probe": (PROBE_ARCH.short(),), "pick_archs": tuple(a.short() for a in PICK_ARCHS)}
 
 
-def open_runners(precision: str, usable: list[str], models: list[str], tmp: Path) -> dict[tuple[str, str], Any]:
-    """One runner per (model, backend), the backends of a model next to each other (as the pick orders them)."""
-    from kdnas_deploy.latency.backends import get_backend
-
-    backends = {name: get_backend("cpu", precision, threads=2, backend=name) for name in usable}
-    runners = {}
-    for i, model in enumerate(models):
-        for name, backend in backends.items():
-            artifact = backend.prepare(Architecture.parse(model), tmp / f"{name}-{i}")
-            runners[(model, name)] = backend.open(artifact, 1, 128)
-    return runners
-
-
 def repetition(runners: dict[tuple[str, str], Any], rounds: int) -> dict[str, Any]:
     """One interleaved pass over every model (the pick's timer); each rule's choice beside the reference
     students' fastest."""
@@ -95,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=RESULTS / "backend_pick.json")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1 or not 0 <= args.pause_s < 3600:
-        raise SystemExit("error: --repeats and --rounds must be >= 1 and --pause-s in [0, 3600)")
-    from kdnas_deploy.latency.pick import candidates
+        ap.exit(2, "Error: --repeats and --rounds must be >= 1 and --pause-s in [0, 3600)\n")
+    from kdnas_deploy.latency.pick import candidates, open_runners
 
     doc: dict[str, Any] = {"schema_version": 1, "cpu": cpu_name(), "reference_students": list(REFERENCE),
                            "rules": {k: list(v) for k, v in rules().items()}, "batch": 1, "seq": 128, "threads": 2,
@@ -109,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows = []
         with tempfile.TemporaryDirectory(prefix="kdnas-pickbench-") as tmp:
-            runners = open_runners(precision, usable, models, Path(tmp))
+            runners: dict[tuple[str, str], Any] = {}
+            open_runners(runners, "cpu", precision, 2, usable, tuple(Architecture.parse(m) for m in models), Path(tmp))
             for i in range(args.repeats):
                 rows.append(repetition(runners, args.rounds))
                 print(

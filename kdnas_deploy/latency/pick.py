@@ -109,19 +109,25 @@ def pick_backend(device: str, precision: str, threads: int, batch: int = 1, seq:
     if len(usable) == 1:
         return BackendPick(usable[0], precision, {}, unavailable)
     with tempfile.TemporaryDirectory(prefix="kdnas-pick-") as tmp:
-        runners = {}
+        runners: dict[tuple[str, str], Any] = {}
         try:
-            for i, arch in enumerate(archs):
-                for name in usable:
-                    backend = get_backend(device, precision, threads=threads, backend=name)
-                    artifact = backend.prepare(arch, Path(tmp) / f"{name}-{i}")
-                    runners[(arch.short(), name)] = backend.open(artifact, batch, seq)
+            open_runners(runners, device, precision, threads, usable, archs, Path(tmp), batch, seq)
             per_model = time_interleaved(runners, rounds, sample)
         finally:
             for runner in runners.values():
                 runner.close()
     chosen, scores = choose(per_model)
     return BackendPick(chosen, precision, scores, unavailable, per_model)
+
+
+def open_runners(runners: dict[tuple[str, str], Any], device: str, precision: str, threads: int, usable: list[str],
+                 archs: tuple[Architecture, ...], workdir: Path, batch: int = 1, seq: int = 128) -> None:  # fmt: skip
+    """Fill ``runners`` with one runner per ``(model, backend)``, a model's backends next to each other (timed
+    in the same machine state); filled in place so the caller closes what opened before a failure."""
+    backends = {name: get_backend(device, precision, threads=threads, backend=name) for name in usable}
+    for i, arch in enumerate(archs):
+        for name, backend in backends.items():
+            runners[(arch.short(), name)] = backend.open(backend.prepare(arch, workdir / f"{name}-{i}"), batch, seq)
 
 
 def time_interleaved(runners: dict[tuple[str, str], Any], rounds: int,
