@@ -10,7 +10,7 @@ same machine state*. Repetitions are spread over a few minutes to meet the machi
 Also records the wall time of a real ``pick_backend`` call under each rule. A timing bench: quiet machine.
 
     python -m tools.bench_backend_pick                   # ~4 min on 2 cores
-    python -m tools.bench_backend_pick --repeats 4 --precisions int8 --json /tmp/pick.json   # a quick look
+    python -m tools.bench_backend_pick --repeats 4 --precisions int8 --json work_artifacts/pick.json   # a quick look
 """
 
 from __future__ import annotations
