@@ -77,8 +77,7 @@ class BackendPick:
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "precision": self.precision, "medians_ms": self.medians_ms,
-                "unavailable": self.unavailable, "per_model_ms": self.per_model_ms,
-                "probe_archs": list(self.per_model_ms)}  # fmt: skip
+                "unavailable": self.unavailable, "per_model_ms": self.per_model_ms}  # fmt: skip
 
 
 def candidates(device: str, precision: str, threads: int) -> tuple[list[str], dict[str, str]]:
