@@ -5,6 +5,7 @@ noise). They exercise the search, not the distillation or the latency tables (te
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,14 @@ class SyntheticEvaluator:
             "dev_metrics": {"accuracy": m - 0.01},
             "model_dir": str(out_dir),
         }
+
+
+class SlowEvaluator(SyntheticEvaluator):
+    """The synthetic evaluator, 0.4 s per candidate: long enough to cancel or kill a running one."""
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        time.sleep(0.4)
+        return super().evaluate(request)
 
 
 class ReversedExecutor(BaseExecutor):

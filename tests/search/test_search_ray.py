@@ -27,21 +27,6 @@ from kdnas_deploy.search.ray_executor import RayExecutor  # noqa: E402 - needs r
 TIMING_KEYS = {"seconds"}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local instance for the module; tests' evaluator classes are shipped to workers by value."""
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.cloudpickle.register_pickle_by_value(search_doubles)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    # Ray >= 2.x on Linux maps 127.0.0.1 back to the node's address, so no loopback-only option exists;
-    # the instance is private to this machine (token authentication is on by default since Ray 2.5x).
-    # address="local": always a new private instance, never a cluster that ``ray start`` left on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 def _log(run_dir: Path) -> list[dict]:
     rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(run_dir / "candidates.jsonl")]
     return sorted(rows, key=lambda r: (r["episode"], r["index"]))
@@ -81,12 +66,6 @@ class BrokenEvaluator(SyntheticEvaluator):
             if self.error == "data":
                 raise DataError("the proxy set is missing on this node")
             raise RuntimeError("CUDA error: device-side assert")
-        return super().evaluate(request)
-
-
-class SlowEvaluator(SyntheticEvaluator):
-    def evaluate(self, request):
-        time.sleep(0.4)
         return super().evaluate(request)
 
 
@@ -148,11 +127,10 @@ def test_killed_driver_resumes_to_the_same_log(tmp_path, ray_cluster):
 import sys
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(search_doubles.__file__).parents[2])!r}]
 from search_doubles import make_run
-import ray, search_doubles, test_search_ray
-from test_search_ray import SlowEvaluator
+import ray, search_doubles
+from search_doubles import SlowEvaluator
 from kdnas_deploy.search.ray_executor import RayExecutor
 ray.cloudpickle.register_pickle_by_value(search_doubles)
-ray.cloudpickle.register_pickle_by_value(test_search_ray)
 make_run({str(out)!r}, finalize=False, evaluator=SlowEvaluator(),
          executor=RayExecutor(address={ray_cluster!r}, echo=print)).run()
 """
@@ -224,7 +202,7 @@ import sys
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(search_doubles.__file__).parents[2])!r}]
 import ray, search_doubles
 from ray.cluster_utils import Cluster
-from search_doubles import SyntheticEvaluator, make_run
+from search_doubles import SlowEvaluator, SyntheticEvaluator, make_run
 from kdnas_deploy.errors import SearchError
 from kdnas_deploy.search import ray_executor
 from kdnas_deploy.search.ray_executor import RayExecutor
@@ -287,164 +265,3 @@ def test_cli_ray_options_reach_the_executor(monkeypatch, tmp_path):
     assert isinstance(r.exception, SearchError)
     assert seen["executor"].name == "ray"
     assert seen["executor"].options == {"address": "auto", "gpus_per_candidate": 0.5}
-
-
-def test_worker_with_a_half_imported_torch_exits_so_ray_replaces_it():
-    """An interrupted ``import torch`` breaks later imports in that process; the worker exits (Ray retries)."""
-    script = """
-import sys
-class HalfImported:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch":
-            raise RuntimeError('generic_type: cannot initialize type "RpcBackendOptions"')
-sys.meta_path.insert(0, HalfImported())
-from kdnas_deploy.search.ray_executor import _pin_threads
-_pin_threads(1)
-print("still running")
-"""
-    from kdnas_deploy.search.ray_executor import BROKEN_WORKER_EXIT_CODE
-
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert r.returncode == BROKEN_WORKER_EXIT_CODE, r.stdout + r.stderr
-    assert "still running" not in r.stdout and "cannot import torch" in r.stderr
-
-
-def test_a_driver_that_stops_early_kills_its_running_candidates(tmp_path, ray_cluster, monkeypatch):
-    """Pending candidates are cancelled with force=True: a KeyboardInterrupt landing inside ``import torch``
-    would leave the worker process unable to import torch again."""
-    from search_doubles import TINY_SPACE
-
-    from kdnas_deploy.search.executor import EvalRequest
-
-    calls = []
-    real_cancel = ray.cancel
-
-    def recording_cancel(ref, **kw):
-        calls.append(kw)
-        return real_cancel(ref, **kw)
-
-    monkeypatch.setattr(ray, "cancel", recording_cancel)
-    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
-    requests = [EvalRequest(arch=a, episode=1, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
-    results = ex.run(SlowEvaluator(), requests)
-    next(results)
-    results.close()
-    ex.close()
-    assert calls and all(kw.get("force") is True for kw in calls)
-
-
-def test_closing_an_executor_that_started_ray_stops_it_through_the_public_api():
-    """The executor that started an instance shuts it down on close (``ray.shutdown``), and the Ray code of
-    the search uses Ray's public API only (issue 21.7: no ``ray._private``). On an instance of its own."""
-    import kdnas_deploy.search.ray_executor as ray_executor
-    import kdnas_deploy.search.ray_startup as ray_startup
-    import kdnas_deploy.search.ray_worker as ray_worker
-
-    for mod in (ray_executor, ray_startup, ray_worker):
-        code = Path(mod.__file__).read_text()
-        assert "ray._private" not in code.replace("``ray._private``", "") and "_raylet" not in code, mod.__name__
-    script = """
-import ray
-from kdnas_deploy.search.ray_executor import RayExecutor
-ex = RayExecutor(address="local", cpus_per_candidate=1, echo=lambda s: None)
-ex.start()
-print("ray up:", ray.is_initialized())
-ex.close()
-print("ray still up:", ray.is_initialized())
-"""
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "ray up: True" in r.stdout and "ray still up: False" in r.stdout
-
-
-def test_begin_starts_ray_in_the_background_and_the_instance_outlives_the_helper_call(tmp_path):
-    """``begin()`` runs ``ray.init`` in a helper thread; Ray's processes die with the thread that started
-    them, so the thread must live until ``close()``. Its errors surface in ``start()``. Private instances,
-    in a subprocess."""
-    script = """
-import threading, time, ray
-import search_doubles
-from search_doubles import SyntheticEvaluator, TINY_SPACE
-from kdnas_deploy.search.executor import EvalRequest
-from kdnas_deploy.search.ray_executor import RayExecutor
-ex = RayExecutor(address="local", cpus_per_candidate=1, echo=lambda s: None)
-ex.begin()
-ex.begin()  # idempotent
-names = [t.name for t in threading.enumerate()]
-assert names.count("kdnas-ray-connect") == 1, names
-ex.start()
-ray.cloudpickle.register_pickle_by_value(search_doubles)
-time.sleep(1.0)  # the instance must still be up once ray.init has returned in the helper thread
-reqs = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(2, rng=0))]
-print("results:", len(list(ex.run(SyntheticEvaluator(), reqs))))
-ex.close()
-print("ray still up:", ray.is_initialized())
-print("helper alive:", any(t.name == "kdnas-ray-connect" for t in threading.enumerate()))
-bad = RayExecutor(address="local", cpus_per_candidate=64, echo=lambda s: None)  # fails once connected
-bad.begin()
-try:
-    bad.start()
-except Exception as exc:
-    print("too many cpus:", type(exc).__name__)
-bad.close()
-print("after the error, ray still up:", ray.is_initialized())
-"""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "results: 2" in r.stdout
-    assert "ray still up: False" in r.stdout and "helper alive: False" in r.stdout
-    assert "too many cpus: SearchError" in r.stdout and "after the error, ray still up: False" in r.stdout
-    assert "SIGTERM handler is not set" not in r.stderr
-
-
-class WarmUpEvaluator(SyntheticEvaluator):
-    """Records in each result whether ``warm_up()`` ran on the worker copy that evaluated it."""
-
-    warmed = False
-
-    def warm_up(self) -> None:
-        self.warmed = True
-
-    def evaluate(self, request):
-        res = super().evaluate(request)
-        return res.__class__(res.request, res.score, res.final_loss, res.seconds, res.metrics,
-                             {"warmed": self.warmed, "pid": os.getpid()})  # fmt: skip
-
-
-def test_start_warms_the_workers_and_candidates_wait_for_the_evaluator_warm_up(ray_cluster):
-    from search_doubles import TINY_SPACE
-
-    from kdnas_deploy.search.executor import EvalRequest
-
-    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
-    ev = WarmUpEvaluator()
-    ex.start(ev)
-    assert len(ex._warm_refs) == 2 and ex._shared_warm is ex._warm_refs[0]  # one slot runs ev.warm_up()
-    warmed_pid = ray.get(ex._warm_refs[0])
-    requests = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(4, rng=0))]
-    results = list(ex.run(ev, requests))
-    assert ex._shared_warm is None  # run() waited for it before submitting
-    ex.close()
-    assert len(results) == 4
-    for r in results:  # the worker that ran the warm-up evaluates with its warmed copy of the evaluator
-        assert r.info["warmed"] is (r.info["pid"] == warmed_pid)
-
-
-class FailingWarmUpEvaluator(SyntheticEvaluator):
-    def warm_up(self) -> None:
-        raise RuntimeError("teacher folder vanished")
-
-
-def test_a_failed_warm_up_is_a_clear_error_before_any_candidate(ray_cluster):
-    from search_doubles import TINY_SPACE
-
-    from kdnas_deploy.search.executor import EvalRequest
-
-    ex = RayExecutor(cpus_per_candidate=1, echo=lambda s: None)
-    ev = FailingWarmUpEvaluator()
-    ex.start(ev)
-    requests = [EvalRequest(arch=a, episode=0, index=i, seed=i) for i, a in enumerate(TINY_SPACE.sample(2, rng=0))]
-    with pytest.raises(SearchError, match="warming up the workers failed: RuntimeError: teacher folder vanished"):
-        list(ex.run(ev, requests))
-    ex.close()
