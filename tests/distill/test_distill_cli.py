@@ -83,22 +83,9 @@ def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
     weak = out["accuracy"] - majority < 0.05 - 1e-9  # 64 rows, one epoch: usually a weak teacher
     assert out["weak_teacher"] is weak and ("WARNING: weak teacher" in r.stderr) is weak
     student = tmp_path / "student"
-    r = run_cli(
-        "distill",
-        "--teacher",
-        teacher,
-        "--arch",
-        "L=1,H=16,A=2,F=32",
-        "--task",
-        "builtin",
-        "--out",
-        student,
-        "--epochs",
-        "1",
-        "--max-train-samples",
-        "64",
-        "--no-progress",
-    )
+    distill = ("distill", "--teacher", teacher, "--arch", "L=1,H=16,A=2,F=32", "--task", "builtin", "--out", student,
+               "--epochs", "1", "--max-train-samples", "64", "--no-progress")  # fmt: skip
+    r = run_cli(*distill)
     assert r.returncode == 0, r.stderr
     assert (student / "architecture.json").is_file() and (student / "distill_record.json").is_file()
     assert json.loads(r.stdout.strip().splitlines()[-1])["baseline"]["accuracy"] == pytest.approx(majority)
@@ -109,22 +96,7 @@ def test_finetune_distill_evaluate_round_trip(tiny_backbone, tmp_path):
     doc = json.loads(metrics.read_text())
     assert doc["split"] == "dev" and doc["num_examples"] == 1000 and 0 <= doc["accuracy"] <= 1
     assert doc["baseline"] == {"accuracy": pytest.approx(majority)}
-    r = run_cli(
-        "distill",
-        "--teacher",
-        teacher,
-        "--arch",
-        "L=1,H=16,A=2,F=32",
-        "--task",
-        "builtin",
-        "--out",
-        student,
-        "--epochs",
-        "1",
-        "--max-train-samples",
-        "64",
-        "--no-progress",
-    )
+    r = run_cli(*distill)
     _one_line_error(r, "already exists")
     assert (student / "distill_record.json").is_file()  # nothing already written lost
 

@@ -1,14 +1,21 @@
 from kdnas_deploy.pipeline.stages import StageRunner, inputs_key
 
 
-def test_stage_reused_when_inputs_unchanged(tmp_path):
-    calls = []
+def _artifact_work(tmp_path, calls: list[int]):
+    """A stage's work: counts its calls in ``calls`` and writes one artifact file."""
 
     def work():
         calls.append(1)
         out = tmp_path / "artifact.txt"
         out.write_text("x")
         return {"artifact": str(out)}
+
+    return work
+
+
+def test_stage_reused_when_inputs_unchanged(tmp_path):
+    calls: list[int] = []
+    work = _artifact_work(tmp_path, calls)
 
     runner = StageRunner(tmp_path, echo=lambda s: None)
     first = runner.run("build", {"a": 1}, work)
@@ -21,13 +28,8 @@ def test_stage_reused_when_inputs_unchanged(tmp_path):
 
 
 def test_stage_rerun_when_artifact_missing(tmp_path):
-    calls = []
-
-    def work():
-        calls.append(1)
-        out = tmp_path / "artifact.txt"
-        out.write_text("x")
-        return {"artifact": str(out)}
+    calls: list[int] = []
+    work = _artifact_work(tmp_path, calls)
 
     StageRunner(tmp_path, echo=lambda s: None).run("s", {"a": 1}, work)
     (tmp_path / "artifact.txt").unlink()
