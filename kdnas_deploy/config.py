@@ -132,7 +132,10 @@ class _Builder:
                 return self.build(arg, value, path)
             except KdnasError as exc:
                 errors.append(str(exc))
-        raise self.error(errors[0] if errors else f"{path}: invalid value {value!r}")
+        if len(errors) < 2:
+            raise self.error(errors[0] if errors else f"{path}: invalid value {value!r}")
+        prefix = f"{path or '<config>'}: "  # every alternative's complaint, under one path: "... or ..."
+        raise self.fail(path, " or ".join(e.removeprefix(prefix) for e in errors))
 
     def sequence(self, tp: Any, value: Any, path: str) -> tuple[Any, ...]:
         args = typing.get_args(tp)
