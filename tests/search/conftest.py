@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import search_doubles
 
@@ -15,7 +13,7 @@ def ray_cluster(request):
     if ray.is_initialized():
         ray.shutdown()
     ray.cloudpickle.register_pickle_by_value(search_doubles)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[request.module.__name__])
+    ray.cloudpickle.register_pickle_by_value(request.module)
     # Ray >= 2.x on Linux maps 127.0.0.1 back to the node's address, so no loopback-only option exists;
     # the instance is private to this machine (token authentication is on by default since Ray 2.5x).
     # address="local": always a new private instance, never a cluster that ``ray start`` left on this machine
