@@ -109,6 +109,9 @@ class DistillEvaluator:
     proxy_min_steps: int = 0
     final_min_steps: int = 0  # optimizer steps of the final distillation, at least (epochs raised; 0: off)
     max_seq_len: int | None = None  # of proxy and final distillations and their scoring; None: the presets'
+    # DistillConfig settings of the final distillation over DistillConfig.full()'s (e.g. augment_copies); the
+    # search leaves it empty, tools/bench_final_variants.py compares recipes of a finished run's winner with it
+    final_overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = False  # progress bars of the proxy distillations
     final_progress: bool = True  # progress bar of the full distillation of a winner (minutes long)
     _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
@@ -219,15 +222,16 @@ class DistillEvaluator:
         reused = _finished_model(Path(out_dir), st["task"])
         if reused is not None:  # killed after the model was published, before its result was recorded
             return {**reused, **self._dev_facts(out_dir, st["task"]), "data_sizes": st["sizes"]}
-        cfg = replace(DistillConfig.full(), seed=seed)
+        cfg = replace(DistillConfig.full(**self.final_overrides), seed=seed)
         if self.max_seq_len:
             cfg = replace(cfg, max_seq_len=self.max_seq_len)
         if self.final_epochs:
             cfg = replace(cfg, epochs=self.final_epochs)
-        epochs = final_epochs(len(st["full"]), cfg.epochs, cfg.batch_size, self.final_min_steps)
+        rows = len(st["full"]) * (1 + cfg.augment_copies)  # masked copies are optimizer steps too
+        epochs = final_epochs(rows, cfg.epochs, cfg.batch_size, self.final_min_steps)
         if epochs != cfg.epochs:
             log.info("final: %g epoch(s) instead of %g: %d train rows need them for final_min_steps %d", epochs,
-                     cfg.epochs, len(st["full"]), self.final_min_steps)  # fmt: skip
+                     cfg.epochs, rows, self.final_min_steps)  # fmt: skip
             cfg = replace(cfg, epochs=epochs)
         res = distill(
             self.teacher,

@@ -177,3 +177,19 @@ def test_the_final_distillation_makes_final_min_steps(tmp_path, teacher_dir):
     assert got["final_epochs"] == pytest.approx(8 / -(-rows // 32), abs=0.01) and got["final_epochs"] > 0.02
     record = json.loads((tmp_path / "final" / "distill_record.json").read_text())
     assert record["config"]["epochs"] == got["final_epochs"]
+
+
+def test_final_overrides_reach_the_final_distillation_and_augmented_rows_count_as_steps(tmp_path, teacher_dir):
+    """``final_overrides`` (tools/bench_final_variants.py) set the final DistillConfig; one masked copy per row
+    doubles the rows, so final_min_steps needs half the epochs it needs without one."""
+    from kdnas_deploy.search.evaluator import DistillEvaluator
+
+    ev = DistillEvaluator(teacher=str(teacher_dir), task="builtin", data_dir=None, proxy_fraction=0.04,
+                          heldout_size=100, split_seed=0, cache_dir=str(tmp_path / "cache"), final_epochs=0.02,
+                          final_min_steps=8, max_seq_len=32, final_progress=False,
+                          final_overrides={"augment_copies": 1, "hard_weight": 0.5})  # fmt: skip
+    rows = len(ev._load()["full"])
+    got = ev.final(Architecture(1, 32, 2, 64), seed=0, out_dir=tmp_path / "final")
+    assert got["final_epochs"] == pytest.approx(8 / -(-2 * rows // 32), abs=0.01)
+    config = json.loads((tmp_path / "final" / "distill_record.json").read_text())["config"]
+    assert config["augment_copies"] == 1 and config["hard_weight"] == 0.5
