@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -51,7 +52,8 @@ def test_a_corrupt_results_file_exits_2_and_is_left_alone(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("search: {task: cola}\n")
-    (run / "summary.json").write_text("{}")
+    arch = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "ffn_size": 64}
+    (run / "summary.json").write_text(json.dumps({"final": {"winner": {"arch": arch}}}))
     results = tmp_path / "r.json"
     results.write_text("{broken")
     with pytest.raises(SystemExit) as e:

@@ -56,23 +56,28 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def search_folder(run: Path) -> Path:
-    """The search folder of a ``run`` folder (or ``run`` itself when it is one)."""
+def load_run(run: Path) -> tuple[dict[str, Any], Any]:
+    """The search settings and the final winner's architecture of a ``run`` folder (or of ``run`` itself when it
+    is a search folder), read once."""
+    from kdnas_deploy.arch import Architecture
+
     for folder in (run / "search", run):
         if (folder / "config.yaml").is_file() and (folder / "summary.json").is_file():
-            return folder
+            try:
+                settings = yaml.safe_load((folder / "config.yaml").read_text())["search"]
+                winner = json.loads((folder / "summary.json").read_text())["final"]["winner"]
+                return settings, Architecture(**winner["arch"])
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"{folder}: no search settings or final winner in it ({e})") from None
     raise FileNotFoundError(f"{run}: no finished search (config.yaml and summary.json) here or in search/")
 
 
-def evaluator(folder: Path, variant: dict[str, Any], work: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """The search's evaluator under ``variant``, the winner's architecture and the search settings."""
-    from kdnas_deploy.arch import Architecture
+def evaluator(s: dict[str, Any], variant: dict[str, Any], work: Path) -> Any:
+    """The search's evaluator (settings ``s``) under ``variant``; one per variant, so its seeds share the data."""
     from kdnas_deploy.search.evaluator import DistillEvaluator
 
-    s = yaml.safe_load((folder / "config.yaml").read_text())["search"]
-    winner = json.loads((folder / "summary.json").read_text())["final"]["winner"]
     overrides = {k: v for k, v in variant.items() if k not in SEARCH_KEYS}
-    ev = DistillEvaluator(
+    return DistillEvaluator(
         teacher=s["teacher"], task=s["task"], data_dir=s.get("data_dir"), proxy_fraction=s["proxy_fraction"],
         heldout_size=s["heldout_size"], split_seed=s["seed"], cache_dir=str(work / "teacher_cache"),
         proxy_epochs=s.get("proxy_epochs"), final_epochs=variant.get("final_epochs", s.get("final_epochs")),
@@ -80,11 +85,9 @@ def evaluator(folder: Path, variant: dict[str, Any], work: Path) -> tuple[Any, A
         final_min_steps=variant.get("final_min_steps", s.get("final_min_steps", 0)),
         max_seq_len=s.get("max_seq_len"), final_progress=False, final_overrides=overrides,
     )  # fmt: skip
-    return ev, Architecture(**winner["arch"]), s
 
 
-def measure(folder: Path, name: str, variant: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
-    ev, arch, s = evaluator(folder, variant, work)
+def measure(ev: Any, arch: Any, name: str, variant: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = ev.final(arch, seed, work / f"{name}-s{seed}")
     return {"variant": name, "seed": seed, "settings": variant, "final_epochs": res["final_epochs"],
@@ -140,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             ap.exit(2, f"error: variant {name!r}: final_min_steps must be an integer >= 0, got {steps!r}\n")
     try:
-        folder = search_folder(args.run)
-        task = yaml.safe_load((folder / "config.yaml").read_text())["search"]["task"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        settings, arch = load_run(args.run)
+        task = settings["task"]
+    except (OSError, ValueError, yaml.YAMLError) as e:
         ap.exit(2, f"error: --run: {e}\n")
     results = args.results or RESULTS / f"final_variants_{task}.json"
     work = args.work or args.run / "final_variants"
@@ -157,11 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     doc.update({"schema_version": SCHEMA_VERSION, "run": shown(args.run), "task": task, "machine": cpu_name()})
     runs = [r for r in doc.get("runs", []) if not (args.redo and r["variant"] in variants and r["seed"] in args.seeds)]
     for name, variant in variants.items():
+        ev = evaluator(settings, variant, work)
         for seed in args.seeds:
             if any(r["variant"] == name and r["seed"] == seed and r["settings"] == variant for r in runs):
                 continue
             print(f"[{name} seed {seed}] distilling ...", flush=True)
-            row = measure(folder, name, variant, seed, work)
+            row = measure(ev, arch, name, variant, seed, work)
             runs = [r for r in runs if not (r["variant"] == name and r["seed"] == seed)] + [row]
             doc["runs"] = runs
             doc["summary"] = summarise(runs, list(dict.fromkeys([*variants, *(r["variant"] for r in runs)])))
