@@ -4,6 +4,8 @@ headroom) at that length."""
 
 from __future__ import annotations
 
+import pytest
+
 from kdnas_deploy.arch import Architecture
 from kdnas_deploy.latency.table import LatencyTable
 from tools._common import ROOT
@@ -25,3 +27,18 @@ def test_feasible_set_is_the_budget_cut_at_each_length():
         assert 0 < got["n_feasible"] < got["n_space"] == len(members)
         assert set(got["largest_feasible"]) <= set(got["feasible"])
     assert feasible_at(table, TEACHER, 40)["teacher_ms"] < feasible_at(table, TEACHER, 128)["teacher_ms"]
+
+
+def test_another_cpus_run_writes_its_own_results_and_work_folder(tmp_path, capsys):
+    """--results keeps one CPU's figures from overwriting another's: the file and the work folder follow it; a
+    path in a missing folder is one line, exit 2."""
+    from tools._common import WORK
+    from tools.bench_seq import Bench, main
+
+    b = Bench(False, None, 2, tmp_path / "seq_bench.other-cpu.json")
+    assert b.out == tmp_path / "seq_bench.other-cpu.json" and b.png == tmp_path / "seq_bench.other-cpu.png"
+    assert b.work == WORK / "seq_bench.other-cpu" and b.table_path((128,)).parent == b.work
+    with pytest.raises(SystemExit) as exc:
+        main(["--results", str(tmp_path / "missing" / "x.json"), "--steps", "feasible"])
+    assert exc.value.code == 2 and "existing folder" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()

@@ -76,3 +76,23 @@ def test_refit_rewrites_entries_from_the_saved_points_only(tmp_path):
     assert all(e["latency_ms"] > 0 for e in after["entries"]) and LatencyTable.load(copy).data == after
     with pytest.raises(TableError, match="not a table transferred from"):
         refit_table(RESULTS.parents[2] / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json", copy)
+
+
+def test_an_int8_deployment_has_its_own_real_pair_built_and_measured_in_int8(tmp_path, monkeypatch):
+    """Where no int8 table matches the machine, the int8 table `run` would transfer from gets a `real-int8-` pair,
+    and a full build of a pair is built in the reference's precision (an fp32 build of an int8 pair would score
+    the transfer against the wrong deployment)."""
+    import tools.bench_transfer as bench
+
+    refs = {("cpu-ort", "fp32"): None, ("cpu-openvino", "fp32"): None, ("cpu-ort", "int8"): tmp_path / "int8.json"}
+    monkeypatch.setattr(bench, "run_reference", lambda backend="cpu-ort", precision="fp32": refs[backend, precision])
+    pairs = bench.pairs_for(tmp_path, quick=False)
+    int8 = [name for name in pairs if name.startswith("real-")]
+    assert len(int8) == 1 and int8[0].startswith("real-int8-")
+    assert pairs[int8[0]] == {"reference": tmp_path / "int8.json", "threads": 2}
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(bench, "run_tracked", lambda cmd: seen.append(cmd) or {"seconds": 1.0})
+    bench.build(tmp_path / "full.json", 2, bench.DEFAULT_SPACE, backend="cpu-ort", precision="int8")
+    cmd = seen[0]
+    assert cmd[cmd.index("--precision") + 1] == "int8" and cmd[cmd.index("--backend") + 1] == "cpu-ort"

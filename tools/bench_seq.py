@@ -22,6 +22,7 @@ Weights do not change latency: teacher and student are seeded random models with
     python -m tools.bench_seq                       # the full benchmark (~1 h on 2 cores): run on a quiet CPU
     python -m tools.bench_seq --quick               # a 2-variant space, few models, builtin task if no GLUE (~2 min)
     python -m tools.bench_seq --steps e2e,curve --data-dir ../shared/data/glue
+    python -m tools.bench_seq --results tools/results/seq_bench.xeon-f6m167-amx.json   # another CPU, its own file
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ QUICK = {"space": QUICK_SPACE, "teacher": "L=4,H=128,A=2,F=256", "student": "L=2
 class Bench:
     """The state of one benchmark run: its settings, work folder and results document (saved after each step)."""
 
-    def __init__(self, quick: bool, data_dir: Path | None, threads: int) -> None:
+    def __init__(self, quick: bool, data_dir: Path | None, threads: int, out: Path | None = None) -> None:
         self.quick, self.threads = quick, threads
         self.s = QUICK if quick else FULL
-        self.work = WORK / ("seq_bench_quick" if quick else "seq_bench")
-        self.out = RESULTS / ("seq_bench_quick.json" if quick else "seq_bench.json")
+        self.out = out or RESULTS / ("seq_bench_quick.json" if quick else "seq_bench.json")
+        self.work = WORK / self.out.stem  # one work folder per results file (another CPU's run keeps its tables)
         self.png = self.out.with_suffix(".png")
         self.data_dir = data_dir
         self.task = "sst2" if data_dir and (data_dir / "SST-2" / "dev.tsv").is_file() else "builtin"
@@ -296,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KDNAS_GLUE_DIR", GLUE_DIR)),
                    help="GLUE root (SST-2/dev.tsv); the builtin task when absent.")  # fmt: skip
     p.add_argument("--n", type=int, default=None, help="Held-out models of the validate step [default: 100].")
+    p.add_argument("--results", type=Path, default=None, help="Results JSON [default: tools/results/seq_bench.json]"
+                   "; another CPU's run goes to its own file, e.g. tools/results/seq_bench.<cpu>.json.")  # fmt: skip
     args = p.parse_args(argv)
+    if args.results is not None and (args.results.suffix != ".json" or not args.results.parent.is_dir()):
+        p.error(f"--results {args.results}: give a .json path in an existing folder")
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         p.error(f"unknown step(s) {', '.join(unknown)} (choose from {', '.join(STEPS)})")
-    b = Bench(args.quick, args.data_dir, args.threads)
+    b = Bench(args.quick, args.data_dir, args.threads, args.results)
     if args.n is not None:
         if args.n < 1:
             p.error("--n must be at least 1")

@@ -16,8 +16,9 @@ A *pair* is a reference table and a target backend on this machine. For each pai
 Pairs: ``threads-2to1-<cpu>`` (the shipped 2-thread table -> this CPU at 1 thread), ``threads-1to2-<cpu>`` (a
 1-thread table of this CPU: the first pair's full build, built here when missing -> 2 threads), ``real-<cpu>`` (the
 table ``kdnas-deploy run`` would transfer from -> this CPU at 2 threads; only when no shipped table matches this
-machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair) and ``real-openvino-<cpu>`` (the same for
-the ``cpu-openvino`` backend, when OpenVINO is installed). ``--reference TABLE`` (repeatable) adds
+machine; ``<cpu>`` names the CPU, so every CPU met keeps its own pair), ``real-openvino-<cpu>`` (the same for
+the ``cpu-openvino`` backend, when OpenVINO is installed) and ``real-int8-<cpu>`` (the int8 table an int8 deployment's
+``run`` would transfer from -> this CPU's int8). ``--reference TABLE`` (repeatable) adds
 ``cross-<TABLE's suffix>-to-<cpu>``: a shipped table of another CPU -> this CPU at 2 threads, whatever ``run`` would
 pick, so every CPU met can be scored against every other; its full build is this CPU's 2-thread build of the
 ``threads-1to2-<cpu>`` pair when there is one (same space, same machine). Finished pairs are kept.
@@ -52,7 +53,9 @@ SHIPPED = ROOT / "latency_tables" / "cpu-minilm-l6-fp32-b1-s128.json"
 DEFAULT_SPACE = "configs/spaces/minilm-l6.yaml"
 QUICK_SPACE = {"name": "minilm-l6-quick", "choices": {"num_layers": [1, 2, 3, 4, 5, 6], "hidden_size": [128],
                                                       "num_heads": [4], "ffn_size": [384, 768]}}  # fmt: skip
-REAL_PAIR_BACKENDS = {"cpu-ort": "real-", "cpu-openvino": "real-openvino-"}  # backend -> prefix of its real pair
+# (backend, precision) -> prefix of its real pair: what `run` would transfer for an fp32 or an int8 deployment
+REAL_PAIRS = {("cpu-ort", "fp32"): "real-", ("cpu-openvino", "fp32"): "real-openvino-",
+              ("cpu-ort", "int8"): "real-int8-"}  # fmt: skip
 
 
 def cli(*args: str) -> list[str]:
@@ -88,10 +91,12 @@ def run_tracked(cmd: list[str]) -> dict[str, Any]:
             "command": " ".join(cmd[2:]).replace(f"{ROOT}/", "")}  # fmt: skip
 
 
-def build(out: Path, threads: int, space: str, rounds: int | None = None, backend: str = "cpu-ort") -> dict[str, Any]:
+def build(out: Path, threads: int, space: str, rounds: int | None = None, backend: str = "cpu-ort",
+          precision: str = "fp32") -> dict[str, Any]:
     extra = ["--rounds", str(rounds)] if rounds else []
-    res = run_tracked(cli("latency", "build", "--space", space, "--backend", backend, "--threads", str(threads),
-                          "--batch", "1", "--seq", "128", "--out", str(out), "--quiet", *extra))  # fmt: skip
+    res = run_tracked(cli("latency", "build", "--space", space, "--backend", backend, "--precision", precision,
+                          "--threads", str(threads), "--batch", "1", "--seq", "128", "--out", str(out), "--quiet",
+                          *extra))  # fmt: skip
     return {**res, "table": out.name}
 
 
@@ -112,8 +117,8 @@ def pairs_for(work: Path, quick: bool, references: list[Path] = ()) -> dict[str,
     # the real thing: the table `run` transfers from on this machine, to this machine's CPU; one pair per CPU and
     # backend met (the results keep every pair; "real", from the shipped EPYC table to an EPYC without AVX-VNNI, is
     # an older one)
-    for backend, prefix in REAL_PAIR_BACKENDS.items():
-        ref = run_reference(backend)
+    for (backend, precision), prefix in REAL_PAIRS.items():
+        ref = run_reference(backend, precision)
         if ref is not None:
             pairs[f"{prefix}{cpu}"] = {"reference": ref, "threads": 2}
     for ref in references:  # a real pair even where a shipped table matches this machine (--reference)
@@ -136,19 +141,19 @@ def cpu_slug(fp: dict[str, Any]) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{model} {tier}").strip("-")
 
 
-def run_reference(backend: str = "cpu-ort") -> Path | None:
-    """The table ``kdnas-deploy run`` would transfer from here (default space, fp32, 2 threads, b1 s128, on
-    ``backend``), or None when a shipped table matches this machine (no transfer then) or the backend is not
+def run_reference(backend: str = "cpu-ort", precision: str = "fp32") -> Path | None:
+    """The table ``kdnas-deploy run`` would transfer from here (default space, ``precision``, 2 threads, b1 s128,
+    on ``backend``), or None when a shipped table matches this machine (no transfer then) or the backend is not
     installed."""
     from kdnas_deploy.latency.backends import BACKENDS
     from kdnas_deploy.pipeline.tables import TableRequirement, find_table, list_candidate_tables, transfer_reference
     from kdnas_deploy.space import SearchSpace
 
     try:
-        BACKENDS[backend](precision="fp32", threads=2).check_available()
+        BACKENDS[backend](precision=precision, threads=2).check_available()
     except Exception:  # noqa: BLE001 - a backend that is not installed here has no pair
         return None
-    need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", "fp32", 2, 1, 128, "O2", backend)
+    need = TableRequirement(SearchSpace.load(ROOT / DEFAULT_SPACE), "cpu", precision, 2, 1, 128, "O2", backend)
     shipped = [ROOT / "latency_tables"]
     if find_table(need, shipped) is not None:
         return None
@@ -270,7 +275,8 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
     if not ref_path.is_file():
         print(f"[{name}] building the reference ({spec['build_threads']} thread(s)) ...")
         entry["reference_build"] = build(ref_path, spec["build_threads"], args.space, args.rounds)
-    ref_backend = LatencyTable.load(ref_path).backend
+    ref_table = LatencyTable.load(ref_path)
+    ref_backend, ref_precision = ref_table.backend, ref_table.precision
     entry.update(reference=str(ref_path.relative_to(ROOT)) if ref_path.is_relative_to(ROOT) else str(ref_path),
                  backend=ref_backend, target_threads=spec["threads"], k=args.k, cpu=cpu_name())  # fmt: skip
     out = work / f"{name}.transferred.json"
@@ -293,7 +299,8 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
                                    "note": "built before this pair ran (another pair's reference or a table build)"}
         else:
             print(f"[{name}] full build on the target ...")
-            entry["full_build"] = build(full, spec["threads"], args.space, args.rounds, backend=ref_backend)
+            entry["full_build"] = build(full, spec["threads"], args.space, args.rounds, backend=ref_backend,
+                                        precision=ref_precision)  # fmt: skip
         args.save(name, entry)
     tables = {key: LatencyTable.load(p) for key, p in scored_tables(name, ref_path, work).items()}
     ref, transferred = tables["reference"], tables["transferred"]
