@@ -311,3 +311,28 @@ def test_the_noise_floor_is_the_probe_minimums_own_noise_when_the_windows_have_r
     assert probe_min_noise_pct({"readings_ms": [1.0, 1.1, 1.2]}) is None
     short = {"latency_ms": 0.88, "fast_reference_ms": 0.85, "readings_ms": [0.86, 0.85]}
     assert anchor_decision(table, short, noise_floor_pct=30.0)["applied"] is False
+
+
+def test_a_large_probe_move_within_its_own_noise_is_not_applied():
+    """The AMX Xeon pair's full build against its held-out window (tools/results/latency_transfer.json): the
+    small probe stayed (0.995), the large one 'moved' +7.6% because the build's minimum was one lucky reading; its
+    own halves are 8% apart, so nothing is applied. A large move beyond its own floor still is."""
+    from kdnas_deploy.latency.anchor import large_min_noise_pct
+
+    small_t = [1.26, 1.27, 1.26, 1.28, 1.30, 1.26]
+    small_w = [1.2525, 1.26, 1.27, 1.2525, 1.26, 1.27]
+    table = {"latency_ms": 1.43, "fast_reference_ms": 1.25839, "readings_ms": small_t,
+             "large": {"latency_ms": 15.17235, "readings_ms": [16.62284, 15.17235, 16.37879, 17.92408, 17.56847]}}
+    window = {"latency_ms": 1.41, "fast_reference_ms": 1.25246, "readings_ms": small_w,
+              "large": {"latency_ms": 16.31884, "readings_ms": [16.75857, 17.01119, 17.32545, 16.31884]}}  # fmt: skip
+    assert large_min_noise_pct(table) == pytest.approx(100 * (16.37879 - 15.17235) / 15.17235)
+    d = anchor_decision(table, window, noise_floor_pct=1.0)
+    assert d["measured_factor_large"] == pytest.approx(16.31884 / 15.17235, rel=1e-4)
+    assert not d["applied"] and d["factor"] == 1.0 and d["noise_floor_large_pct"] == pytest.approx(7.95, abs=0.01)
+    # the same window 20% slower on the large probe only: beyond its floor, applied
+    slow = {**window, "large": {"latency_ms": 18.2, "readings_ms": [18.3, 18.2, 18.4, 18.25]}}
+    d = anchor_decision(table, slow, noise_floor_pct=1.0)
+    assert d["applied"] and d["factor_large"] == pytest.approx(18.2 / 15.17235, rel=1e-4)
+    # without large readings (older tables) the small probe's floor judges both, as before
+    bare = {k: {"latency_ms": v["latency_ms"]} if k == "large" else v for k, v in table.items()}
+    assert anchor_decision(bare, window, noise_floor_pct=1.0)["applied"] is True  # 7.6% > the small floor
