@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas_deploy.arch import Architecture
+from kdnas_deploy.errors import TableError
 from kdnas_deploy.io import atomic_write_json
 from tools._common import GLUE_DIR, RESULTS, ROOT, WORK, cpu_name, shown
 
@@ -300,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=None, help="Results JSON [default: tools/results/seq_bench.json]"
                    "; another CPU's run goes to its own file, e.g. tools/results/seq_bench.<cpu>.json.")  # fmt: skip
     args = p.parse_args(argv)
-    if args.results is not None and (args.results.suffix != ".json" or not args.results.parent.is_dir()):
-        p.error(f"--results {args.results}: give a .json path in an existing folder")
+    if args.results is not None and (args.results.suffix != ".json" or not args.results.parent.is_dir()
+                                     or not os.access(args.results.parent, os.W_OK)):  # fmt: skip
+        p.error(f"--results {args.results}: give a .json path in an existing folder you can write to")
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
@@ -315,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in steps or (name in b.doc["steps"] and not args.redo):
             continue
         t0 = time.time()
-        result = RUNNERS[name](b)
+        try:
+            result = RUNNERS[name](b)
+        except TableError as exc:  # e.g. `--steps feasible` before this results file's build step
+            p.exit(2, f"bench_seq: {name}: {exc} (run the build step first)\n")
         result["step_seconds"] = round(time.time() - t0, 1)
         result["cpu"] = cpu_name()  # steps of one results file may come from different machines (their reruns)
         b.doc["steps"][name] = result

@@ -302,8 +302,9 @@ def run_pair(name: str, spec: dict[str, Any], work: Path, args: argparse.Namespa
             entry["full_build"] = build(full, spec["threads"], args.space, args.rounds, backend=ref_backend,
                                         precision=ref_precision)  # fmt: skip
         args.save(name, entry)
-    tables = {key: LatencyTable.load(p) for key, p in scored_tables(name, ref_path, work).items()}
-    ref, transferred = tables["reference"], tables["transferred"]
+    tables = {key: ref_table if key == "reference" else LatencyTable.load(p)
+              for key, p in scored_tables(name, ref_path, work).items()}  # fmt: skip
+    ref, transferred = ref_table, tables["transferred"]
     archs = held_out_archs(ref, transferred, args.n, args.seed)
     backend = get_backend("cpu", ref.precision, threads=spec["threads"], backend=ref.backend)
     print(f"[{name}] measuring {len(archs)} held-out models ...")
