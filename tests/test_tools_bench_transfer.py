@@ -96,3 +96,17 @@ def test_an_int8_deployment_has_its_own_real_pair_built_and_measured_in_int8(tmp
     bench.build(tmp_path / "full.json", 2, bench.DEFAULT_SPACE, backend="cpu-ort", precision="int8")
     cmd = seen[0]
     assert cmd[cmd.index("--precision") + 1] == "int8" and cmd[cmd.index("--backend") + 1] == "cpu-ort"
+
+
+def test_a_pair_measured_on_this_cpu_stays_runnable_after_its_table_shipped(monkeypatch):
+    """Once a table of this CPU ships, `run_reference` names no real pair; the results' own record of a pair
+    measured here (reference file present) keeps it runnable, pairs of other CPUs or lost references do not."""
+    import tools.bench_transfer as bench
+
+    monkeypatch.setattr(bench, "cpu_name", lambda: "this cpu")
+    ref = "latency_tables/cpu-minilm-l6-fp32-b1-s128.json"
+    done = {"real-a": {"cpu": "this cpu", "reference": ref, "target_threads": 2},
+            "real-b": {"cpu": "another cpu", "reference": ref, "target_threads": 2},
+            "real-c": {"cpu": "this cpu", "reference": "latency_tables/gone.json", "target_threads": 2},
+            "old": {"reference": ref, "target_threads": 1}}  # fmt: skip
+    assert bench.measured_here(done) == {"real-a": {"reference": bench.ROOT / ref, "threads": 2}}

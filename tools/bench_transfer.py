@@ -128,6 +128,13 @@ def pairs_for(work: Path, quick: bool, references: list[Path] = ()) -> dict[str,
     return pairs
 
 
+def measured_here(done: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pairs of the results measured on this CPU, with their recorded reference: a real pair stays runnable
+    (``--redo``) after a table of this CPU shipped, when :func:`run_reference` no longer names one."""
+    return {name: {"reference": ROOT / e["reference"], "threads": e["target_threads"]} for name, e in done.items()
+            if e.get("cpu") == cpu_name() and (ROOT / e.get("reference", "-")).is_file()}  # fmt: skip
+
+
 def cpu_slug(fp: dict[str, Any]) -> str:
     """A name for this machine's CPU in pair names: its model string and ISA tier, lowercase, dash-separated."""
     import re
@@ -370,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{name}] {'fitted and ' if args.refit else ''}scored again from {name}.heldout.jsonl")
         print(json.dumps(results.get("targets", {}), indent=2))
         return 0
-    pairs = pairs_for(work, args.quick, args.reference)
+    pairs = {**measured_here(results["pairs"]), **pairs_for(work, args.quick, args.reference)}
     chosen = args.pairs.split(",") if args.pairs else list(pairs)
     unknown = [p for p in chosen if p not in pairs]
     if unknown:
