@@ -117,6 +117,15 @@ class OpenVinoSettings:
         return {"device": "CPU", **self.to_config()}
 
 
+def ov_reason(exc: BaseException) -> str:
+    """The line of an OpenVINO exception that says what is wrong: its runtime prefixes the message with
+    ``Exception from src/...cpp:N:`` lines (a corrupt ONNX file: three lines, the third "Unable to read the
+    model ...")."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith("Exception from ")]
+    return (said or lines or [type(exc).__name__])[0]
+
+
 def convert_to_ir(onnx_path: str | Path, out_dir: str | Path) -> Path:
     """Convert an ONNX graph into OpenVINO IR (``openvino_model.xml`` + ``.bin``, fp32 weights kept: no fp16
     compression) in ``out_dir``; returns the ``.xml`` path.
@@ -137,7 +146,7 @@ def convert_to_ir(onnx_path: str | Path, out_dir: str | Path) -> Path:
         model = ov.Core().read_model(str(onnx_path))
         ov.save_model(model, str(out), compress_to_fp16=False)
     except Exception as exc:  # openvino raises its own RuntimeError subclasses
-        raise ModelError(f"OpenVINO cannot convert {onnx_path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise ModelError(f"OpenVINO cannot convert {onnx_path}: {ov_reason(exc)}") from exc
     return out
 
 
@@ -223,7 +232,7 @@ def quantize_ir(model_path: str | Path, feeds: list[dict[str, np.ndarray]], out_
         (tmp / IR_FILE).replace(out)
         tmp.rmdir()
     except Exception as exc:  # nncf and openvino raise their own RuntimeError subclasses
-        raise ModelError(f"NNCF cannot quantize {model_path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise ModelError(f"NNCF cannot quantize {model_path}: {ov_reason(exc)}") from exc
     return out
 
 
@@ -264,14 +273,14 @@ def compile_model(path: str | Path, settings: OpenVinoSettings) -> Any:
         core = ov.Core()
         model = core.read_model(str(path))
     except Exception as exc:
-        raise ModelError(f"OpenVINO cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise ModelError(f"OpenVINO cannot load {path}: {ov_reason(exc)}") from exc
     if settings.precision == "int8" and not is_int8_model(model):
         raise ModelError(f"{path} is not an OpenVINO int8 model (no {INT8_OP} ops): quantise it with NNCF "
                          "(export --backend cpu-openvino --quantize int8)")  # fmt: skip
     try:
         return core.compile_model(model, "CPU", settings.to_config())
     except Exception as exc:
-        raise ModelError(f"OpenVINO cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise ModelError(f"OpenVINO cannot load {path}: {ov_reason(exc)}") from exc
 
 
 def ir_or_onnx(folder_or_file: str | Path) -> Path:

@@ -76,3 +76,18 @@ def test_ir_of_the_deployed_graph_matches_pytorch(tmp_path, monkeypatch):
     runner = rov.ov_runner(session, x)
     runner.fn()
     runner.close()
+
+
+def test_a_corrupt_onnx_file_names_what_is_wrong_in_one_line(tmp_path):
+    pytest.importorskip("openvino")
+    from kdnas_deploy.errors import ModelError
+
+    bad = tmp_path / "model.onnx"
+    bad.write_text("garbage\n")
+    with pytest.raises(ModelError) as info:
+        rov.convert_to_ir(bad, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "Unable to read the model" in message and "Exception from" not in message
+    assert not (tmp_path / rov.IR_FILE).exists()
+    assert rov.ov_reason(RuntimeError("Exception from a.cpp:1:\n\nwhat went wrong\n")) == "what went wrong"
+    assert rov.ov_reason(RuntimeError("")) == "RuntimeError"
