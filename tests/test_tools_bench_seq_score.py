@@ -1,0 +1,77 @@
+"""tools/bench_seq_score.py: two runs that differ in ``latency.seq`` only, compared on the same dev rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from tools._common import ROOT
+from tools.bench_seq_score import discordant, main, paired_difference, targets, variant_config, variant_name
+
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(np.mean(pred == gold))
+
+
+def test_the_auto_run_differs_from_the_config_in_its_length_and_teacher_only(tmp_path):
+    table = tmp_path / "t.json"
+    shipped = yaml.safe_load((ROOT / "configs" / "glue" / "sst2.yaml").read_text())
+    fixed = variant_config("sst2", tmp_path, table, auto=False, teacher=None)
+    auto = variant_config("sst2", tmp_path, table, auto=True, teacher="runs/x/teacher")
+    assert fixed["teacher"] == shipped["teacher"] and fixed["latency"] == shipped["latency"]
+    assert fixed["search"] == shipped["search"] == auto["search"] and fixed["bench"] == auto["bench"]
+    assert auto["latency"] == {**shipped["latency"], "seq": "auto"} and auto["teacher"] == {"path": "runs/x/teacher"}
+    assert all(d["table"] == str(table) for cfg in (fixed, auto) for d in cfg["devices"])
+    assert fixed["task"] == {**shipped["task"], "data_dir": str(tmp_path)}
+    assert (variant_name(fixed), variant_name(auto)) == ("seq128", "seqauto")
+
+
+def test_identical_predictions_differ_by_nothing():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 2, 300)
+    pred = np.where(rng.random(300) < 0.8, gold, 1 - gold)
+    out = paired_difference(accuracy, pred, pred.copy(), gold, n=200)
+    assert out["difference_points"] == 0.0 and out["ci95_points"] == [0.0, 0.0]
+    assert out["share_of_resamples_b_better"] == 0.0
+
+
+def test_the_paired_interval_brackets_the_difference_and_excludes_zero_for_a_clear_gain():
+    rng = np.random.default_rng(2)
+    gold = rng.integers(0, 2, 800)
+    a = np.where(rng.random(800) < 0.80, gold, 1 - gold)
+    b = a.copy()
+    b[np.flatnonzero(a != gold)[:40]] = gold[np.flatnonzero(a != gold)[:40]]  # b fixes 40 of a's errors: +5 points
+    out = paired_difference(accuracy, a, b, gold, n=500)
+    assert out["difference_points"] == pytest.approx(100 * (accuracy(b, gold) - accuracy(a, gold)))
+    assert out["difference_points"] == pytest.approx(5.0)
+    low, high = out["ci95_points"]
+    assert 0 < low < 5.0 < high and out["share_of_resamples_b_better"] == 1.0
+    assert discordant(a, b, gold) == {"only_fixed_right": 0, "only_auto_right": 40}
+
+
+def test_the_target_is_half_a_point_and_carries_the_interval():
+    cmp = {"paired": {"difference_points": 0.49, "ci95_points": [-1.0, 2.0]}}
+    assert targets(cmp)["seq_auto_gain_points"] == {"value": 0.49, "target": 0.5, "met": False,
+                                                    "ci95_points": [-1.0, 2.0]}  # fmt: skip
+    cmp["paired"]["difference_points"] = 0.5
+    assert targets(cmp)["seq_auto_gain_points"]["met"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--steps", "fixed,score"], "unknown step(s) score"),
+        (["--task", "nosuchtask"], "no configs/glue/nosuchtask.yaml"),
+        (["--data-dir", "{tmp}/missing"], "missing"),
+        (["--table", "{tmp}/none.json"], "none.json: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, says):
+    results = tmp_path / "out.json"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + ["--results", str(results), "--work", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not results.exists() and list(tmp_path.iterdir()) == []
