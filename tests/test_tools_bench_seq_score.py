@@ -75,3 +75,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert exc.value.code == 2
     assert says in capsys.readouterr().err
     assert not results.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_compared_student_is_the_one_the_runs_summary_names(tmp_path, monkeypatch):
+    import json
+
+    import tools.bench_seq_score as mod
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"student": {"path": str(tmp_path / "run" / "search" / "student")}}))
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    assert mod.student_dir({"run": "run"}) == tmp_path / "run" / "search" / "student"

@@ -133,8 +133,8 @@ class Bench:
 
         task = get_task(self.task, self.data_dir)
         seq_len = int(fixed["summary"]["max_seq_len"])
-        pred_a, labels = dev_predictions(ROOT / fixed["run"] / "student", task, seq_len)
-        pred_b, _ = dev_predictions(ROOT / auto["run"] / "student", task, seq_len)
+        pred_a, labels = dev_predictions(student_dir(fixed), task, seq_len)
+        pred_b, _ = dev_predictions(student_dir(auto), task, seq_len)
         metric = task.main_metric
 
         def score(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -150,6 +150,12 @@ class Bench:
             out["priced"] = cross_prices(self.table, fixed, auto)
         out["targets"] = targets(out)
         return out
+
+
+def student_dir(step: dict[str, Any]) -> Path:
+    """The run's distilled student (HF folder), as its summary.json names it."""
+    summary = json.loads((ROOT / step["run"] / "summary.json").read_text())
+    return ROOT / summary["student"]["path"]
 
 
 def dev_predictions(model_dir: Path, task: Any, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
