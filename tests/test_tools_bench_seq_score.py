@@ -87,3 +87,24 @@ def test_the_compared_student_is_the_one_the_runs_summary_names(tmp_path, monkey
     (run / "summary.json").write_text(json.dumps({"student": {"path": str(tmp_path / "run" / "search" / "student")}}))
     monkeypatch.setattr(mod, "ROOT", tmp_path)
     assert mod.student_dir({"run": "run"}) == tmp_path / "run" / "search" / "student"
+
+
+def test_both_students_are_priced_at_both_lengths_as_a_share_of_the_teacher():
+    from kdnas_deploy.arch import Architecture
+    from kdnas_deploy.latency.table import LatencyTable
+    from tools.bench_seq_score import cross_prices
+
+    path = ROOT / "latency_tables" / "cpu-minilm-l6-fp32-b1-s32-64-128.xeon-f6m167-amx.json"
+    archs = {"teacher": "L=6,H=384,A=12,F=1536", "fixed": "L=5,H=256,A=4,F=384", "auto": "L=4,H=256,A=4,F=768"}
+
+    def step(seq, student):
+        return {"seq": seq, "summary": {"teacher": {"arch": archs["teacher"]}, "student": {"arch": archs[student]}}}
+
+    out = cross_prices(path, step({"mode": "fixed", "seq": 128}, "fixed"), step({"mode": "auto", "seq": 40}, "auto"))
+    assert set(out) == {"seq40", "seq128"}
+    table = LatencyTable.load(path)
+    for seq in (40, 128):
+        ms = table.predict([Architecture.parse(a) for a in archs.values()], 1, seq, calibrated=False)
+        assert out[f"seq{seq}"]["teacher"] == pytest.approx(float(ms[0]), abs=1e-4)
+        assert out[f"seq{seq}"]["fraction_of_teacher"]["auto"] == pytest.approx(float(ms[2] / ms[0]), abs=1e-4)
+    assert out["seq40"]["teacher"] < out["seq128"]["teacher"]
