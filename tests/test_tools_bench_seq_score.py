@@ -65,16 +65,19 @@ def test_the_target_is_half_a_point_and_carries_the_interval():
         (["--task", "nosuchtask"], "no configs/glue/nosuchtask.yaml"),
         (["--data-dir", "{tmp}/missing"], "missing"),
         (["--table", "{tmp}/none.json"], "none.json: no such file"),
+        (["--results", "{tmp}/f/out.json", "--steps", "fixed"], "cannot write --results"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, says):
     results = tmp_path / "out.json"
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + ["--results", str(results), "--work", str(tmp_path)]
+    argv = ["--results", str(results), "--work", str(tmp_path)] + [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "{tmp}/f/out.json" in args:  # a results path below a file
+        (tmp_path / "f").write_text("a file")
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
     assert says in capsys.readouterr().err
-    assert not results.exists() and list(tmp_path.iterdir()) == []
+    assert not results.exists() and {p.name for p in tmp_path.iterdir()} <= {"f"}
 
 
 def test_the_compared_student_is_the_one_the_runs_summary_names(tmp_path, monkeypatch):

@@ -220,9 +220,12 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--table {args.table}: no such file")
     try:
         from kdnas_deploy.errors import KdnasError
+        from kdnas_deploy.io import check_writable
         from kdnas_deploy.tasks import get_task
 
         get_task(args.task, args.data_dir).load_split("dev")  # data that cannot be had fails before any run
+        check_writable(args.results or RESULTS / "seq_score.json", "--results")  # not after an hour of runs
+        check_writable((args.work or WORK / "seq_score") / args.task / "probe", "--work")
     except KdnasError as exc:
         ap.exit(2, f"Error: {exc}\n")
     b = Bench(args)
