@@ -7,7 +7,17 @@ import pytest
 import yaml
 
 from tools._common import ROOT
-from tools.bench_seq_score import discordant, main, paired_difference, targets, variant_config, variant_name
+from tools.bench_seq_score import (
+    across_seeds,
+    discordant,
+    main,
+    paired_difference,
+    parse_seeds,
+    step_name,
+    targets,
+    variant_config,
+    variant_name,
+)
 
 
 def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -65,6 +75,8 @@ def test_the_target_is_half_a_point_and_carries_the_interval():
         (["--task", "nosuchtask"], "no configs/glue/nosuchtask.yaml"),
         (["--data-dir", "{tmp}/missing"], "missing"),
         (["--table", "{tmp}/none.json"], "none.json: no such file"),
+        (["--seeds", "0,-1"], "--seeds takes non-negative integers separated by commas, not '-1'"),
+        (["--seeds", ","], "--seeds is empty"),
         (["--results", "{tmp}/f/out.json", "--steps", "fixed"], "cannot write --results"),
     ],
 )
@@ -111,3 +123,29 @@ def test_both_students_are_priced_at_both_lengths_as_a_share_of_the_teacher():
         assert out[f"seq{seq}"]["teacher"] == pytest.approx(float(ms[0]), abs=1e-4)
         assert out[f"seq{seq}"]["fraction_of_teacher"]["auto"] == pytest.approx(float(ms[2] / ms[0]), abs=1e-4)
     assert out["seq40"]["teacher"] < out["seq128"]["teacher"]
+
+
+def test_another_seed_changes_the_search_seed_and_the_names_only(tmp_path):
+    base = variant_config("sst2", tmp_path, None, auto=True, teacher="t")
+    seeded = variant_config("sst2", tmp_path, None, auto=True, teacher="t", seed=3)
+    assert seeded["search"] == {**base["search"], "seed": 3}
+    assert {k: v for k, v in seeded.items() if k != "search"} == {k: v for k, v in base.items() if k != "search"}
+    assert (variant_name(base), variant_name(seeded)) == ("seqauto", "seqauto-seed3")
+    assert (step_name("fixed", 0), step_name("compare", 2)) == ("fixed", "compare@seed2")
+    assert parse_seeds("0, 1,1,2") == [0, 1, 2]
+    with pytest.raises(ValueError, match="not '1.5'"):
+        parse_seeds("0,1.5")
+
+
+def test_over_several_seeds_the_target_is_the_mean_difference():
+    def cmp(diff, fixed, auto):
+        return {"paired": {"difference_points": diff}, "fixed": {"metric_recomputed": fixed, "student": "a"},
+                "auto": {"metric_recomputed": auto, "student": "b"}}  # fmt: skip
+
+    out = across_seeds({1: cmp(1.2, 0.87, 0.882), 0: cmp(0.0, 0.876, 0.876)})
+    assert out["seeds"] == [0, 1] and out["difference_points"] == [0.0, 1.2]
+    assert out["mean_difference_points"] == 0.6 and out["fixed_metric"] == [0.876, 0.87]
+    t = out["targets"]["seq_auto_gain_points"]
+    assert t["value"] == 0.6 and t["met"] is True and t["per_seed_points"] == [0.0, 1.2]
+    assert across_seeds({0: cmp(0.0, 0.9, 0.9), 1: cmp(0.9, 0.9, 0.909)})["targets"]["seq_auto_gain_points"][
+        "met"] is False  # a mean of 0.45

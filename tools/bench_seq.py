@@ -171,6 +171,7 @@ def step_e2e(b: Bench) -> dict[str, Any]:
         out[name]["e2e_over_model_p50"] = serial["e2e_over_model_only"]
         out[name]["e2e_p99_over_p50"] = round(serial["e2e_p99_ms"] / serial["e2e_p50_ms"], 3)
         out[name]["same_length_p99_over_p50"] = serial.get("same_length_p99_over_p50")  # the tail without lengths
+        out[name]["tokenize_served_vs_alone_p50_ms"] = [serial["tokenize_p50_ms"], serial.get("tokenize_alone_p50_ms")]
     return out
 
 

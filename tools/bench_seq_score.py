@@ -14,9 +14,14 @@ from its finished stages, ``--redo`` runs a step again and keeps the earlier res
                 lengths. Target: the ``auto`` student scores >= 0.5 points more.
 
 With ``--table`` both runs price candidates on that one (multi-length) table, so the only difference between
-them is the length; without it, each run takes the table that matches this machine.
+them is the length; without it, each run takes the table that matches this machine. ``--seeds 0,1`` repeats the
+pair of runs with other search seeds (candidate draws, proxy splits, distillation), every run distilling from the
+first fixed run's teacher: steps ``fixed@seed1``, ``auto@seed1``, ``compare@seed1`` and run folders
+``seq128-seed1`` beside seed 0's. One seed's student is one draw of the search (SST-2, one seed: +0.00 points
+with a 95% interval of +-1.49); the target is then judged on the mean difference over the seeds run.
 
     python -m tools.bench_seq_score --data-dir ../shared/data/glue --table TABLE_S32_64_128.json
+    python -m tools.bench_seq_score --data-dir ../shared/data/glue --table TABLE_S32_64_128.json --seeds 0,1
     python -m tools.bench_seq_score --task sst2 --steps compare        # the comparison again, no training
 """
 
@@ -40,9 +45,11 @@ TARGET_POINTS = 0.5  # issue 19: the seq-auto student scores >= 0.5 points more
 BOOTSTRAP = 2000
 
 
-def variant_config(task: str, data_dir: Path, table: Path | None, auto: bool, teacher: str | None) -> dict[str, Any]:
+def variant_config(task: str, data_dir: Path, table: Path | None, auto: bool, teacher: str | None,
+                   seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """configs/glue/<task>.yaml with the data folder filled in; ``auto`` changes ``latency.seq`` and nothing else
-    but the teacher (the fixed run's, so both searches distill from the same model)."""
+    but the teacher (the fixed run's, so both searches distill from the same model); a ``seed`` other than 0
+    replaces ``search.seed``."""
     cfg = yaml.safe_load((ROOT / "configs" / "glue" / f"{task}.yaml").read_text(encoding="utf-8"))
     cfg["task"]["data_dir"] = str(data_dir)
     if table is not None:
@@ -52,11 +59,32 @@ def variant_config(task: str, data_dir: Path, table: Path | None, auto: bool, te
         cfg["latency"]["seq"] = "auto"
     if teacher:
         cfg["teacher"] = {"path": teacher}
+    if seed:
+        cfg["search"]["seed"] = seed
     return cfg
 
 
 def variant_name(cfg: dict[str, Any]) -> str:
-    return f"seq{cfg['latency']['seq']}"
+    seed = int(cfg["search"].get("seed", 0))
+    return f"seq{cfg['latency']['seq']}" + (f"-seed{seed}" if seed else "")
+
+
+def step_name(step: str, seed: int) -> str:
+    """Seed 0 keeps the plain step names (results recorded before ``--seeds`` existed stay valid)."""
+    return f"{step}@seed{seed}" if seed else step
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1`` -> ``[0, 1]``: distinct non-negative integers, in the order given; ValueError names the bad one."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if not part.isdigit():
+            raise ValueError(f"--seeds takes non-negative integers separated by commas, not {part!r}")
+        if int(part) not in out:
+            out.append(int(part))
+    if not out:
+        raise ValueError("--seeds is empty")
+    return out
 
 
 def paired_difference(metric: Any, pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray,
@@ -87,6 +115,22 @@ def targets(compare: dict[str, Any]) -> dict[str, Any]:
                                      "ci95_points": compare["paired"]["ci95_points"]}}
 
 
+def across_seeds(compares: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The comparisons of several seeds side by side and the target on their mean difference."""
+    seeds = sorted(compares)
+    diffs = [compares[s]["paired"]["difference_points"] for s in seeds]
+    mean = round(float(np.mean(diffs)), 3)
+    out = {"seeds": seeds, "difference_points": diffs, "mean_difference_points": mean,
+           "fixed_metric": [compares[s]["fixed"]["metric_recomputed"] for s in seeds],
+           "auto_metric": [compares[s]["auto"]["metric_recomputed"] for s in seeds],
+           "fixed_student": [compares[s]["fixed"]["student"] for s in seeds],
+           "auto_student": [compares[s]["auto"]["student"] for s in seeds]}  # fmt: skip
+    out["targets"] = {"seq_auto_gain_points": {"value": mean, "target": TARGET_POINTS, "met": mean >= TARGET_POINTS,
+                                               "over": f"mean of {len(seeds)} seed(s)",
+                                               "per_seed_points": diffs}}  # fmt: skip
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.task, self.redo = args.task, set(args.redo.split(",")) if args.redo else set()
@@ -101,7 +145,7 @@ class Bench:
 
     def step(self, name: str, fn: Any) -> dict[str, Any]:
         steps = self.doc["steps"]
-        if name in steps and name not in self.redo:
+        if name in steps and name.split("@")[0] not in self.redo:
             return steps[name]
         if name in steps:  # --redo: the earlier result stays on record
             self.doc.setdefault("history", {}).setdefault(name, []).append(steps.pop(name))
@@ -110,8 +154,8 @@ class Bench:
         atomic_write_json(self.out, self.doc)
         return steps[name]
 
-    def run(self, auto: bool, teacher: str | None) -> dict[str, Any]:
-        cfg = variant_config(self.task, self.data_dir, self.table, auto, teacher)
+    def run(self, auto: bool, teacher: str | None, seed: int = 0) -> dict[str, Any]:
+        cfg = variant_config(self.task, self.data_dir, self.table, auto, teacher, seed)
         name = variant_name(cfg)
         self.work.mkdir(parents=True, exist_ok=True)
         cfg_path, out, log_path = self.work / f"{name}.yaml", self.work / name, self.work / f"run-{name}.log"
@@ -206,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table", default=None,
                     help="one multi-length table of this CPU both runs price candidates on (default: each run's own)")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps of {', '.join(STEPS)}")
-    ap.add_argument("--redo", default="", help="steps to run again, comma-separated")
+    ap.add_argument("--redo", default="", help="steps to run again, comma-separated (for every seed given)")
+    ap.add_argument("--seeds", default="0",
+                    help="search seeds, comma-separated: the pair of runs is repeated per seed (default: 0)")
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: work_artifacts/seq_score)")
     ap.add_argument("--results", type=Path, default=None, help="results file (default: tools/results/seq_score.json)")
     args = ap.parse_args(argv)
@@ -214,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     bad = [s for s in steps + [r for r in args.redo.split(",") if r] if s not in STEPS]
     if bad:
         ap.error(f"unknown step(s) {', '.join(bad)} (choose from {', '.join(STEPS)})")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        ap.error(str(exc))
     if not (ROOT / "configs" / "glue" / f"{args.task}.yaml").is_file():
         ap.error(f"no configs/glue/{args.task}.yaml: --task takes a task with a GLUE config")
     if args.table and not Path(args.table).is_file():
@@ -229,22 +279,46 @@ def main(argv: list[str] | None = None) -> None:
     except KdnasError as exc:
         ap.exit(2, f"Error: {exc}\n")
     b = Bench(args)
-    fixed = b.step("fixed", lambda: b.run(False, None)) if "fixed" in steps else b.doc["steps"].get("fixed")
-    if fixed is None or "stopped" in fixed:
-        ap.exit(2, f"Error: the fixed run has no student ({(fixed or {}).get('stopped', 'not run')})\n")
-    teacher = str(ROOT / fixed["summary"]["teacher"]["path"])
-    auto = b.step("auto", lambda: b.run(True, teacher)) if "auto" in steps else b.doc["steps"].get("auto")
-    if auto is None or "stopped" in auto:
-        ap.exit(2, f"Error: the auto run has no student ({(auto or {}).get('stopped', 'not run')})\n")
-    if "compare" in steps:
-        cmp = b.step("compare", lambda: b.compare(fixed, auto))
-        b.doc["targets"] = cmp["targets"]
+    compares: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        cmp = run_seed(b, seed, steps, ap)
+        if cmp is not None:
+            compares[seed] = cmp
+    for seed in (0, *(int(k.split("@seed")[1]) for k in b.doc["steps"] if k.startswith("compare@seed"))):
+        if seed not in compares and step_name("compare", seed) in b.doc["steps"]:
+            compares[seed] = b.doc["steps"][step_name("compare", seed)]  # seeds compared earlier count too
+    if len(compares) > 1:
+        b.doc["across_seeds"] = across_seeds(compares)
+        b.doc["targets"] = b.doc["across_seeds"]["targets"]
         atomic_write_json(b.out, b.doc)
-        p = cmp["paired"]
-        fixed_now, auto_now = cmp["fixed"]["metric_recomputed"], cmp["auto"]["metric_recomputed"]
-        print(f"{cmp['metric']}: fixed {fixed_now:.4f}, auto {auto_now:.4f} ({p['difference_points']:+.2f} points,"
-              f" 95% CI {p['ci95_points']}); wrote {shown(b.out)}")
+        agg = b.doc["across_seeds"]
+        print(f"over seeds {agg['seeds']}: auto - fixed {agg['difference_points']} points, mean "
+              f"{agg['mean_difference_points']:+.2f}; wrote {shown(b.out)}")
 
+
+def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser) -> dict[str, Any] | None:
+    """One seed's fixed run, auto run and comparison (each step resumable); the comparison, when asked for."""
+    first = b.doc["steps"].get("fixed")  # every seed distills from the first fixed run's teacher
+    shared = str(ROOT / first["summary"]["teacher"]["path"]) if first and "summary" in first else None
+    fixed_name, auto_name = step_name("fixed", seed), step_name("auto", seed)
+    fixed = (b.step(fixed_name, lambda: b.run(False, shared if seed else None, seed)) if "fixed" in steps
+             else b.doc["steps"].get(fixed_name))  # fmt: skip
+    if fixed is None or "stopped" in fixed:
+        ap.exit(2, f"Error: the {fixed_name} run has no student ({(fixed or {}).get('stopped', 'not run')})\n")
+    teacher = str(ROOT / fixed["summary"]["teacher"]["path"])
+    auto = b.step(auto_name, lambda: b.run(True, teacher, seed)) if "auto" in steps else b.doc["steps"].get(auto_name)
+    if auto is None or "stopped" in auto:
+        ap.exit(2, f"Error: the {auto_name} run has no student ({(auto or {}).get('stopped', 'not run')})\n")
+    if "compare" not in steps:
+        return None
+    cmp = b.step(step_name("compare", seed), lambda: b.compare(fixed, auto))
+    b.doc["targets"] = cmp["targets"]
+    atomic_write_json(b.out, b.doc)
+    p = cmp["paired"]
+    fixed_now, auto_now = cmp["fixed"]["metric_recomputed"], cmp["auto"]["metric_recomputed"]
+    print(f"seed {seed}, {cmp['metric']}: fixed {fixed_now:.4f}, auto {auto_now:.4f} ({p['difference_points']:+.2f}"
+          f" points, 95% CI {p['ci95_points']}); wrote {shown(b.out)}")
+    return cmp
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,7 +7,8 @@ tasks), timed in three parts: tokenizer, input building (int64 arrays, segment i
 ``threads // N`` (at least 1) so the total fits the cores; the request rate is then measured over the wall.
 Rows report e2e p50/p90/p99, the tokenizer's and the model's medians at the same lengths, requests per second
 and the replayed length distribution; one request at a time, also the model-only median at the replayed median
-length measured interleaved with the replay on the same session (``model_only_p50_ms``, ``e2e_over_model_only``).
+length measured interleaved with the replay on the same session (``model_only_p50_ms``, ``e2e_over_model_only``)
+and the tokenizer's median on the same texts back to back (``tokenize_alone_p50_ms``, warm caches).
 """
 
 from __future__ import annotations
@@ -180,22 +181,36 @@ def replay(server: Server, texts: Sequence[tuple[str, ...]], concurrency: int) -
 MODEL_ONLY_BLOCKS = 5  # replay chunks, each followed by as many model-only runs (concurrency 1)
 
 
-Replayed = tuple[list[Request], float, list[float], int]  # requests, wall (s), model-only times (ms), their length
+@dataclass(frozen=True)
+class Interleaved:
+    """What :func:`replay_beside_model_only` measured in one window: the requests, the replay's wall (s), and the
+    warm figures beside them: bare ``session.run`` times (ms) at the replayed median ``length`` and the tokenizer
+    alone (ms), back to back on the same texts."""
+
+    done: list[Request]
+    wall_s: float
+    model_only_ms: list[float]
+    length: int
+    tokenize_alone_ms: list[float]
 
 
 def replay_beside_model_only(server: Server, texts: Sequence[tuple[str, ...]],
-                             blocks: int = MODEL_ONLY_BLOCKS) -> Replayed:  # fmt: skip
+                             blocks: int = MODEL_ONLY_BLOCKS) -> Interleaved:  # fmt: skip
     """One request at a time, in ``blocks`` chunks each followed by as many bare ``session.run`` calls on the
-    same session at the replayed median length: the model-only figure of the same window. The machine drifts
-    between states over minutes (a model-only median taken after the replay read 0.35 ms where the replay's
-    own model calls read 0.50 ms, 2026-12-07, EPYC family 26), so the two are measured interleaved.
-    Returns the requests, the replay's wall (s), the model-only times (ms) and that length."""
+    same session at the replayed median length (the model-only figure of the same window), then by the chunk's
+    texts tokenised back to back. The machine drifts between states over minutes (a model-only median taken
+    after the replay read 0.35 ms where the replay's own model calls read 0.50 ms, 2026-12-07, EPYC family 26),
+    so the figures are measured interleaved. The tokenizer alone is the warm-cache figure: in a served request
+    it runs right after the previous request's model, which evicts its tables (AMX Xeon family 6 model 167, 2 MB
+    of L2 a core, SST-2 dev: 0.050 ms alone, 0.116 ms after a session run of a 0.66-ms student, 0.124 ms after
+    a 16-MB memory sweep; 2026-12-08), so ``tokenize_p50_ms`` over ``tokenize_alone_p50_ms`` is that cost."""
     encoded = [server.encode(t) for t in texts]
     length = int(np.median([len(ids) for ids, _ in encoded]))
     ids, types = min(encoded, key=lambda e: abs(len(e[0]) - length))  # a real request of that length
     feed = server.feed(ids, types)
     done: list[Request] = []
     model_only: list[float] = []
+    tokenize_alone: list[float] = []
     wall = 0.0
     for chunk in np.array_split(np.arange(len(texts)), max(1, min(blocks, len(texts)))):
         part, w = replay(server, [texts[i] for i in chunk], 1)
@@ -204,7 +219,11 @@ def replay_beside_model_only(server: Server, texts: Sequence[tuple[str, ...]],
             t0 = time.perf_counter()
             server.session.run(None, feed)
             model_only.append(1e3 * (time.perf_counter() - t0))
-    return done, wall, model_only, len(ids)
+        for i in chunk:
+            t0 = time.perf_counter()
+            server.encode(texts[i])
+            tokenize_alone.append(1e3 * (time.perf_counter() - t0))
+    return Interleaved(done, wall, model_only, len(ids), tokenize_alone)
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -212,9 +231,9 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s: float,
-            model_only: tuple[list[float], int] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One row; ``model_only`` (times in ms, their length) adds the model-only median measured beside the replay
-    (:func:`replay_beside_model_only`) and the end-to-end p50 over it."""
+            beside: Interleaved | None = None) -> dict[str, Any]:  # fmt: skip
+    """One row; ``beside`` (:func:`replay_beside_model_only`) adds the model-only median measured beside the
+    replay, the end-to-end p50 over it and the tokenizer's warm median."""
     total = [r.total_ms for r in done]
     lengths = np.asarray([r.length for r in done])
     stats = length_stats(lengths)
@@ -248,9 +267,10 @@ def e2e_row(folder: ModelFolder, cfg: E2EConfig, done: Sequence[Request], wall_s
         "length_mean": stats["mean"],
         "length_max": stats["max"],
         **same,
-        **({"model_only_length": model_only[1], "model_only_p50_ms": _pct(model_only[0], 50),
-            "e2e_over_model_only": round(_pct(total, 50) / max(_pct(model_only[0], 50), 1e-9), 3)}
-           if model_only else {}),
+        **({"model_only_length": beside.length, "model_only_p50_ms": _pct(beside.model_only_ms, 50),
+            "e2e_over_model_only": round(_pct(total, 50) / max(_pct(beside.model_only_ms, 50), 1e-9), 3),
+            "tokenize_alone_p50_ms": _pct(beside.tokenize_alone_ms, 50)}
+           if beside else {}),
     }  # fmt: skip
 
 
@@ -282,8 +302,8 @@ def run_e2e(paths: Sequence[str | Path], cfg: E2EConfig) -> list[dict[str, Any]]
         for t in texts[: cfg.warmup]:
             server.handle(t)
         if cfg.concurrency == 1:
-            done, wall, model_only, length = replay_beside_model_only(server, texts)
-            rows.append(e2e_row(folder, cfg, done, wall, (model_only, length)))
+            beside = replay_beside_model_only(server, texts)
+            rows.append(e2e_row(folder, cfg, beside.done, beside.wall_s, beside))
         else:
             done, wall = replay(server, texts, cfg.concurrency)
             rows.append(e2e_row(folder, cfg, done, wall))

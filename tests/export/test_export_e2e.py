@@ -57,15 +57,18 @@ def test_model_only_is_timed_between_the_replays_chunks_on_the_same_session(tiny
 
     server.session = Spy()
     texts = [("good",), ("a much longer sentence with many more words in it",), ("fine words",)] * 4
-    done, wall, model_only, length = replay_beside_model_only(server, texts, blocks=3)
-    assert len(done) == len(model_only) == 12 and wall > 0
+    beside = replay_beside_model_only(server, texts, blocks=3)
+    done, wall, model_only, length = beside.done, beside.wall_s, beside.model_only_ms, beside.length
+    assert len(done) == len(model_only) == len(beside.tokenize_alone_ms) == 12 and wall > 0
+    assert all(t > 0 for t in beside.tokenize_alone_ms)
     assert length == int(sorted(d.length for d in done)[6])  # the replayed median length
     # chunks of 4 requests, each followed by 4 model-only runs at that length
     assert calls[4:8] == [length] * 4 and calls[12:16] == [length] * 4 and calls[20:24] == [length] * 4
     (row,) = run_e2e([tiny_onnx], E2EConfig(task="builtin", requests=30, threads=1, warmup=2))
     assert row["model_only_p50_ms"] > 0 and row["e2e_over_model_only"] > 0 and row["model_only_length"] > 0
+    assert row["tokenize_alone_p50_ms"] > 0
     (conc,) = run_e2e([tiny_onnx], E2EConfig(task="builtin", requests=20, threads=2, concurrency=2, warmup=2))
-    assert "e2e_over_model_only" not in conc
+    assert "e2e_over_model_only" not in conc and "tokenize_alone_p50_ms" not in conc
 
 
 def test_requests_are_unpadded(tiny_onnx):
