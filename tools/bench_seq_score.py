@@ -320,5 +320,6 @@ def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser)
           f" points, 95% CI {p['ci95_points']}); wrote {shown(b.out)}")
     return cmp
 
+
 if __name__ == "__main__":  # pragma: no cover
     main()
