@@ -279,14 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     except KdnasError as exc:
         ap.exit(2, f"Error: {exc}\n")
     b = Bench(args)
-    compares: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        cmp = run_seed(b, seed, steps, ap)
-        if cmp is not None:
-            compares[seed] = cmp
-    for seed in (0, *(int(k.split("@seed")[1]) for k in b.doc["steps"] if k.startswith("compare@seed"))):
-        if seed not in compares and step_name("compare", seed) in b.doc["steps"]:
-            compares[seed] = b.doc["steps"][step_name("compare", seed)]  # seeds compared earlier count too
+        run_seed(b, seed, steps, ap)
+    compares = {int(k.partition("@seed")[2] or 0): v for k, v in b.doc["steps"].items()
+                if k.split("@")[0] == "compare"}  # this run's seeds and those compared earlier  # fmt: skip
     if len(compares) > 1:
         b.doc["across_seeds"] = across_seeds(compares)
         b.doc["targets"] = b.doc["across_seeds"]["targets"]
@@ -296,8 +292,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{agg['mean_difference_points']:+.2f}; wrote {shown(b.out)}")
 
 
-def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser) -> dict[str, Any] | None:
-    """One seed's fixed run, auto run and comparison (each step resumable); the comparison, when asked for."""
+def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser) -> None:
+    """One seed's fixed run, auto run and comparison (each step resumable, recorded in ``b.doc``)."""
     first = b.doc["steps"].get("fixed")  # every seed distills from the first fixed run's teacher
     shared = str(ROOT / first["summary"]["teacher"]["path"]) if first and "summary" in first else None
     fixed_name, auto_name = step_name("fixed", seed), step_name("auto", seed)
@@ -310,7 +306,7 @@ def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser)
     if auto is None or "stopped" in auto:
         ap.exit(2, f"Error: the {auto_name} run has no student ({(auto or {}).get('stopped', 'not run')})\n")
     if "compare" not in steps:
-        return None
+        return
     cmp = b.step(step_name("compare", seed), lambda: b.compare(fixed, auto))
     b.doc["targets"] = cmp["targets"]
     atomic_write_json(b.out, b.doc)
@@ -318,7 +314,6 @@ def run_seed(b: Bench, seed: int, steps: list[str], ap: argparse.ArgumentParser)
     fixed_now, auto_now = cmp["fixed"]["metric_recomputed"], cmp["auto"]["metric_recomputed"]
     print(f"seed {seed}, {cmp['metric']}: fixed {fixed_now:.4f}, auto {auto_now:.4f} ({p['difference_points']:+.2f}"
           f" points, 95% CI {p['ci95_points']}); wrote {shown(b.out)}")
-    return cmp
 
 
 if __name__ == "__main__":  # pragma: no cover
